@@ -1,0 +1,1 @@
+"""Chat bots that talk to the moebox HTTP API."""

@@ -1,0 +1,25 @@
+"""Errors a user can hit. Each message says what went wrong and what to do."""
+
+
+class MoeboxError(Exception):
+    """Base of every error moebox raises on purpose."""
+
+
+class GGUFError(MoeboxError):
+    """A GGUF file, split set or directory that cannot be used as it is."""
+
+
+class UnsupportedModelError(MoeboxError):
+    """The file is a valid GGUF but describes a model moebox does not run."""
+
+
+class TokenizerError(MoeboxError):
+    """The GGUF's tokenizer metadata cannot be turned into a tokenizer."""
+
+
+class ChatTemplateError(MoeboxError):
+    """The chat template could not be rendered for the given messages."""
+
+
+class NativeUnavailableError(MoeboxError):
+    """The native kernels are missing or this CPU cannot run them."""
