@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 
+import moebox_native
 import numpy as np
 import pytest
 import torch
@@ -32,8 +33,6 @@ from quant_blocks import (
     random_weights,
     reference_dequantize,
 )
-
-import moebox_native
 
 FLOAT32_REL = 2e-5
 

@@ -23,11 +23,10 @@ from __future__ import annotations
 import os
 import time
 
+import moebox_native
 import numpy as np
 import pytest
 from quant_blocks import block_geometry, qtype, random_weights, reference_dequantize
-
-import moebox_native
 
 REL = 2e-5
 
