@@ -77,7 +77,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q8_0_avx2(int64_t n, const void* w, const void*
   const auto* y = static_cast<const block_q8_0*>(a);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK8_0; ++i) {
-    const __m256 d = _mm256_set1_ps(fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d));
+    const __m256 d = _mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d));
     const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx2::dot_s8(qx, qy)), acc);
@@ -90,7 +90,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q4_0_avx2(int64_t n, const void* w, const void*
   const auto* y = static_cast<const block_q8_0*>(a);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK8_0; ++i) {
-    const __m256 d = _mm256_set1_ps(fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d));
+    const __m256 d = _mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d));
     const __m256i qx = _mm256_sub_epi8(avx2::bytes_from_nibbles_32(x[i].qs), _mm256_set1_epi8(8));
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
     acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx2::dot_s8(qx, qy)), acc);
@@ -103,11 +103,11 @@ MOEBOX_TARGET_AVX2 float vec_dot_q4_1_avx2(int64_t n, const void* w, const void*
   const auto* y = static_cast<const block_q8_0*>(a);
   __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK8_0; ++i) {
-    const float dy = fp16_to_f32(y[i].d);
+    const float dy = avx2::fp16(y[i].d);
     const __m256i qx = avx2::bytes_from_nibbles_32(x[i].qs);
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
-    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
+    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
   }
   return avx2::hsum(_mm256_add_ps(acc, acc_m));
 }
@@ -117,7 +117,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_0_avx2(int64_t n, const void* w, const void*
   const auto* y = static_cast<const block_q8_0*>(a);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK8_0; ++i) {
-    const __m256 d = _mm256_set1_ps(fp16_to_f32(x[i].d) * fp16_to_f32(y[i].d));
+    const __m256 d = _mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d));
     // q - 16 as int8: where the high bit is clear, set the top nibble (nibble - 16).
     const __m256i hi = _mm256_andnot_si256(avx2::bytes_from_bits_32(x[i].qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
     const __m256i qx = _mm256_or_si256(avx2::bytes_from_nibbles_32(x[i].qs), hi);
@@ -132,12 +132,12 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_1_avx2(int64_t n, const void* w, const void*
   const auto* y = static_cast<const block_q8_0*>(a);
   __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK8_0; ++i) {
-    const float dy = fp16_to_f32(y[i].d);
+    const float dy = avx2::fp16(y[i].d);
     const __m256i hi = _mm256_and_si256(avx2::bytes_from_bits_32(x[i].qh), _mm256_set1_epi8(0x10));
     const __m256i qx = _mm256_or_si256(avx2::bytes_from_nibbles_32(x[i].qs), hi);
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
-    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
+    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
   }
   return avx2::hsum(_mm256_add_ps(acc, acc_m));
 }
