@@ -325,16 +325,16 @@ MOEBOX_TARGET_AVX2 float vec_dot_q6_K_avx2(int64_t n, const void* w, const void*
 
 }  // namespace
 
-#define MOEBOX_KQUANT(NAME, BLOCK, LOWER)                                                                      \
-  extern const FormatOps kFormat##NAME = {                                                                \
-      #NAME, GgmlType::NAME, QK_K, sizeof(BLOCK), GgmlType::Q8_K, dequant_##LOWER,                       \
-      {vec_dot_ref<dequant_##LOWER, QK_K, sizeof(BLOCK), GgmlType::Q8_K>, vec_dot_##LOWER##_avx2, nullptr,\
-       nullptr}};
-MOEBOX_KQUANT(Q2_K, block_q2_K, q2_K)
-MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K)
-MOEBOX_KQUANT(Q4_K, block_q4_K, q4_K)
-MOEBOX_KQUANT(Q5_K, block_q5_K, q5_K)
-MOEBOX_KQUANT(Q6_K, block_q6_K, q6_K)
+#define MOEBOX_KQUANT(NAME, BLOCK, LOWER, AVX512)                                               \
+  extern const FormatOps kFormat##NAME = {                                                      \
+      #NAME, GgmlType::NAME, QK_K, sizeof(BLOCK), GgmlType::Q8_K, dequant_##LOWER,             \
+      {vec_dot_ref<dequant_##LOWER, QK_K, sizeof(BLOCK), GgmlType::Q8_K>, vec_dot_##LOWER##_avx2, \
+       AVX512, nullptr}};
+MOEBOX_KQUANT(Q2_K, block_q2_K, q2_K, vec_dot_q2_K_avx512)
+MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K, vec_dot_q3_K_avx512)
+MOEBOX_KQUANT(Q4_K, block_q4_K, q4_K, vec_dot_q4_K_avx512)
+MOEBOX_KQUANT(Q5_K, block_q5_K, q5_K, nullptr)
+MOEBOX_KQUANT(Q6_K, block_q6_K, q6_K, vec_dot_q6_K_avx512)
 #undef MOEBOX_KQUANT
 
 }  // namespace moebox

@@ -142,18 +142,48 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_1_avx2(int64_t n, const void* w, const void*
   return avx2::hsum(_mm256_add_ps(acc, acc_m));
 }
 
+// --- AVX-512 + VNNI: two blocks per register; (x + 128) * y - 128 * sum(y) keeps vpdpbusd's u8 x s8 form ---
+MOEBOX_TARGET_AVX512 float vec_dot_q8_0_avx512(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const block_q8_0*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  const int64_t nb = n / QK8_0;
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(1);
+  auto join = [](const int8_t* p, const int8_t* q) MOEBOX_TARGET_AVX512 {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), 1);
+  };
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m512i qx = join(x[i].qs, x[i + 1].qs), qy = join(y[i].qs, y[i + 1].qs);
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(qx, bias), qy);
+    const __m512i sy = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qy);
+    const __m512i s = _mm512_sub_epi32(dot, _mm512_slli_epi32(sy, 7));
+    const __m512 d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d)),
+                                          _mm512_set1_ps(_cvtsh_ss(x[i + 1].d) * _cvtsh_ss(y[i + 1].d)));
+    acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
+  }
+  float r = _mm512_reduce_add_ps(acc);
+  for (; i < nb; ++i) {
+    int s = 0;
+    for (int j = 0; j < QK8_0; ++j) s += x[i].qs[j] * y[i].qs[j];
+    r += _cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d) * static_cast<float>(s);
+  }
+  return r;
+}
+
 }  // namespace
 
-#define MOEBOX_LEGACY(NAME, BLOCK, LOWER)                                                                  \
-  extern const FormatOps kFormat##NAME = {                                                                 \
-      #NAME, GgmlType::NAME, QK8_0, sizeof(BLOCK), GgmlType::Q8_0, dequant_##LOWER,                       \
-      {vec_dot_ref<dequant_##LOWER, QK8_0, sizeof(BLOCK), GgmlType::Q8_0>, vec_dot_##LOWER##_avx2, nullptr, \
-       nullptr}};
-MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0)
-MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0)
-MOEBOX_LEGACY(Q4_1, block_q4_1, q4_1)
-MOEBOX_LEGACY(Q5_0, block_q5_0, q5_0)
-MOEBOX_LEGACY(Q5_1, block_q5_1, q5_1)
+#define MOEBOX_LEGACY(NAME, BLOCK, LOWER, AVX512)                                                   \
+  extern const FormatOps kFormat##NAME = {                                                          \
+      #NAME, GgmlType::NAME, QK8_0, sizeof(BLOCK), GgmlType::Q8_0, dequant_##LOWER,                 \
+      {vec_dot_ref<dequant_##LOWER, QK8_0, sizeof(BLOCK), GgmlType::Q8_0>, vec_dot_##LOWER##_avx2, \
+       AVX512, nullptr}};
+MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0, vec_dot_q8_0_avx512)
+MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0, nullptr)
+MOEBOX_LEGACY(Q4_1, block_q4_1, q4_1, nullptr)
+MOEBOX_LEGACY(Q5_0, block_q5_0, q5_0, nullptr)
+MOEBOX_LEGACY(Q5_1, block_q5_1, q5_1, nullptr)
 #undef MOEBOX_LEGACY
 
 }  // namespace moebox
