@@ -10,7 +10,7 @@ namespace {
 
 constexpr int64_t kTokenBlock = 32;  // tokens per pass over a chunk of expert rows (see matmul.cpp)
 constexpr int64_t kMinRowChunk = 4;  // expert rows per task, at least
-constexpr int64_t kTasksPerThread = 8;
+constexpr int64_t kTasksPerThread = 16;
 
 inline float silu(float v) { return v / (1.f + std::exp(-v)); }
 
