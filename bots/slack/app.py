@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bots.slack import format as layout
-from bots.slack.chat_api import ChatAPI, Usage
+from bots.slack.chat_api import ChatAPI, Finish, Usage
 from bots.slack.config import BotConfig
 from bots.slack.errors import ModelServerError
 from bots.slack.generation_queue import GenerationQueue, QueueFull
@@ -175,11 +175,15 @@ class SlackBot:
         first_token: float | None = None
         deltas = 0
         usage: Usage | None = None
+        finish: Finish | None = None
         problem: str | None = None
         try:
             for item in self.api.stream_chat(model, messages, self.config.max_tokens, cancel=self.stopping):
                 if isinstance(item, Usage):
                     usage = item
+                    continue
+                if isinstance(item, Finish):
+                    finish = item
                     continue
                 first_token = first_token or time.monotonic()
                 deltas += 1
@@ -192,6 +196,8 @@ class SlackBot:
         splitter.finish()
         if self.stopping.is_set():
             problem = "Stopped: the bot was shut down while answering. Ask again when it is back."
+        elif finish is not None and finish.reason == "length":
+            problem = "The model reached its token limit (MOEBOX_MAX_TOKENS or the server's default)."
         ended = time.monotonic()
         if first_token is None:
             reply.show(layout.error_note(problem or "The model server returned an empty completion."))

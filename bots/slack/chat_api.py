@@ -30,6 +30,13 @@ class Usage:
     completion_tokens: int | None = None
 
 
+@dataclass
+class Finish:
+    """Why the model stopped (`finish_reason`: "stop", "length", ...)."""
+
+    reason: str
+
+
 class ChatAPI:
     """Talks HTTP to the model server; never imports the engine."""
 
@@ -78,8 +85,11 @@ class ChatAPI:
         messages: list[dict[str, str]],
         max_tokens: int | None = None,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Delta | Usage]:
-        """Yield Delta pieces as they arrive, then Usage if the server sends it.
+    ) -> Iterator[Delta | Finish | Usage]:
+        """Yield Delta pieces as they arrive, Finish when the model stops, then Usage if the server sends it.
+
+        A stream that ends before the model finished (no finish_reason, no [DONE]) raises
+        ModelServerUnreachable: the connection broke.
 
         Setting `cancel` ends the stream at the next event and closes the connection, which
         tells the server to stop generating.
@@ -97,6 +107,7 @@ class ChatAPI:
             connect_sse(self._client, "POST", "/chat/completions", json=body) as source,
         ):
             self._raise_for_status(source.response)
+            finished = False
             for event in source.iter_sse():
                 if cancel is not None and cancel.is_set():
                     return
@@ -116,9 +127,17 @@ class ChatAPI:
                     reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                     if delta.get("content") or reasoning:
                         yield Delta(content=delta.get("content"), reasoning=reasoning)
+                    if choice.get("finish_reason"):
+                        finished = True
+                        yield Finish(choice["finish_reason"])
                 usage = chunk.get("usage")
                 if usage:
                     yield Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            if not finished:
+                raise ModelServerUnreachable(
+                    f"The connection to the model server at {self.base_url} ended before the model "
+                    "finished. Try again; if it keeps happening, check the engine's log."
+                )
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         if response.status_code < 400:
