@@ -24,6 +24,13 @@ def main() -> int:
 
     try:
         bot = SlackBot(config)
+    except OSError as error:  # URLError included: no network, DNS, proxy
+        print(
+            f"moebox Slack bot: could not reach Slack at {config.slack_api_url} ({getattr(error, 'reason', error)}). "
+            "Check the network (and HTTPS_PROXY if one is needed), then start the bot again.",
+            file=sys.stderr,
+        )
+        return 1
     except SlackApiError as error:
         reason = error.response.get("error", error)
         print(
@@ -37,8 +44,8 @@ def main() -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         bot.connect()
-    except SlackApiError as error:
-        reason = error.response.get("error", error)
+    except (SlackApiError, OSError) as error:
+        reason = error.response.get("error", error) if isinstance(error, SlackApiError) else error
         print(
             f"moebox Slack bot: Slack refused the Socket Mode connection ({reason}). Check SLACK_APP_TOKEN: "
             "an app-level token (xapp-…) with connections:write, and Socket Mode turned on for the app.",

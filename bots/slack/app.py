@@ -62,6 +62,9 @@ class SlackBot:
         identity = self.client.auth_test()
         self.bot_user_id: str | None = identity.get("user_id")
         self.bot_id: str | None = identity.get("bot_id")
+        # Bolt reads SLACK_BOT_TOKEN itself and warns that it is unused beside our client (which
+        # carries the same token); that warning would only confuse whoever reads the log.
+        logging.getLogger("slack_bolt.App").addFilter(_TokenUnusedWarningFilter())
         self.app = App(
             client=self.client,
             listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="slack-listener"),
@@ -88,11 +91,12 @@ class SlackBot:
     def close(self) -> None:
         """Stop taking events, cut running generations short (their messages say so) and disconnect."""
         self.stopping.set()
+        self.api.abort()  # breaks streams, even those waiting on a silent server
         self.handler.close()
-        self.api.close()  # breaks streams that wait on a silent server
         if not self.queue.shutdown(timeout=self.config.shutdown_grace):
             log.warning("some replies were still being written after %.0f s", self.config.shutdown_grace)
         self.app.listener_runner.listener_executor.shutdown(wait=False, cancel_futures=True)
+        self.api.close()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -236,3 +240,8 @@ class SlackBot:
             if not cursor:
                 break
         return messages
+
+
+class _TokenUnusedWarningFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,13 +57,29 @@ class ChatAPI:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            # A fresh connection per request, so abort() knows every socket a stream reads from.
+            limits=httpx.Limits(max_keepalive_connections=0),
             transport=transport,
         )
+        self._sockets_lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
         self._model_lock = threading.Lock()
         self._discovered_model: str | None = None
 
     def close(self) -> None:
+        self.abort()
         self._client.close()
+
+    def abort(self) -> None:
+        """Break every open request now, even one blocked waiting on a silent server.
+
+        Closing a socket does not wake a thread blocked reading it; shutting it down does.
+        """
+        with self._sockets_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def default_model(self) -> str:
         """The first model the server lists (GET /models), remembered once found."""
@@ -102,9 +120,13 @@ class ChatAPI:
         }
         if max_tokens:
             body["max_tokens"] = max_tokens
+        opened = _Opened(self)
         with (
             self._errors_as_model_server_errors(),
-            connect_sse(self._client, "POST", "/chat/completions", json=body) as source,
+            opened,
+            connect_sse(
+                self._client, "POST", "/chat/completions", json=body, extensions={"trace": opened.trace}
+            ) as source,
         ):
             self._raise_for_status(source.response)
             finished = False
@@ -182,6 +204,29 @@ class ChatAPI:
                 f"The model server at {self.base_url} did not answer with an event stream ({error}). "
                 "Check that MOEBOX_API_BASE points at an OpenAI-compatible /v1 endpoint."
             ) from error
+
+
+class _Opened:
+    """The sockets one request opened: tracked for abort() while it runs, forgotten after."""
+
+    def __init__(self, api: ChatAPI) -> None:
+        self.api = api
+        self.sockets: list[socket.socket] = []
+
+    def trace(self, event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self.sockets.append(sock)
+                with self.api._sockets_lock:
+                    self.api._sockets.add(sock)
+
+    def __enter__(self) -> _Opened:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self.api._sockets_lock:
+            self.api._sockets.difference_update(self.sockets)
 
 
 def _reason(error: Exception) -> str:
