@@ -126,7 +126,7 @@ class SlackBot:
         )
         reply = LiveReply(self.client, channel, question.thread_ts, self.config.update_interval)
         if not user_text(event.get("text", ""), self.bot_user_id):
-            reply.post("Ask me something: mention me followed by your question.")
+            reply.post(layout.hint("Ask me something: mention me followed by your question."))
             return
         try:
             model = self.config.model or self.api.default_model()
@@ -158,7 +158,15 @@ class SlackBot:
                 reply.show(layout.placeholder(model))
             self._generate(question, reply, model)
         except SlackApiError as error:
-            log.error("Slack refused a reply in %s: %s", question.channel, error)
+            log.error("Slack refused a call while answering in %s: %s", question.channel, error)
+            with contextlib.suppress(SlackApiError):
+                reason = error.response.get("error", "unknown error")
+                reply.show(
+                    layout.error_note(
+                        f"Slack refused a call the bot needs ({reason}). If it is missing_scope, reinstall "
+                        "the app with the scopes of bots/manifest.yaml."
+                    )
+                )
         except Exception:
             log.exception("reply to %s:%s failed", question.channel, question.ts)
             with contextlib.suppress(SlackApiError):

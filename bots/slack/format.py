@@ -20,7 +20,8 @@ THINKING_HEADER = ">:thought_balloon: _Thinking_"
 WORKING = ":hourglass_flowing_sand:"
 QUEUED = ":inbox_tray:"
 WARNING = ":warning:"
-STATUS_PREFIXES = (WORKING, QUEUED, WARNING)
+HINT = ":information_source:"
+STATUS_PREFIXES = (WORKING, QUEUED, WARNING, HINT)
 FENCE = "```"
 _FOOTER = re.compile(r"^_≈?\d+ tokens · .* s(?: · .*)?_$")
 
@@ -45,6 +46,10 @@ def queued_note(model: str, slots: int, waiting: int) -> str:
     return (
         f"{QUEUED} _queued ({model}): all {slots} generation slot{'s' if slots != 1 else ''} busy, {before}_"
     )
+
+
+def hint(message: str) -> str:
+    return f"{HINT} {escape(message)}"
 
 
 def error_note(message: str) -> str:

@@ -44,6 +44,7 @@ class FakeSlack:
         self.connections: list = []
         self.updates_by_ts: dict[str, list[Call]] = {}
         self._counter = 0
+        self.refuse: dict[str, str] = {}  # Web API method → error it answers with
         self._changed = threading.Condition()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._http.daemon_threads = True
@@ -186,6 +187,8 @@ class FakeSlack:
         expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
         if token != expected:
             return {"ok": False, "error": "invalid_auth"}
+        if method in self.refuse:
+            return {"ok": False, "error": self.refuse[method]}
         if method == "auth.test":
             return {
                 "ok": True,

@@ -229,3 +229,22 @@ def test_long_answer_continues_in_further_messages_without_splitting_code(slack,
     joined = "\n".join(replies)
     assert all(f"Paragraph {i}:" in joined for i in range(12))
     assert replies[0] == next(m["text"] for m in slack.messages[event["channel"]] if m["ts"] == ts)
+
+
+def test_slack_refusing_the_thread_history_is_reported_in_the_thread(slack, model_server, start_bot):
+    start_bot(model_server.base_url)
+    first = slack.user_says("<@U0BOT> hi")
+    slack.refuse["conversations.replies"] = "missing_scope"
+    _, ts, _ = ask(slack, "<@U0BOT> and now?", thread_ts=first["ts"])
+    text = final_text(slack, ts)
+    assert text.startswith(layout.WARNING) and "missing_scope" in text and "bots/manifest.yaml" in text
+    assert model_server.requests == []
+
+
+def test_an_empty_mention_gets_a_hint_and_no_generation(slack, model_server, start_bot):
+    start_bot(model_server.base_url)
+    event = slack.user_says("<@U0BOT>")
+    slack.send_event(event)
+    post = slack.wait_for(lambda: next(iter(slack.posts()), None))
+    assert post.params["text"].startswith(layout.HINT)
+    assert model_server.requests == []
