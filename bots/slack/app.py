@@ -133,19 +133,25 @@ class SlackBot:
         except ModelServerError as error:
             reply.post(layout.error_note(str(error)))
             return
-        reply.post(layout.placeholder(model))
         try:
-            admission = self.queue.submit(lambda was_queued: self._answer(question, reply, model, was_queued))
+            admission = self.queue.admit()
         except QueueFull:
-            reply.show(
+            reply.post(
                 layout.error_note(
                     f"Too many questions at once: {self.config.concurrency} being answered and "
                     f"{self.config.max_waiting} waiting. Ask again in a few minutes."
                 )
             )
             return
-        if admission.queued:
-            reply.show(layout.queued_note(model, admission.slots, admission.waiting_before))
+        try:
+            if admission.queued:
+                reply.post(layout.queued_note(model, admission.slots, admission.waiting_before))
+            else:
+                reply.post(layout.placeholder(model))
+        except BaseException:
+            self.queue.withdraw()
+            raise
+        self.queue.start(lambda: self._answer(question, reply, model, admission.queued))
 
     # -- one answer ------------------------------------------------------------------------
 

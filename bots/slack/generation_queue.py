@@ -33,29 +33,40 @@ class GenerationQueue:
         self._waiting = 0
         self._futures: set[Future] = set()
 
-    def submit(self, job: Callable[[bool], None]) -> Admission:
-        """Queue `job`; it is called as job(started_after_waiting) on a generation thread.
+    def admit(self) -> Admission:
+        """Take a place in line (raises QueueFull instead of queueing without bound).
 
-        Raises QueueFull instead of queueing without bound.
+        The caller then start()s its job, or withdraw()s if it could not tell the user.
         """
         with self._lock:
             ahead = self._running + self._waiting - self.slots  # jobs that get a slot before this one
             busy = ahead >= 0
             if busy and ahead >= self.max_waiting:
                 raise QueueFull
-            admission = Admission(queued=busy, slots=self.slots, waiting_before=max(0, ahead))
             self._waiting += 1
-            future = self._executor.submit(self._run, job, busy)
-            self._futures.add(future)
-            future.add_done_callback(self._futures.discard)
-        return admission
+            return Admission(queued=busy, slots=self.slots, waiting_before=max(0, ahead))
 
-    def _run(self, job: Callable[[bool], None], was_queued: bool) -> None:
+    def start(self, job: Callable[[], None]) -> None:
+        """Run the job of an admitted request on a generation thread, when a slot is free."""
+        with self._lock:
+            future = self._executor.submit(self._run, job)
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def withdraw(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def _run(self, job: Callable[[], None]) -> None:
         with self._lock:
             self._waiting -= 1
             self._running += 1
         try:
-            job(was_queued)
+            job()
         finally:
             with self._lock:
                 self._running -= 1

@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -53,22 +54,33 @@ def test_seen_events_any_shared_key_is_a_repeat_and_keys_expire():
 
 
 def test_generation_queue_bounds_running_jobs_and_reports_the_line():
-    queue = GenerationQueue(slots=2, max_waiting=1)
+    queue = GenerationQueue(slots=2, max_waiting=2)
     release = threading.Event()
-    started = []
+    ran = []
 
-    def job(was_queued):
-        started.append(was_queued)
+    def job(n):
+        ran.append(n)
         release.wait(5)
 
-    admissions = [queue.submit(job) for _ in range(3)]
-    assert [a.queued for a in admissions] == [False, False, True]
-    assert admissions[2].waiting_before == 0
+    admissions = []
+    for n in range(3):
+        admissions.append(queue.admit())
+        queue.start(lambda n=n: job(n))
+    assert [(a.queued, a.waiting_before) for a in admissions] == [(False, 0), (False, 0), (True, 0)]
+    fourth = queue.admit()
+    assert (fourth.queued, fourth.waiting_before) == (True, 1)
     with pytest.raises(QueueFull):
-        queue.submit(job)
+        queue.admit()
+    queue.withdraw()  # the fourth could not be announced: its place is given back
+    assert queue.admit().waiting_before == 1
+    queue.withdraw()
+    deadline = time.monotonic() + 5
+    while len(ran) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(ran) == [0, 1]  # the third waits for a free slot
     release.set()
     assert queue.shutdown(timeout=5)
-    assert sorted(started) == [False, False, True]
+    assert sorted(ran) == [0, 1, 2]
 
 
 class RecordingClient:
