@@ -6,8 +6,7 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -48,7 +47,6 @@ class ChatAPI:
         api_key: str | None = None,
         read_timeout: float = 600.0,
         connect_timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -59,7 +57,6 @@ class ChatAPI:
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             # A fresh connection per request, so abort() knows every socket a stream reads from.
             limits=httpx.Limits(max_keepalive_connections=0),
-            transport=transport,
         )
         self._sockets_lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -120,12 +117,11 @@ class ChatAPI:
         }
         if max_tokens:
             body["max_tokens"] = max_tokens
-        opened = _Opened(self)
         with (
             self._errors_as_model_server_errors(),
-            opened,
+            self._tracking_sockets() as trace,
             connect_sse(
-                self._client, "POST", "/chat/completions", json=body, extensions={"trace": opened.trace}
+                self._client, "POST", "/chat/completions", json=body, extensions={"trace": trace}
             ) as source,
         ):
             self._raise_for_status(source.response)
@@ -179,7 +175,26 @@ class ChatAPI:
             f"The model server answered HTTP {response.status_code}: {detail.rstrip('.')}.{hint}"
         )
 
-    @contextmanager
+    @contextlib.contextmanager
+    def _tracking_sockets(self) -> Iterator[Callable[[str, dict], None]]:
+        """An httpcore trace hook that registers each new connection's socket for abort()."""
+        opened: list[socket.socket] = []
+
+        def trace(event: str, info: dict) -> None:
+            if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    opened.append(sock)
+                    with self._sockets_lock:
+                        self._sockets.add(sock)
+
+        try:
+            yield trace
+        finally:
+            with self._sockets_lock:
+                self._sockets.difference_update(opened)
+
+    @contextlib.contextmanager
     def _errors_as_model_server_errors(self) -> Iterator[None]:
         """Turn httpx and SSE failures into ModelServerError with a message for the user."""
         try:
@@ -204,29 +219,6 @@ class ChatAPI:
                 f"The model server at {self.base_url} did not answer with an event stream ({error}). "
                 "Check that MOEBOX_API_BASE points at an OpenAI-compatible /v1 endpoint."
             ) from error
-
-
-class _Opened:
-    """The sockets one request opened: tracked for abort() while it runs, forgotten after."""
-
-    def __init__(self, api: ChatAPI) -> None:
-        self.api = api
-        self.sockets: list[socket.socket] = []
-
-    def trace(self, event: str, info: dict) -> None:
-        if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
-            sock = info["return_value"].get_extra_info("socket")
-            if sock is not None:
-                self.sockets.append(sock)
-                with self.api._sockets_lock:
-                    self.api._sockets.add(sock)
-
-    def __enter__(self) -> _Opened:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self.api._sockets_lock:
-            self.api._sockets.difference_update(self.sockets)
 
 
 def _reason(error: Exception) -> str:

@@ -19,7 +19,8 @@ class Script:
     deltas: list[dict] = field(default_factory=list)
     pause: float = 0.0
     usage: dict | None = None
-    # "ok", "http500", "hang" (headers then silence), "hang_before_headers", "drop" (close mid-stream)
+    # "ok", "http500", "hang" (headers then silence), "hang_before_headers", "drop" (close mid-stream),
+    # "error_event" (an error object in the stream, as vLLM and llama.cpp send when generation fails)
     behaviour: str = "ok"
     drop_after: int = 0
 
@@ -93,6 +94,9 @@ class FakeModelServer:
                 if script.behaviour == "hang":
                     self.wfile.flush()
                     fake._stop.wait(30)
+                    return
+                if script.behaviour == "error_event":
+                    self._event({"error": {"message": "context length exceeded", "code": 400}})
                     return
                 created = int(time.time())
                 for i, delta in enumerate(script.deltas):

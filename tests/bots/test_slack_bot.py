@@ -152,6 +152,7 @@ def test_redelivered_event_is_answered_once(slack, model_server, start_bot):
         ("hang", "sent nothing for 1 s"),
         ("hang_before_headers", "sent nothing for 1 s"),
         ("refused", "Could not reach the model server"),
+        ("error_event", "The model server stopped with an error: context length exceeded"),
     ],
 )
 def test_model_server_failure_is_reported_and_the_bot_keeps_answering(
