@@ -106,3 +106,11 @@ def test_rejected_app_token_exits_with_a_message(tmp_path, slack):
     assert proc.returncode == 1
     assert "Slack refused the Socket Mode connection (invalid_auth)" in err
     assert "Traceback" not in err + out
+
+
+def test_the_bot_imports_neither_torch_nor_the_engine():
+    code = "import sys, bots.slack.app, bots.slack.__main__; print(sorted({'torch', 'engine'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip() == "[]"
