@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # Bolt's listeners only post a placeholder and queue the generation, so a few threads keep
 # up with any burst; the generations themselves run on GenerationQueue's threads.
 LISTENER_THREADS = 4
+# While waiting for the first token, the placeholder shows the time waited every this many
+# update intervals.
+HEARTBEAT_UPDATES = 5
 # The most thread messages read back as history (Slack pages them 200 at a time).
 HISTORY_PAGES = 5
 
@@ -195,6 +198,11 @@ class SlackBot:
         usage: Usage | None = None
         finish: Finish | None = None
         problem: str | None = None
+        first_seen = threading.Event()
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(reply, model, started, first_seen), name="heartbeat", daemon=True
+        )
+        heartbeat.start()
         try:
             for item in self.api.stream_chat(model, messages, self.config.max_tokens, cancel=self.stopping):
                 if isinstance(item, Usage):
@@ -203,7 +211,9 @@ class SlackBot:
                 if isinstance(item, Finish):
                     finish = item
                     continue
-                first_token = first_token or time.monotonic()
+                if first_token is None:
+                    first_token = time.monotonic()
+                    first_seen.set()
                 deltas += 1
                 splitter.feed(item.content, item.reasoning)
                 doing = "writing" if splitter.answer else "thinking"
@@ -211,6 +221,9 @@ class SlackBot:
                 reply.progress(layout.render_live(splitter.thinking, splitter.answer, status))
         except ModelServerError as error:
             problem = str(error)
+        finally:
+            first_seen.set()
+            heartbeat.join()
         splitter.finish()
         if self.stopping.is_set():
             problem = "Stopped: the bot was shut down while answering. Ask again when it is back."
@@ -241,6 +254,16 @@ class SlackBot:
             stats.tokens_per_second,
             stats.seconds,
         )
+
+    def _heartbeat(self, reply: LiveReply, model: str, started: float, first_seen: threading.Event) -> None:
+        """Until the first token, show that the model is still at work (prefill of a long thread on
+        a 671B model can take minutes)."""
+        while not first_seen.wait(HEARTBEAT_UPDATES * self.config.update_interval):
+            waited = time.monotonic() - started
+            with contextlib.suppress(SlackApiError):
+                reply.progress(
+                    f"{layout.WORKING} _thinking… ({model}) · reading the conversation, {waited:.0f} s_"
+                )
 
     def _thread(self, question: Question) -> list[dict]:
         messages: list[dict] = []

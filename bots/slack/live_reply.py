@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -37,40 +38,46 @@ class LiveReply:
         self._sleep = sleep
         self._last_write = float("-inf")
         self._last_text: str | None = None
+        # The generation thread and its heartbeat both write.
+        self._lock = threading.RLock()
 
     def post(self, text: str) -> None:
         """Post the first message of the reply (the placeholder) in the thread."""
-        self.ts = self._post(text)
-        self._last_write = self._clock()
-        self._last_text = text
+        with self._lock:
+            self.ts = self._post(text)
+            self._last_write = self._clock()
+            self._last_text = text
 
     def show(self, text: str) -> None:
         """Replace the message text now, waiting out the interval if the last write was recent."""
-        wait = self._last_write + self.interval - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-        self._update(text)
+        with self._lock:
+            wait = self._last_write + self.interval - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+            self._update(text)
 
     def progress(self, text: str) -> bool:
         """Replace the message text if the interval has passed; True if it was sent.
 
         A failed progress update is logged and skipped: the next one (or the final) repairs it.
         """
-        if text == self._last_text or self._clock() - self._last_write < self.interval:
-            return False
-        try:
-            self._update(text)
-        except SlackApiError as error:
-            log.warning("chat.update failed while streaming (%s); retrying with the next update", error)
-            self._last_write = self._clock()
-            return False
-        return True
+        with self._lock:
+            if text == self._last_text or self._clock() - self._last_write < self.interval:
+                return False
+            try:
+                self._update(text)
+            except SlackApiError as error:
+                log.warning("chat.update failed while streaming (%s); retrying with the next update", error)
+                self._last_write = self._clock()
+                return False
+            return True
 
     def finish(self, messages: list[str]) -> None:
         """Final text: the first message replaces the placeholder, the rest follow in the thread."""
-        self.show(messages[0])
-        for text in messages[1:]:
-            self._post(text)
+        with self._lock:
+            self.show(messages[0])
+            for text in messages[1:]:
+                self._post(text)
 
     def _update(self, text: str) -> None:
         self.client.chat_update(channel=self.channel, ts=self.ts, text=text)

@@ -248,3 +248,15 @@ def test_an_empty_mention_gets_a_hint_and_no_generation(slack, model_server, sta
     post = slack.wait_for(lambda: next(iter(slack.posts()), None))
     assert post.params["text"].startswith(layout.HINT)
     assert model_server.requests == []
+
+
+def test_placeholder_shows_the_time_waited_until_the_first_token(slack, model_server, start_bot):
+    model_server.script = Script(behaviour="hang")
+    start_bot(model_server.base_url, read_timeout=3.5)
+    _, ts, _ = ask(slack, "<@U0BOT> long prompt")
+    text = final_text(slack, ts)
+    assert "sent nothing for 3.5 s" in text
+    waits = [
+        u.params["text"] for u in slack.updates_by_ts[ts] if "reading the conversation" in u.params["text"]
+    ]
+    assert waits and all(w.startswith(layout.WORKING) for w in waits)
