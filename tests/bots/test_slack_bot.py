@@ -11,7 +11,7 @@ from fake_slack import FakeSlack
 
 from bots.slack import format as layout
 
-FOOTER = re.compile(r"^_(≈?)(\d+) tokens · \d+\.\d tok/s · \d+\.\d s · fake-r1_$")
+FOOTER = re.compile(r"^_(≈?)(\d+) tokens · \d+\.\d tok/s · \d+\.\d s · ([\w.-]+)_$")
 
 
 def final_text(slack: FakeSlack, placeholder_ts: str) -> str:
