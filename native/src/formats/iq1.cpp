@@ -1,0 +1,198 @@
+// IQ1_S and IQ1_M: 1.5-bit codebook formats (values -1 / 0 / +1 from iq1s_grid,
+// shifted by ±1/8 per group). The routed experts of the DeepSeek-R1 UD-IQ1_S /
+// UD-IQ1_M quants. Scalar reference + AVX2.
+#include "iq_common.h"
+
+namespace moebox {
+
+using iq::kIq1Delta;
+
+static inline float grid_value(uint64_t entry, int j) { return static_cast<float>(static_cast<int8_t>(entry >> (8 * j))); }
+
+// ---------------------------------------------------------------- IQ1_S
+
+void dequant_iq1_s(const void* src, float* dst, int64_t n) {
+  const auto* x = static_cast<const block_iq1_s*>(src);
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    const uint8_t* qs = x[i].qs;
+    for (int ib = 0; ib < QK_K / 32; ++ib, qs += 4) {
+      const uint16_t qh = x[i].qh[ib];
+      const float dl = d * static_cast<float>(2 * ((qh >> 12) & 7) + 1);
+      const float delta = qh & 0x8000 ? -kIq1Delta : kIq1Delta;
+      for (int l = 0; l < 4; ++l) {
+        const uint64_t g = iq::iq1s_grid[qs[l] | (((qh >> (3 * l)) & 7) << 8)];
+        for (int j = 0; j < 8; ++j) *dst++ = dl * (grid_value(g, j) + delta);
+      }
+    }
+  }
+}
+
+float vec_dot_iq1_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq1_s*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  float sumf = 0.f;
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const int8_t* q8 = y[i].qs;
+    const uint8_t* qs = x[i].qs;
+    int32_t sumi = 0;   // sum of scale * grid * q8
+    int32_t sumi1 = 0;  // sum of scale * (±1) * q8: the delta shift, via bsums
+    for (int ib = 0; ib < QK_K / 32; ++ib, qs += 4) {
+      const uint16_t qh = x[i].qh[ib];
+      const int32_t ls = 2 * ((qh >> 12) & 7) + 1;
+      int32_t lsum = 0;
+      for (int l = 0; l < 4; ++l, q8 += 8) {
+        const uint64_t g = iq::iq1s_grid[qs[l] | (((qh >> (3 * l)) & 7) << 8)];
+        for (int j = 0; j < 8; ++j) lsum += q8[j] * static_cast<int8_t>(g >> (8 * j));
+      }
+      sumi += ls * lsum;
+      sumi1 += ls * (qh & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib] + y[i].bsums[2 * ib + 1]);
+    }
+    sumf += fp16_to_f32(x[i].d) * y[i].d * (static_cast<float>(sumi) + kIq1Delta * static_cast<float>(sumi1));
+  }
+  return sumf;
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq1_s*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const uint64_t* grid = iq::iq1s_grid;
+  __m256 acc = _mm256_setzero_ps();
+  float acc_delta = 0.f;
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const int8_t* q8 = y[i].qs;
+    const uint8_t* qs = x[i].qs;
+    uint16_t qh[QK_K / 32];
+    std::memcpy(qh, x[i].qh, sizeof(qh));
+    __m256i sumi = _mm256_setzero_si256();
+    int32_t sumi1 = 0;
+    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, q8 += 64) {
+      const uint32_t h1 = qh[ib], h2 = qh[ib + 1];
+      const __m256i w1 = _mm256_set_epi64x(grid[qs[3] | ((h1 >> 1) & 0x700)], grid[qs[2] | ((h1 << 2) & 0x700)],
+                                           grid[qs[1] | ((h1 << 5) & 0x700)], grid[qs[0] | ((h1 << 8) & 0x700)]);
+      const __m256i w2 = _mm256_set_epi64x(grid[qs[7] | ((h2 >> 1) & 0x700)], grid[qs[6] | ((h2 << 2) & 0x700)],
+                                           grid[qs[5] | ((h2 << 5) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      const __m256i d1 = iq::mul_add_i8(w1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+      const __m256i d2 = iq::mul_add_i8(w2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
+      const int16_t ls1 = static_cast<int16_t>(2 * ((h1 >> 12) & 7) + 1);
+      const int16_t ls2 = static_cast<int16_t>(2 * ((h2 >> 12) & 7) + 1);
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(d1, _mm256_set1_epi16(ls1)),
+                                                     _mm256_madd_epi16(d2, _mm256_set1_epi16(ls2))));
+      sumi1 += ls1 * (h1 & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib] + y[i].bsums[2 * ib + 1]) +
+               ls2 * (h2 & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib + 2] + y[i].bsums[2 * ib + 3]);
+    }
+    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    acc_delta += d * static_cast<float>(sumi1);
+  }
+  return iq::hsum_f32x8(acc) + kIq1Delta * acc_delta;
+}
+
+// ---------------------------------------------------------------- IQ1_M
+
+// 3-bit scale of the k-th group of 16 weights, as the odd factor 2s + 1.
+static inline int32_t iq1_m_scale(const block_iq1_m& b, int k) {
+  const uint16_t word = iq::load_u16(b.scales + 2 * (k / 4));
+  return 2 * ((word >> (3 * (k % 4))) & 7) + 1;
+}
+
+// Grid index and delta sign (true = -1/8) of the l-th group of 8 weights (0..31).
+static inline int iq1_m_index(const block_iq1_m& b, int g) {
+  const uint8_t h = b.qh[g / 2];
+  return b.qs[g] | ((g % 2 ? (h << 4) : (h << 8)) & 0x700);
+}
+static inline bool iq1_m_negative_delta(const block_iq1_m& b, int g) { return b.qh[g / 2] & (g % 2 ? 0x80 : 0x08); }
+
+void dequant_iq1_m(const void* src, float* dst, int64_t n) {
+  const auto* x = static_cast<const block_iq1_m*>(src);
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const float d = fp16_to_f32(iq::iq1_m_scale_bits(x[i]));
+    for (int g = 0; g < QK_K / 8; ++g) {
+      const float dl = d * static_cast<float>(iq1_m_scale(x[i], g / 2));
+      const float delta = iq1_m_negative_delta(x[i], g) ? -kIq1Delta : kIq1Delta;
+      const uint64_t e = iq::iq1s_grid[iq1_m_index(x[i], g)];
+      for (int j = 0; j < 8; ++j) *dst++ = dl * (grid_value(e, j) + delta);
+    }
+  }
+}
+
+float vec_dot_iq1_m_q8_K(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq1_m*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  float sumf = 0.f;
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const int8_t* q8 = y[i].qs;
+    int32_t sumi1 = 0;  // sum of scale * grid * q8
+    int32_t sumi2 = 0;  // sum of scale * (±1) * q8 (the delta shift)
+    for (int g = 0; g < QK_K / 8; ++g, q8 += 8) {
+      const uint64_t e = iq::iq1s_grid[iq1_m_index(x[i], g)];
+      int32_t lsum1 = 0, lsum2 = 0;
+      for (int j = 0; j < 8; ++j) {
+        lsum1 += q8[j] * static_cast<int8_t>(e >> (8 * j));
+        lsum2 += q8[j];
+      }
+      const int32_t ls = iq1_m_scale(x[i], g / 2);
+      sumi1 += ls * lsum1;
+      sumi2 += ls * (iq1_m_negative_delta(x[i], g) ? -lsum2 : lsum2);
+    }
+    sumf += fp16_to_f32(iq::iq1_m_scale_bits(x[i])) * y[i].d *
+            (static_cast<float>(sumi1) + kIq1Delta * static_cast<float>(sumi2));
+  }
+  return sumf;
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq1_m*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const uint64_t* grid = iq::iq1s_grid;
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  constexpr int64_t kPlus = 0x0101010101010101LL, kMinus = -1;  // int8 lanes +1 / -1
+  __m256 acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const int8_t* q8 = y[i].qs;
+    const uint8_t* qs = x[i].qs;
+    const uint8_t* qh = x[i].qh;
+    uint64_t sc;
+    std::memcpy(&sc, x[i].scales, 8);
+    __m256i sumi1 = _mm256_setzero_si256();
+    __m256i sumi2 = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, qh += 4, q8 += 64) {
+      const uint32_t h0 = qh[0], h1 = qh[1], h2 = qh[2], h3 = qh[3];
+      const __m256i w1 = _mm256_set_epi64x(grid[qs[3] | ((h1 << 4) & 0x700)], grid[qs[2] | ((h1 << 8) & 0x700)],
+                                           grid[qs[1] | ((h0 << 4) & 0x700)], grid[qs[0] | ((h0 << 8) & 0x700)]);
+      const __m256i w2 = _mm256_set_epi64x(grid[qs[7] | ((h3 << 4) & 0x700)], grid[qs[6] | ((h3 << 8) & 0x700)],
+                                           grid[qs[5] | ((h2 << 4) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      const __m256i s1 = _mm256_set_epi64x(h1 & 0x80 ? kMinus : kPlus, h1 & 0x08 ? kMinus : kPlus,
+                                           h0 & 0x80 ? kMinus : kPlus, h0 & 0x08 ? kMinus : kPlus);
+      const __m256i s2 = _mm256_set_epi64x(h3 & 0x80 ? kMinus : kPlus, h3 & 0x08 ? kMinus : kPlus,
+                                           h2 & 0x80 ? kMinus : kPlus, h2 & 0x08 ? kMinus : kPlus);
+      const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
+      const __m256i y2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32));
+      const __m256i d1 = iq::mul_add_i8(w1, y1);
+      const __m256i d2 = iq::mul_add_i8(w2, y2);
+      const __m256i e1 = _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(y1, s1));
+      const __m256i e2 = _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(y2, s2));
+      // 16-weight scales 2ib .. 2ib+3: low 128-bit lane of each product is the first 16 weights.
+      const int k = 2 * ib;
+      auto odd = [&](int kk) { return static_cast<int16_t>(2 * ((sc >> (3 * (kk % 4) + 16 * (kk / 4))) & 7) + 1); };
+      const __m256i sc1 = _mm256_blend_epi32(_mm256_set1_epi16(odd(k)), _mm256_set1_epi16(odd(k + 1)), 0xf0);
+      const __m256i sc2 = _mm256_blend_epi32(_mm256_set1_epi16(odd(k + 2)), _mm256_set1_epi16(odd(k + 3)), 0xf0);
+      sumi1 = _mm256_add_epi32(sumi1, _mm256_add_epi32(_mm256_madd_epi16(d1, sc1), _mm256_madd_epi16(d2, sc2)));
+      sumi2 = _mm256_add_epi32(sumi2, _mm256_add_epi32(_mm256_madd_epi16(e1, sc1), _mm256_madd_epi16(e2, sc2)));
+    }
+    const __m256 d = _mm256_set1_ps(iq::fp16_to_f32_f16c(iq::iq1_m_scale_bits(x[i])) * y[i].d);
+    acc1 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi1), acc1);
+    acc2 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi2), acc2);
+  }
+  return iq::hsum_f32x8(acc1) + kIq1Delta * iq::hsum_f32x8(acc2);
+}
+
+extern const FormatOps kFormatIQ1_S = {
+    "IQ1_S", GgmlType::IQ1_S, QK_K, sizeof(block_iq1_s), GgmlType::Q8_K, dequant_iq1_s,
+    {vec_dot_iq1_s_q8_K, vec_dot_iq1_s_q8_K_avx2, nullptr, nullptr}};
+extern const FormatOps kFormatIQ1_M = {
+    "IQ1_M", GgmlType::IQ1_M, QK_K, sizeof(block_iq1_m), GgmlType::Q8_K, dequant_iq1_m,
+    {vec_dot_iq1_m_q8_K, vec_dot_iq1_m_q8_K_avx2, nullptr, nullptr}};
+
+}  // namespace moebox
