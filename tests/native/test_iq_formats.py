@@ -14,8 +14,11 @@ from gguf.quants import dequantize as gguf_dequantize
 
 Q = GGMLQuantizationType
 IQ_TYPES = [Q.IQ1_S, Q.IQ1_M, Q.IQ2_XXS, Q.IQ2_XS, Q.IQ2_S, Q.IQ3_XXS, Q.IQ3_S, Q.IQ4_NL, Q.IQ4_XS]
-ISAS = {"scalar": 0, "avx2": 1}
-AVAILABLE_ISAS = ["scalar"] + (["avx2"] if moebox_native.cpu_features()["avx2"] else [])
+ISAS = {"scalar": 0, "avx2": 1, "avx512": 2}
+_cpu = moebox_native.cpu_features()
+AVAILABLE_ISAS = ["scalar"] + (["avx2"] if _cpu["avx2"] else [])
+if all(_cpu[f] for f in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")):
+    AVAILABLE_ISAS.append("avx512")
 
 
 def random_blocks(qtype: Q, n_blocks: int, rng: np.random.Generator) -> np.ndarray:

@@ -9,7 +9,9 @@
 //
 // Per format: dequant_<fmt> (scalar reference, exact), vec_dot_<fmt>_q8_K (scalar
 // integer dot product against block_q8_K activations, ggml's arithmetic) and
-// vec_dot_<fmt>_q8_K_avx2 (same sums, AVX2). IQ4_NL pairs with block_q8_0.
+// vec_dot_<fmt>_q8_K_avx2 (same sums, AVX2); IQ1_S, IQ1_M and IQ2_XXS (the
+// DeepSeek-R1 UD quants) also have an AVX-512 VNNI variant. IQ4_NL pairs with
+// block_q8_0.
 // Layouts are byte for byte those of ggml (ggml-common.h); all fp16 fields are
 // raw IEEE half bits.
 #pragma once
@@ -134,5 +136,9 @@ MOEBOX_IQ_KERNELS(iq3_s, q8_K)
 MOEBOX_IQ_KERNELS(iq4_nl, q8_0)
 MOEBOX_IQ_KERNELS(iq4_xs, q8_K)
 #undef MOEBOX_IQ_KERNELS
+
+float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
+float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
+float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
 
 }  // namespace moebox

@@ -188,11 +188,120 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, c
   return iq::hsum_f32x8(acc1) + kIq1Delta * iq::hsum_f32x8(acc2);
 }
 
+// ---------------------------------------------------------------- AVX-512 VNNI
+//
+// Both IQ1 formats fold the ±1/8 shift into the weights: u = 8 * (grid ± 1/8) + 9
+// is an unsigned byte (0, 2, 8, 10, 16, 18), so one dpbusd gives sum(u * q8) =
+// 8 * sum((grid ± 1/8) * q8) + 9 * sum(q8), and sum(q8) comes from bsums. The
+// 8-value grid entries are fetched with one gather per 64 weights.
+
+MOEBOX_TARGET_AVX512 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq1_s*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const auto* grid = reinterpret_cast<const long long*>(iq::iq1s_grid_x8p9);
+  // Lane g (group of 8 weights, 0..31) reads qh word g / 4, shifted by 3 * (g % 4).
+  alignas(64) static const uint16_t kWord[32] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                                 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7};
+  alignas(64) static const uint16_t kShift[32] = {0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9,
+                                                  0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9};
+  static const uint8_t kHalves[4] = {0x00, 0x0f, 0xf0, 0xff};  // 2 sub-block bits -> 8 qword lanes
+  const __m512i word_idx = _mm512_load_si512(kWord);
+  const __m512i shifts = _mm512_load_si512(kShift);
+  const __m512i upper_half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_bsum = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qh));
+    const __m512i qs16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
+    const __m512i hi = _mm512_and_si512(_mm512_srlv_epi16(_mm512_permutexvar_epi16(word_idx, _mm512_castsi128_si512(qh)), shifts),
+                                        _mm512_set1_epi16(7));
+    const __m512i idx = _mm512_or_si512(qs16, _mm512_slli_epi16(hi, 8));
+    const unsigned negative = _mm_movepi16_mask(qh);  // bit ib: delta of sub-block ib is -1/8
+    const __m256i ls8 = _mm256_add_epi32(
+        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_cvtepu16_epi32(qh), 12), _mm256_set1_epi32(7)), 1),
+        _mm256_set1_epi32(1));
+    const __m512i ls = _mm512_castsi256_si512(ls8);
+    __m512i sumi = _mm512_setzero_si512();
+    const __m256i i0 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 0));
+    const __m256i i1 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 1));
+    const __m256i i2 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 2));
+    const __m256i i3 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 3));
+    const __m256i ids[4] = {i0, i1, i2, i3};
+    for (int k = 0; k < 4; ++k) {
+      const __m512i g = _mm512_i32gather_epi64(ids[k], grid, 8);
+      const __m512i u = _mm512_add_epi8(g, _mm512_mask_blend_epi64(kHalves[(negative >> (2 * k)) & 3], plus1, minus1));
+      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);  // lanes 0..7: sub-block 2k, 8..15: 2k+1
+      const __m512i sc = _mm512_permutexvar_epi32(_mm512_add_epi32(_mm512_set1_epi32(2 * k), upper_half), ls);
+      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+    }
+    const float d = _cvtsh_ss(x[i].d) * y[i].d;
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    // 9 * sum over sub-blocks of ls * (bsums[2ib] + bsums[2ib+1])
+    const __m256i b8 = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), _mm256_set1_epi16(1));
+    acc_bsum = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_mullo_epi32(b8, ls8)), acc_bsum);
+  }
+  return 0.125f * (_mm512_reduce_add_ps(acc) - 9.f * iq::hsum_f32x8(acc_bsum));
+}
+
+MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq1_m*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const auto* grid = reinterpret_cast<const long long*>(iq::iq1s_grid_x8p9);
+  // Lane g (group of 8 weights) reads qh byte g / 2, shifted by 4 * (g % 2).
+  alignas(64) static const uint16_t kByte[32] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7,
+                                                 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
+  alignas(64) static const uint16_t kShift[32] = {0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4,
+                                                  0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4};
+  const __m512i byte_idx = _mm512_load_si512(kByte);
+  const __m512i shifts = _mm512_load_si512(kShift);
+  // Scale m (per 16 weights, 0..15) is bits 3 * (m % 4) of scale word m / 4.
+  const __m512i scale_word = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m512i scale_shift = _mm512_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9);
+  const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
+  __m512 acc = _mm512_setzero_ps();
+  __m512 acc_bsum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const __m512i qs16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
+    const __m512i qh16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qh))));
+    const __m512i nib = _mm512_srlv_epi16(_mm512_permutexvar_epi16(byte_idx, qh16), shifts);
+    const __m512i idx = _mm512_or_si512(qs16, _mm512_slli_epi16(_mm512_and_si512(nib, _mm512_set1_epi16(7)), 8));
+    const uint32_t negative = _mm512_test_epi16_mask(nib, _mm512_set1_epi16(8));  // bit g: delta of group g is -1/8
+    const __m512i words = _mm512_permutexvar_epi32(
+        scale_word, _mm512_castsi128_si512(_mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[i].scales)))));
+    const __m512i ls = _mm512_add_epi32(
+        _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(words, scale_shift), _mm512_set1_epi32(7)), 1),
+        _mm512_set1_epi32(1));  // 16 scales, one per 16 weights
+    const __m256i ids[4] = {_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 0)),
+                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 1)),
+                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 2)),
+                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 3))};
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      const __m512i g = _mm512_i32gather_epi64(ids[k], grid, 8);
+      const __m512i u = _mm512_add_epi8(g, _mm512_mask_blend_epi64(static_cast<__mmask8>(negative >> (8 * k)), plus1, minus1));
+      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);  // lane L: weights 64k + 4L .. +3
+      const __m512i sc = _mm512_permutexvar_epi32(
+          _mm512_setr_epi32(4 * k, 4 * k, 4 * k, 4 * k, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 2, 4 * k + 2,
+                            4 * k + 2, 4 * k + 2, 4 * k + 3, 4 * k + 3, 4 * k + 3, 4 * k + 3),
+          ls);
+      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+    }
+    const float d = _cvtsh_ss(iq::iq1_m_scale_bits(x[i])) * y[i].d;
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    const __m512i bs = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)));
+    acc_bsum = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_mullo_epi32(bs, ls)), acc_bsum);
+  }
+  return 0.125f * (_mm512_reduce_add_ps(acc) - 9.f * _mm512_reduce_add_ps(acc_bsum));
+}
+
 extern const FormatOps kFormatIQ1_S = {
     "IQ1_S", GgmlType::IQ1_S, QK_K, sizeof(block_iq1_s), GgmlType::Q8_K, dequant_iq1_s,
-    {vec_dot_iq1_s_q8_K, vec_dot_iq1_s_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq1_s_q8_K, vec_dot_iq1_s_q8_K_avx2, vec_dot_iq1_s_q8_K_avx512, nullptr}};
 extern const FormatOps kFormatIQ1_M = {
     "IQ1_M", GgmlType::IQ1_M, QK_K, sizeof(block_iq1_m), GgmlType::Q8_K, dequant_iq1_m,
-    {vec_dot_iq1_m_q8_K, vec_dot_iq1_m_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq1_m_q8_K, vec_dot_iq1_m_q8_K_avx2, vec_dot_iq1_m_q8_K_avx512, nullptr}};
 
 }  // namespace moebox

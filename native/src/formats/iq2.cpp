@@ -84,6 +84,39 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w_row,
   return 0.125f * iq::hsum_f32x8(acc);
 }
 
+// AVX-512 VNNI: grid bytes (0x08..0x2b) are unsigned, so dpbusd takes them as they
+// are; signs go onto the activations through a 64-bit mask; one gather fetches
+// the 8 grid entries of 64 weights.
+MOEBOX_TARGET_AVX512 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq2_xxs*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const auto* grid = reinterpret_cast<const long long*>(iq::iq2xxs_grid);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const auto* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k, q2 += 16) {
+      uint32_t a[4];  // sub-block 2k: a[0] indices, a[1] signs+scale; sub-block 2k+1: a[2], a[3]
+      std::memcpy(a, q2, 16);
+      const __m256i idx = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(a[2]), static_cast<int>(a[0])));
+      const __m512i g = _mm512_i32gather_epi64(idx, grid, 8);
+      uint64_t signs = 0;
+      for (int l = 0; l < 4; ++l) {
+        signs |= static_cast<uint64_t>(ksigns_iq2xs[(a[1] >> (7 * l)) & 127]) << (8 * l);
+        signs |= static_cast<uint64_t>(ksigns_iq2xs[(a[3] >> (7 * l)) & 127]) << (8 * l + 32);
+      }
+      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
+      const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), g, qs);  // lanes 0..7: sub-block 2k
+      const __m512i sc = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(static_cast<int>(2 * (a[1] >> 28) + 1)),
+                                                 _mm512_set1_epi32(static_cast<int>(2 * (a[3] >> 28) + 1)));
+      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return 0.125f * _mm512_reduce_add_ps(acc);
+}
+
 // ---------------------------------------------------------------- IQ2_XS
 
 void dequant_iq2_xs(const void* src, float* dst, int64_t n) {
@@ -244,7 +277,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_s_q8_K_avx2(int64_t n, const void* w_row, c
 
 extern const FormatOps kFormatIQ2_XXS = {
     "IQ2_XXS", GgmlType::IQ2_XXS, QK_K, sizeof(block_iq2_xxs), GgmlType::Q8_K, dequant_iq2_xxs,
-    {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, vec_dot_iq2_xxs_q8_K_avx512, nullptr}};
 extern const FormatOps kFormatIQ2_XS = {
     "IQ2_XS", GgmlType::IQ2_XS, QK_K, sizeof(block_iq2_xs), GgmlType::Q8_K, dequant_iq2_xs,
     {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, nullptr, nullptr}};

@@ -3,6 +3,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
+#include <chrono>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -97,7 +98,8 @@ float dot(const U8& w, int type, const F32& x, int isa, bool reference) {
     for (int64_t i = 0; i < n; ++i) s += static_cast<double>(wf[i]) * act_value(f.vec_dot_type, act, i);
     return static_cast<float>(s);
   }
-  if (isa < 0 || isa >= kIsaCount || !f.vec_dot[isa]) throw std::invalid_argument("no kernel for that ISA");
+  if (isa < 0 || isa >= kIsaCount) throw std::invalid_argument("no such ISA");
+  while (!f.vec_dot[isa]) --isa;  // the nearest lower ISA, as the format table does
   return f.vec_dot[isa](n, w.data(), act);
 }
 
@@ -113,5 +115,25 @@ NB_MODULE(moebox_iq_probe, m) {
     return nb::ndarray<nb::numpy, float>(buf, {static_cast<size_t>(n)}, owner);
   });
   m.def("vec_dot", [](const U8& w, int type, const F32& x, int isa) { return dot(w, type, x, isa, false); });
+  // Seconds per vec_dot call over the whole row (activations quantized once).
+  m.def("time_vec_dot", [](const U8& w, int type, const F32& x, int isa, int reps) {
+    const FormatOps& f = fmt(type);
+    const int64_t n = static_cast<int64_t>(x.shape(0));
+    std::vector<block_q8_K> a8k;
+    std::vector<block_q8_0> a80;
+    const void* act;
+    if (f.vec_dot_type == GgmlType::Q8_K) {
+      a8k = quantize_q8_K(x.data(), n);
+      act = a8k.data();
+    } else {
+      a80 = quantize_q8_0(x.data(), n);
+      act = a80.data();
+    }
+    volatile float sink = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!f.vec_dot[isa]) --isa;
+    for (int r = 0; r < reps; ++r) sink = sink + f.vec_dot[isa](n, w.data(), act);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  });
   m.def("vec_dot_ref", [](const U8& w, int type, const F32& x) { return dot(w, type, x, 0, true); });
 }
