@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 
+import moebox_native
 import numpy as np
 import pytest
 from quant_blocks import qtype, random_weights
-
-import moebox_native
 
 Q4_K = int(qtype("Q4_K"))
 

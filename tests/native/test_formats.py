@@ -18,6 +18,7 @@ Tolerances, per output y_r = sum_i w_ri x_i:
 
 from __future__ import annotations
 
+import moebox_native
 import numpy as np
 import pytest
 import torch
@@ -30,8 +31,6 @@ from quant_blocks import (
     random_weights,
     reference_dequantize,
 )
-
-import moebox_native
 
 FLOAT32_REL = 2e-5
 
@@ -139,7 +138,13 @@ def _smollm2_path() -> str:
 
 @pytest.mark.parametrize(
     "tensor",
-    ["blk.0.ffn_down.weight", "blk.3.attn_q.weight", "blk.29.ffn_gate.weight", "token_embd.weight", "output_norm.weight"],
+    [
+        "blk.0.ffn_down.weight",
+        "blk.3.attn_q.weight",
+        "blk.29.ffn_gate.weight",
+        "token_embd.weight",
+        "output_norm.weight",
+    ],
 )
 def test_matmul_smollm2_tensors(tensor, isa):
     """Real Q4_1 / Q8_0 / F32 tensors of the embedded SmolLM2 GGUF, straight from the read-only memmap."""
