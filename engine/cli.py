@@ -23,6 +23,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_kernels(args: argparse.Namespace) -> int:
+    from engine.bench_kernels import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -36,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a GGUF model: config, tokenizer, tensor groups")
     p.add_argument("model", help="a .gguf file, the first part of a split set, or a directory")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    from engine.bench_kernels import add_arguments as add_bench_kernels_arguments
+
+    q = bench.add_parser(
+        "kernels", help="native CPU kernels: GEMV GB/s per format vs memory read, MoE timings"
+    )
+    add_bench_kernels_arguments(q)
+    q.set_defaults(func=_cmd_bench_kernels)
     return parser
 
 

@@ -9,12 +9,11 @@
 namespace moebox {
 namespace {
 
-// AVX-512 and AMX kernels only serve dispatch once they passed the test suite on
-// a CPU that has them; until then those levels run the AVX2 kernels.
+// Formats without a kernel at a level use the best lower one (select_vec_dot).
 bool has(Isa isa) {
   const CpuFeatures& f = cpu_features();
   const bool avx2 = f.avx2 && f.fma && f.f16c;
-  const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl;
+  const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512_vnni;
   switch (isa) {
     case kIsaScalar:
       return true;

@@ -18,6 +18,8 @@ Tolerances, per output y_r = sum_i w_ri x_i:
 
 from __future__ import annotations
 
+import functools
+
 import moebox_native
 import numpy as np
 import pytest
@@ -124,6 +126,14 @@ def test_matmul_1d_activation():
     np.testing.assert_array_equal(y, moebox_native.matmul(w, int(qtype("Q8_0")), 4, 64, x[None])[0])
 
 
+@functools.cache
+def smollm2_tensors() -> dict:
+    """name -> ReaderTensor of the embedded SmolLM2 GGUF (parsed once: the tokenizer arrays are slow to read)."""
+    from gguf import GGUFReader
+
+    return {t.name: t for t in GGUFReader(_smollm2_path()).tensors}
+
+
 def _smollm2_path() -> str:
     import glob
     import importlib.util
@@ -148,10 +158,7 @@ def _smollm2_path() -> str:
 )
 def test_matmul_smollm2_tensors(tensor, isa):
     """Real Q4_1 / Q8_0 / F32 tensors of the embedded SmolLM2 GGUF, straight from the read-only memmap."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(_smollm2_path())
-    t = next(t for t in reader.tensors if t.name == tensor)
+    t = smollm2_tensors()[tensor]
     data = t.data if t.data.ndim == 2 else t.data.reshape(1, -1)  # a norm vector as a 1-row matrix
     if isa == "scalar" or tensor == "token_embd.weight":
         data = data[:512]  # a contiguous row slice keeps the reference quick

@@ -71,14 +71,14 @@ enum class GgmlType : int {
 enum Isa : int {
   kIsaScalar = 0,
   kIsaAvx2 = 1,    // AVX2 + FMA + F16C
-  kIsaAvx512 = 2,  // AVX-512 F/BW/VL (+VNNI, +BF16 where used)
+  kIsaAvx512 = 2,  // AVX-512 F/BW/VL/DQ + VNNI
   kIsaAmx = 3,     // AMX tiles (int8/bf16), on top of AVX-512
   kIsaCount = 4,
 };
 
 #define MOEBOX_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
 #define MOEBOX_TARGET_AVX512 \
-  __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
+  __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 constexpr int QK_K = 256;  // elements per k-quant / IQ super-block
 constexpr int QK8_0 = 32;  // elements per legacy block

@@ -142,7 +142,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q2_K_avx2(int64_t n, const void* w, const void*
   const __m256i m3 = _mm256_set1_epi8(3);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d), dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+    const float d = y[i].d * avx2::fp16(x[i].d), dmin = -y[i].d * avx2::fp16(x[i].dmin);
     const __m128i mins_and_scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     const __m128i scales8 = _mm_and_si128(mins_and_scales, _mm_set1_epi8(0xF));
     const __m128i mins8 = _mm_and_si128(_mm_srli_epi16(mins_and_scales, 4), _mm_set1_epi8(0xF));
@@ -175,7 +175,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q3_K_avx2(int64_t n, const void* w, const void*
   const __m256i m3 = _mm256_set1_epi8(3), mone = _mm256_set1_epi8(1);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d);
+    const float d = y[i].d * avx2::fp16(x[i].d);
     uint32_t aux[4];
     unpack_scales_q3_K(x[i].scales, aux);
     const __m128i scales128 = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(aux)), _mm_set1_epi8(32));
@@ -220,7 +220,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q4_K_avx2(int64_t n, const void* w, const void*
   __m256 acc = _mm256_setzero_ps();
   __m128 acc_m = _mm_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d), dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+    const float d = y[i].d * avx2::fp16(x[i].d), dmin = -y[i].d * avx2::fp16(x[i].dmin);
     uint32_t utmp[4];
     unpack_scales_mins_k4(x[i].scales, utmp);
     const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(utmp)));
@@ -253,7 +253,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_K_avx2(int64_t n, const void* w, const void*
   __m256 acc = _mm256_setzero_ps();
   __m128 acc_m = _mm_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d), dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+    const float d = y[i].d * avx2::fp16(x[i].d), dmin = -y[i].d * avx2::fp16(x[i].dmin);
     uint32_t utmp[4];
     unpack_scales_mins_k4(x[i].scales, utmp);
     const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(utmp)));
@@ -290,7 +290,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q6_K_avx2(int64_t n, const void* w, const void*
   const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3), m32s = _mm256_set1_epi8(32);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d);
+    const float d = y[i].d * avx2::fp16(x[i].d);
     // 16 int8 scales widened to int16, halves duplicated per 128-bit lane like Q2_K.
     __m256i scales[2];
     split_scales16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)), scales);
@@ -325,16 +325,16 @@ MOEBOX_TARGET_AVX2 float vec_dot_q6_K_avx2(int64_t n, const void* w, const void*
 
 }  // namespace
 
-#define MOEBOX_KQUANT(NAME, BLOCK, LOWER)                                                                      \
-  extern const FormatOps kFormat##NAME = {                                                                \
-      #NAME, GgmlType::NAME, QK_K, sizeof(BLOCK), GgmlType::Q8_K, dequant_##LOWER,                       \
-      {vec_dot_ref<dequant_##LOWER, QK_K, sizeof(BLOCK), GgmlType::Q8_K>, vec_dot_##LOWER##_avx2, nullptr,\
-       nullptr}};
-MOEBOX_KQUANT(Q2_K, block_q2_K, q2_K)
-MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K)
-MOEBOX_KQUANT(Q4_K, block_q4_K, q4_K)
-MOEBOX_KQUANT(Q5_K, block_q5_K, q5_K)
-MOEBOX_KQUANT(Q6_K, block_q6_K, q6_K)
+#define MOEBOX_KQUANT(NAME, BLOCK, LOWER, AVX512)                                               \
+  extern const FormatOps kFormat##NAME = {                                                      \
+      #NAME, GgmlType::NAME, QK_K, sizeof(BLOCK), GgmlType::Q8_K, dequant_##LOWER,             \
+      {vec_dot_ref<dequant_##LOWER, QK_K, sizeof(BLOCK), GgmlType::Q8_K>, vec_dot_##LOWER##_avx2, \
+       AVX512, nullptr}};
+MOEBOX_KQUANT(Q2_K, block_q2_K, q2_K, vec_dot_q2_K_avx512)
+MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K, vec_dot_q3_K_avx512)
+MOEBOX_KQUANT(Q4_K, block_q4_K, q4_K, vec_dot_q4_K_avx512)
+MOEBOX_KQUANT(Q5_K, block_q5_K, q5_K, nullptr)
+MOEBOX_KQUANT(Q6_K, block_q6_K, q6_K, vec_dot_q6_K_avx512)
 #undef MOEBOX_KQUANT
 
 }  // namespace moebox
