@@ -101,11 +101,7 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_
       std::memcpy(a, q2, 16);
       const __m256i idx = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(a[2]), static_cast<int>(a[0])));
       const __m512i g = iq::lookup8(grid, idx);
-      uint64_t signs = 0;
-      for (int l = 0; l < 4; ++l) {
-        signs |= static_cast<uint64_t>(ksigns_iq2xs[(a[1] >> (7 * l)) & 127]) << (8 * l);
-        signs |= static_cast<uint64_t>(ksigns_iq2xs[(a[3] >> (7 * l)) & 127]) << (8 * l + 32);
-      }
+      const uint64_t signs = iq::ksigns_mask(a[1], a[3]);
       const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
       const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
       // int16 pair sums (< 2 * 43 * 127) times the sub-block scale (lanes 0..15: sub-block 2k), accumulated.

@@ -82,6 +82,33 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq3_xxs_q8_K_avx2(int64_t n, const void* w_row,
   return 0.25f * iq::hsum_f32x8(acc);
 }
 
+// AVX-512 VNNI: 4-value grid entries (bytes 0x04..0x3e) by one 32-bit gather per 64
+// weights, signs as a 64-bit mask on the activations, maddubs + dpwssd.
+MOEBOX_TARGET_AVX512 float vec_dot_iq3_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq3_xxs*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const auto* grid = reinterpret_cast<const int*>(iq::iq3xxs_grid);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const uint8_t* q3 = x[i].qs;
+    const uint8_t* gas = x[i].qs + QK_K / 4;
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k, q3 += 16, gas += 8) {
+      const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q3)));
+      const __m512i g = _mm512_i32gather_epi32(idx, grid, 4);
+      const uint32_t a1 = iq::load_u32(gas), a2 = iq::load_u32(gas + 4);
+      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
+      const __m512i qs = _mm512_mask_sub_epi8(q, iq::ksigns_mask(a1, a2), _mm512_setzero_si512(), q);
+      // int16 pair sums (< 2 * 62 * 127) times the sub-block scale (lanes 0..15: sub-block 2k).
+      const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(2 * (a1 >> 28) + 1)),
+                                                 _mm512_set1_epi16(static_cast<int16_t>(2 * (a2 >> 28) + 1)));
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, qs), sc);
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return 0.25f * _mm512_reduce_add_ps(acc);
+}
+
 // ---------------------------------------------------------------- IQ3_S
 
 // Grid index of the k-th group of 4 weights (0..7) of sub-block ib.
@@ -165,7 +192,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq3_s_q8_K_avx2(int64_t n, const void* w_row, c
 
 extern const FormatOps kFormatIQ3_XXS = {
     "IQ3_XXS", GgmlType::IQ3_XXS, QK_K, sizeof(block_iq3_xxs), GgmlType::Q8_K, dequant_iq3_xxs,
-    {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, vec_dot_iq3_xxs_q8_K_avx512, nullptr}};
 extern const FormatOps kFormatIQ3_S = {
     "IQ3_S", GgmlType::IQ3_S, QK_K, sizeof(block_iq3_s), GgmlType::Q8_K, dequant_iq3_s,
     {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, nullptr, nullptr}};

@@ -67,6 +67,18 @@ MOEBOX_TARGET_AVX512 inline __m512i lookup8(const uint64_t* grid, __m256i idx) {
   return _mm512_i32gather_epi64(idx, reinterpret_cast<const long long*>(grid), 8);
 }
 
+// The 8 sign bytes of ksigns_iq2xs for the four 7-bit sign indices in bits 0..27
+// of lo and of hi, as one 64-bit mask (bit j set: weight j is negative), without
+// table lookups: each byte gets its 7 bits plus an even-parity bit 7. pdep is fast
+// on every CPU with AVX-512.
+MOEBOX_TARGET_AVX512 inline uint64_t ksigns_mask(uint32_t lo, uint32_t hi) {
+  uint64_t s = _pdep_u64(lo, 0x7f7f7f7fULL) | (_pdep_u64(hi, 0x7f7f7f7fULL) << 32);
+  uint64_t t = s ^ (s >> 4);  // bit 0 of each byte ends up as the parity of that byte
+  t ^= t >> 2;
+  t ^= t >> 1;
+  return s | ((t & 0x0101010101010101ULL) << 7);
+}
+
 MOEBOX_TARGET_AVX2 inline float fp16_to_f32_f16c(uint16_t h) { return _cvtsh_ss(h); }
 
 }  // namespace moebox::iq
