@@ -9,9 +9,8 @@
 //
 // Per format: dequant_<fmt> (scalar reference, exact), vec_dot_<fmt>_q8_K (scalar
 // integer dot product against block_q8_K activations, ggml's arithmetic) and
-// vec_dot_<fmt>_q8_K_avx2 (same sums, AVX2); IQ1_S, IQ1_M, IQ2_XXS (the
-// DeepSeek-R1 UD quants) and IQ3_XXS also have an AVX-512 VNNI variant. IQ4_NL pairs with
-// block_q8_0.
+// vec_dot_<fmt>_q8_K_avx2 (same sums, AVX2); the codebook formats also have an
+// AVX-512 VNNI variant (grid lookups by gather). IQ4_NL pairs with block_q8_0.
 // Layouts are byte for byte those of ggml (ggml-common.h); all fp16 fields are
 // raw IEEE half bits.
 #pragma once
@@ -140,6 +139,9 @@ MOEBOX_IQ_KERNELS(iq4_xs, q8_K)
 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
+float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
+float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
 float vec_dot_iq3_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
+float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row);
 
 }  // namespace moebox

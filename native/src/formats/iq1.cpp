@@ -281,13 +281,6 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_ro
   // Scale m (per 16 weights, 0..15) is bits 3 * (m % 4) of scale word m / 4.
   const __m256i scale_word = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   const __m256i scale_shift = _mm256_setr_epi16(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9);
-  // int16 lane L of the k-th 64 weights holds weights 64k + 2L, +1: scale 4k + L / 8.
-  alignas(64) static const uint16_t kScaleOfPair[4][32] = {
-      {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-      {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-      {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-      {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
-       14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
   const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
@@ -312,7 +305,7 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_ro
       const __m512i g = iq::lookup8(grid, ids[k]);
       const __m512i u = _mm512_add_epi8(g, _mm512_mask_blend_epi64(static_cast<__mmask8>(negative >> (8 * k)), plus1, minus1));
       const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i scale = _mm512_permutexvar_epi16(_mm512_load_si512(kScaleOfPair[k]), ls512);
+      const __m512i scale = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls512);
       sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u, q), scale);
     }
     // - 9 * sum over groups of 16 of scale * bsum

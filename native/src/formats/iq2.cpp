@@ -193,6 +193,36 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w_row, 
   return 0.125f * iq::hsum_f32x8(acc);
 }
 
+// AVX-512 VNNI: 9-bit grid indices widened and gathered (one gather per 64
+// weights), the 7-bit sign fields packed by pext into ksigns_mask, per-16 scales
+// applied by dpwssd.
+MOEBOX_TARGET_AVX512 float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq2_xs*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  constexpr uint64_t kSignFields = 0xfe00fe00fe00fe00ULL;  // bits 9..15 of four uint16
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const auto* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
+    const __m512i ls = _mm512_castsi256_si512(iq::nibble_scales16(x[i].scales));
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k, q2 += 16) {
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2));  // 8 x (index | signs << 9)
+      const __m256i idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
+      const __m512i g = iq::lookup8(iq::iq2xs_grid, idx);
+      uint64_t v[2];
+      std::memcpy(v, q2, 16);
+      const uint64_t signs = iq::ksigns_mask(static_cast<uint32_t>(_pext_u64(v[0], kSignFields)),
+                                             static_cast<uint32_t>(_pext_u64(v[1], kSignFields)));
+      const __m512i a = _mm512_loadu_si512(y[i].qs + 64 * k);
+      const __m512i as = _mm512_mask_sub_epi8(a, signs, _mm512_setzero_si512(), a);
+      const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls);
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, as), sc);
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return 0.125f * _mm512_reduce_add_ps(acc);
+}
+
 // ---------------------------------------------------------------- IQ2_S
 
 static inline int iq2_s_index(const block_iq2_s& b, int ib, int l) {
@@ -272,14 +302,46 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_s_q8_K_avx2(int64_t n, const void* w_row, c
   return 0.125f * iq::hsum_f32x8(acc);
 }
 
+// AVX-512 VNNI: 10-bit grid indices assembled as vectors and gathered, the
+// explicit sign bits used directly as a 64-bit mask, per-16 scales by dpwssd.
+MOEBOX_TARGET_AVX512 float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq2_s*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  // Lane l of the 8 groups of 64 weights: qh byte l / 4 (of the pair), bits 2 (l % 4), +1.
+  const __m256i qh_lane = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  const __m256i qh_shift = _mm256_setr_epi32(8, 6, 4, 2, 8, 6, 4, 2);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const uint8_t* qs = x[i].qs;
+    const uint8_t* signs = x[i].qs + QK_K / 8;
+    const __m512i ls = _mm512_castsi256_si512(iq::nibble_scales16(x[i].scales));
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k, qs += 8, signs += 8) {
+      const __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs)));
+      const __m256i qh = _mm256_permutevar8x32_epi32(
+          _mm256_cvtepu8_epi32(_mm_cvtsi32_si128(iq::load_u16(x[i].qh + 2 * k))), qh_lane);
+      const __m256i idx = _mm256_or_si256(lo, _mm256_and_si256(_mm256_sllv_epi32(qh, qh_shift), _mm256_set1_epi32(0x300)));
+      const __m512i g = iq::lookup8(iq::iq2s_grid, idx);
+      uint64_t sign_bits;
+      std::memcpy(&sign_bits, signs, 8);
+      const __m512i a = _mm512_loadu_si512(y[i].qs + 64 * k);
+      const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
+      const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls);
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, as), sc);
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return 0.125f * _mm512_reduce_add_ps(acc);
+}
+
 extern const FormatOps kFormatIQ2_XXS = {
     "IQ2_XXS", GgmlType::IQ2_XXS, QK_K, sizeof(block_iq2_xxs), GgmlType::Q8_K, dequant_iq2_xxs,
     {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, vec_dot_iq2_xxs_q8_K_avx512, nullptr}};
 extern const FormatOps kFormatIQ2_XS = {
     "IQ2_XS", GgmlType::IQ2_XS, QK_K, sizeof(block_iq2_xs), GgmlType::Q8_K, dequant_iq2_xs,
-    {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, vec_dot_iq2_xs_q8_K_avx512, nullptr}};
 extern const FormatOps kFormatIQ2_S = {
     "IQ2_S", GgmlType::IQ2_S, QK_K, sizeof(block_iq2_s), GgmlType::Q8_K, dequant_iq2_s,
-    {vec_dot_iq2_s_q8_K, vec_dot_iq2_s_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq2_s_q8_K, vec_dot_iq2_s_q8_K_avx2, vec_dot_iq2_s_q8_K_avx512, nullptr}};
 
 }  // namespace moebox

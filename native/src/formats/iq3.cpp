@@ -190,11 +190,43 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq3_s_q8_K_avx2(int64_t n, const void* w_row, c
   return iq::hsum_f32x8(acc);
 }
 
+// AVX-512 VNNI: 9-bit indices of 16 groups of 4 weights assembled as a vector and
+// gathered (32-bit entries), explicit sign bits as the mask, maddubs + dpwssd.
+MOEBOX_TARGET_AVX512 float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+  const auto* x = static_cast<const block_iq3_s*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const auto* grid = reinterpret_cast<const int*>(iq::iq3s_grid);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const uint8_t* qs = x[i].qs;
+    const uint8_t* signs = x[i].signs;
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k, qs += 16, signs += 8) {
+      // bit l of the 16 qh bits of sub-blocks 2k, 2k+1 is the high index bit of group l
+      const __m512i hbit = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(iq::load_u16(x[i].qh + 2 * k)), lane),
+                                            _mm512_set1_epi32(1));
+      const __m512i idx = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs))),
+                                          _mm512_slli_epi32(hbit, 8));
+      const __m512i g = _mm512_i32gather_epi32(idx, grid, 4);
+      uint64_t sign_bits;
+      std::memcpy(&sign_bits, signs, 8);
+      const __m512i a = _mm512_loadu_si512(y[i].qs + 64 * k);
+      const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
+      const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], 2 * k))),
+                                                 _mm512_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], 2 * k + 1))));
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, as), sc);
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
 extern const FormatOps kFormatIQ3_XXS = {
     "IQ3_XXS", GgmlType::IQ3_XXS, QK_K, sizeof(block_iq3_xxs), GgmlType::Q8_K, dequant_iq3_xxs,
     {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, vec_dot_iq3_xxs_q8_K_avx512, nullptr}};
 extern const FormatOps kFormatIQ3_S = {
     "IQ3_S", GgmlType::IQ3_S, QK_K, sizeof(block_iq3_s), GgmlType::Q8_K, dequant_iq3_s,
-    {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, vec_dot_iq3_s_q8_K_avx512, nullptr}};
 
 }  // namespace moebox

@@ -67,6 +67,24 @@ MOEBOX_TARGET_AVX512 inline __m512i lookup8(const uint64_t* grid, __m256i idx) {
   return _mm512_i32gather_epi64(idx, reinterpret_cast<const long long*>(grid), 8);
 }
 
+// For formats with one scale per 16 weights: int16 lane L of the k-th 64 weights
+// of a super-block holds weights 64k + 2L, +1, whose scale is number 4k + L / 8.
+alignas(64) inline constexpr uint16_t kScale16OfPair[4][32] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
+     14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+
+// IQ2_XS / IQ2_S: the 16 odd scales 2s + 1 (one per 16 weights) from the 8 bytes
+// of two 4-bit scales each (low nibble first), as int16 in a 256-bit vector.
+MOEBOX_TARGET_AVX512 inline __m256i nibble_scales16(const uint8_t* scales) {
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales));
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  const __m128i s = _mm_unpacklo_epi8(_mm_and_si128(b, m4), _mm_and_si128(_mm_srli_epi16(b, 4), m4));
+  return _mm256_or_si256(_mm256_slli_epi16(_mm256_cvtepu8_epi16(s), 1), _mm256_set1_epi16(1));
+}
+
 // The 8 sign bytes of ksigns_iq2xs for the four 7-bit sign indices in bits 0..27
 // of lo and of hi, as one 64-bit mask (bit j set: weight j is negative), without
 // table lookups: each byte gets its 7 bits plus an even-parity bit 7. pdep is fast
