@@ -9,7 +9,8 @@ namespace moebox {
 namespace {
 
 constexpr int64_t kTokenBlock = 32;  // tokens per pass over a chunk of expert rows (see matmul.cpp)
-constexpr int64_t kRowChunk = 16;    // expert rows per task
+constexpr int64_t kMinRowChunk = 4;  // expert rows per task, at least
+constexpr int64_t kTasksPerThread = 16;
 
 inline float silu(float v) { return v / (1.f + std::exp(-v)); }
 
@@ -42,15 +43,18 @@ Routing group_by_expert(const int32_t* ids, const float* weights, int64_t T, int
   return r;
 }
 
-// Tasks = (active expert, chunk of `rows` rows); returns the count and fills the table.
+// Tasks = (active expert, chunk of its rows), about kTasksPerThread per thread
+// so the threads finish together without paying for many tiny tasks.
 struct ExpertChunk {
   int32_t expert;
   int64_t r0, r1;
 };
-std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows) {
+std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows, int threads) {
+  const int64_t total = rows * static_cast<int64_t>(r.active.size());
+  const int64_t chunk = std::min(rows, std::max(kMinRowChunk, total / (threads * kTasksPerThread)));
   std::vector<ExpertChunk> tasks;
   for (int32_t e : r.active)
-    for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) tasks.push_back({e, r0, std::min(rows, r0 + kRowChunk)});
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) tasks.push_back({e, r0, std::min(rows, r0 + chunk)});
   return tasks;
 }
 
@@ -78,7 +82,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
   {
     const VecDotFn gate_dot = select_vec_dot(*m.gate.format, isa), up_dot = select_vec_dot(*m.up.format, isa);
     const int64_t gate_rb = row_bytes(*m.gate.format, hidden), up_rb = row_bytes(*m.up.format, hidden);
-    const std::vector<ExpertChunk> tasks = expert_chunks(r, inter);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, inter, pool.size());
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
       const uint8_t* gw = m.gate.data + c.expert * m.gate.expert_bytes();
@@ -115,7 +119,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
   {
     const VecDotFn down_dot = select_vec_dot(*m.down.format, isa);
     const int64_t down_rb = row_bytes(*m.down.format, inter);
-    const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden, pool.size());
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
       const uint8_t* dw = m.down.data + c.expert * m.down.expert_bytes();
