@@ -95,3 +95,64 @@ def test_row_length_not_a_multiple_of_the_block_is_a_value_error():
     w = random_weights("IQ1_S", 1, 256, np.random.default_rng(0))
     with pytest.raises(ValueError):
         mn.matmul(w, qtype("IQ1_S"), 1, 300, np.zeros(300, np.float32))
+
+
+def ggml_quantize(name: str, x: np.ndarray) -> np.ndarray:
+    """x float32 [rows, cols] quantized by ggml's own quantizer (llama-cpp-python's libggml-base)."""
+    import ctypes
+    import os
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
+    lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+    lib.ggml_quantize_init.restype = None
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 3
+    lib.ggml_quantize_chunk.argtypes += [ctypes.c_void_p]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    rows, cols = x.shape
+    elems, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType[name]]
+    out = np.empty((rows, cols // elems * nbytes), np.uint8)
+    importance = np.ones(cols, np.float32)  # IQ1/IQ2 quantizers require an importance matrix: uniform
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    lib.ggml_quantize_init(qtype(name))
+    written = lib.ggml_quantize_chunk(
+        qtype(name), x.ctypes.data, out.ctypes.data, 0, rows, cols, importance.ctypes.data
+    )
+    assert written == out.nbytes
+    return out
+
+
+@pytest.fixture(scope="module")
+def smollm2_ffn_down() -> np.ndarray:
+    """float32 [576, 1536]: a real weight matrix (SmolLM2's blk.0.ffn_down), rows a multiple of 256 long."""
+    from test_formats import smollm2_tensors
+
+    t = smollm2_tensors()["blk.0.ffn_down.weight"]
+    rows, cols = int(t.shape[1]), int(t.shape[0])
+    return reference_dequantize(t.tensor_type.name, np.asarray(t.data), rows, cols).astype(np.float32)
+
+
+_ggml_blocks: dict[str, np.ndarray] = {}
+
+
+@pytest.mark.slow  # ggml's IQ1/IQ2 quantizer setup takes seconds
+@pytest.mark.parametrize("name", IQ_FORMATS)
+def test_real_weights_quantized_by_ggml(name, isa, smollm2_ffn_down):
+    """Blocks written by ggml's quantizer (real scale and index statistics, not random bytes)."""
+    x = smollm2_ffn_down[:96]
+    if name not in _ggml_blocks:  # once for all ISAs
+        _ggml_blocks[name] = ggml_quantize(name, x)
+    w8 = _ggml_blocks[name]
+    rows, cols = x.shape
+    w = reference_dequantize(name, w8, rows, cols)
+    got = mn.dequantize(w8, qtype(name), np.empty((rows, cols), np.float32))
+    np.testing.assert_array_equal(got, w.astype(np.float32))
+    # ggml's writer, gguf's reader and our kernels agree on the layout: the weights come back
+    # close to the originals (a misread field gives errors as large as the weights themselves).
+    assert np.sqrt(np.mean((w - x) ** 2)) < 0.7 * np.sqrt(np.mean(x.astype(np.float64) ** 2))
+    a = np.random.default_rng(11).standard_normal((2, cols)).astype(np.float32)
+    a64 = a.astype(np.float64)
+    y = mn.matmul(w8, qtype(name), rows, cols, a)
+    tol = q8_error_bound(w, a64, 32 if name == "IQ4_NL" else 256, fp16_scale=name == "IQ4_NL")
+    tol += 2e-5 * (np.abs(a64) @ np.abs(w).T)
+    assert np.all(np.abs(y - a64 @ w.T) <= tol)
