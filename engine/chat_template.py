@@ -6,7 +6,8 @@ ImmutableSandboxedEnvironment with trim_blocks and lstrip_blocks, ``raise_except
 names, ``{% generation %}`` blocks, and the variables ``messages``, ``tools``,
 ``add_generation_prompt``, ``bos_token`` and ``eos_token``. A template is untrusted input (it comes
 with a downloaded file): the sandbox refuses access to underscore attributes and to methods that
-modify objects, so a template cannot reach Python internals.
+modify objects, so a template cannot reach Python internals. Where transformers renders such an
+access as an empty value, moebox stops with ChatTemplateError.
 
 A file without a template gets llama.cpp's fallback, ChatML (``CHATML_TEMPLATE_SRC`` in
 llama.cpp's common/chat.cpp)::
@@ -85,14 +86,18 @@ class _TemplateNamespace(jinja2.utils.Namespace):
     @staticmethod
     def _check_name(name: Any) -> None:
         if isinstance(name, str) and name.startswith("_"):
-            raise jinja2.exceptions.SecurityError(f"templates cannot set underscore names on a namespace ({name!r})")
+            raise jinja2.exceptions.SecurityError(
+                f"templates cannot set underscore names on a namespace ({name!r})"
+            )
 
 
 def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+) -> str:
     # Jinja's own tojson escapes HTML characters; chat templates expect plain JSON.
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -101,8 +106,18 @@ def _strftime_now(format: str) -> str:
     return datetime.now().strftime(format)
 
 
+class _StrictSandbox(ImmutableSandboxedEnvironment):
+    """jinja2's immutable sandbox, failing at the first unsafe attribute instead of yielding an
+    empty undefined value, so a template probing Python internals stops with an error."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        raise jinja2.exceptions.SecurityError(
+            f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is not allowed"
+        )
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _StrictSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
@@ -141,7 +156,9 @@ def _message_for_template(message: Mapping[str, Any]) -> dict[str, Any]:
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text":
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ChatTemplateError(f"message content part of type {kind!r} is not supported; send text parts only.")
+                raise ChatTemplateError(
+                    f"message content part of type {kind!r} is not supported; send text parts only."
+                )
             texts.append(str(part.get("text", "")))
         out["content"] = "\n".join(texts)
     reasoning = next((out[k] for k in _REASONING_FIELDS if out.get(k) is not None), None)
@@ -153,7 +170,9 @@ def _message_for_template(message: Mapping[str, Any]) -> dict[str, Any]:
 class ChatTemplate:
     """A model's chat template, ready to turn messages into the prompt text."""
 
-    def __init__(self, source: str | None, *, bos_token: str | None = None, eos_token: str | None = None) -> None:
+    def __init__(
+        self, source: str | None, *, bos_token: str | None = None, eos_token: str | None = None
+    ) -> None:
         """source: the Jinja template; None or "" means llama.cpp's ChatML fallback."""
         self.is_fallback = not source
         self.source = source or CHATML_TEMPLATE
@@ -215,7 +234,9 @@ class ChatTemplate:
         except ChatTemplateError:
             raise
         except jinja2.TemplateError as e:
-            raise ChatTemplateError(f"the chat template refused the messages: {e.message or type(e).__name__}") from None
+            raise ChatTemplateError(
+                f"the chat template refused the messages: {e.message or type(e).__name__}"
+            ) from None
         except Exception as e:  # a template is code: any failure in it is the template's
             raise ChatTemplateError(f"the chat template failed: {type(e).__name__}: {e}") from None
         if force_think and add_generation_prompt and not prompt.endswith(THINK_OPEN):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -80,7 +81,9 @@ def hf_vocab_tokens(hf_dir: Path, vocab_size: int | None = None) -> tuple[list[s
     vocab = hf.get_vocab(with_added_tokens=True)
     n = vocab_size if vocab_size is not None else len(vocab)
     if max(vocab.values()) >= n:
-        raise TokenizerError(f"vocab_size {n} is smaller than the tokenizer's largest id {max(vocab.values())}.")
+        raise TokenizerError(
+            f"vocab_size {n} is smaller than the tokenizer's largest id {max(vocab.values())}."
+        )
     reverse = {i: t for t, i in vocab.items()}
     added = {a.content: a for a in hf.get_added_tokens_decoder().values()}
     tokens: list[str] = []
@@ -106,20 +109,26 @@ def hf_vocab_tokens(hf_dir: Path, vocab_size: int | None = None) -> tuple[list[s
     return tokens, types
 
 
-def add_hf_vocab(writer: gguf.GGUFWriter, hf_dir: str | Path, *, vocab_size: int | None = None, pre: str | None = None) -> str:
+def add_hf_vocab(
+    writer: gguf.GGUFWriter, hf_dir: str | Path, *, vocab_size: int | None = None, pre: str | None = None
+) -> int:
     """Write the byte-level BPE tokenizer in ``hf_dir`` (tokenizer.json, tokenizer_config.json) to ``writer``.
 
     vocab_size: the model's embedding rows; ids past the tokenizer's are filled with ``[PAD{i}]``.
     pre: the ``tokenizer.ggml.pre`` to write; by default found by fingerprint like the converter.
-    Returns the pre-tokenizer name written.
+    Returns the number of tokens written (the vocabulary size).
     """
     hf_dir = Path(hf_dir)
     tokenizer_json = hf_dir / "tokenizer.json"
     if not tokenizer_json.is_file():
-        raise TokenizerError(f"{tokenizer_json} not found: a Hugging Face tokenizer folder needs tokenizer.json.")
+        raise TokenizerError(
+            f"{tokenizer_json} not found: a Hugging Face tokenizer folder needs tokenizer.json."
+        )
     model = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("model", {})
     if model.get("type") != "BPE":
-        raise TokenizerError(f"{tokenizer_json} holds a {model.get('type')} model; only byte-level BPE is written.")
+        raise TokenizerError(
+            f"{tokenizer_json} holds a {model.get('type')} model; only byte-level BPE is written."
+        )
     if pre is None:
         pre = fingerprint_pre_tokenizer(HFTokenizer.from_file(str(tokenizer_json)))
     tokens, types = hf_vocab_tokens(hf_dir, vocab_size)
@@ -128,4 +137,9 @@ def add_hf_vocab(writer: gguf.GGUFWriter, hf_dir: str | Path, *, vocab_size: int
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
-    return pre
+    return len(tokens)
+
+
+def hf_vocab(hf_dir: str | Path, *, pre: str | None = None) -> Callable[[gguf.GGUFWriter], int]:
+    """A vocabulary writer for ``engine.synth.write_synthetic_gguf(..., vocab=hf_vocab(folder))``."""
+    return lambda writer: add_hf_vocab(writer, hf_dir, pre=pre)

@@ -114,7 +114,11 @@ _SPACE_MARK = "\u2581"  # SentencePiece's visible space "▁"
 
 def _byte_level_decoder() -> dict[str, int]:
     """GPT-2's printable stand-in character for each byte, reversed: char -> byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars = list(printable)
     n = 0
     for b in range(256):
@@ -180,9 +184,13 @@ class Tokenizer:
         self.add_bos = add_bos
         self.add_eos = add_eos
         if add_bos and self.bos_id is None:
-            raise TokenizerError("tokenizer.ggml.add_bos_token is set but the file has no valid bos_token_id.")
+            raise TokenizerError(
+                "tokenizer.ggml.add_bos_token is set but the file has no valid bos_token_id."
+            )
         if add_eos and self.eos_id is None:
-            raise TokenizerError("tokenizer.ggml.add_eos_token is set but the file has no valid eos_token_id.")
+            raise TokenizerError(
+                "tokenizer.ggml.add_eos_token is set but the file has no valid eos_token_id."
+            )
         self.eos_ids = frozenset(
             {i for i in (self.eos_id, valid(eot_id), valid(eom_id)) if i is not None}
             | {i for i, t in enumerate(self._texts) if t in _END_OF_GENERATION_TEXTS}
@@ -204,6 +212,10 @@ class Tokenizer:
 
         def get(key: str, default: Any = None) -> Any:
             return meta.get("tokenizer.ggml." + key, default)
+
+        def array(key: str) -> list:
+            value = get(key)  # large numeric arrays may come as numpy arrays
+            return [] if value is None else list(value)
 
         model = get("model")
         if model is None:
@@ -227,9 +239,9 @@ class Tokenizer:
         return cls(
             model=model,
             tokens=tokens,
-            token_types=get("token_type") or [],
-            merges=get("merges") or [],
-            scores=get("scores") or [],
+            token_types=[int(t) for t in array("token_type")],
+            merges=array("merges"),
+            scores=[float(x) for x in array("scores")],
             pre=pre,
             bos_id=get("bos_token_id", defaults[0]),
             eos_id=get("eos_token_id", defaults[1]),
@@ -238,15 +250,21 @@ class Tokenizer:
             unk_id=get("unknown_token_id", defaults[2]),
             pad_id=get("padding_token_id"),
             # llama.cpp's defaults when the key is absent: SentencePiece and llama3 add BOS.
-            add_bos=bool(get("add_bos_token", model == "llama" or pre in ("llama-bpe", "llama3", "llama-v3"))),
+            add_bos=bool(
+                get("add_bos_token", model == "llama" or pre in ("llama-bpe", "llama3", "llama-v3"))
+            ),
             add_eos=bool(get("add_eos_token", False)),
             add_space_prefix=bool(get("add_space_prefix", True)),
         )
 
     @classmethod
-    def from_gguf(cls, reader: Any) -> Tokenizer:
-        """Build from a ``gguf.GGUFReader`` (or any object with ``fields`` whose values have ``contents()``)."""
-        return cls.from_gguf_metadata({k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")})
+    def from_gguf(cls, model: Any) -> Tokenizer:
+        """Build from an opened GGUF: ``engine.gguf_file.GGUFModel`` (or a ``gguf.GGUFReader``)."""
+        if hasattr(model, "metadata"):
+            return cls.from_gguf_metadata(model.metadata)
+        return cls.from_gguf_metadata(
+            {k: f.contents() for k, f in model.fields.items() if k.startswith("tokenizer.")}
+        )
 
     def _piece_bytes(self, token_id: int) -> bytes:
         """The bytes a token stands for, as llama.cpp's token_to_piece gives them (special=True)."""
@@ -264,7 +282,8 @@ class Tokenizer:
         return b"".join(bytes([_BYTE_DECODER[c]]) if c in _BYTE_DECODER else c.encode() for c in text)
 
     def _build_bpe(self, merges: Sequence[str], scores: Sequence[float]) -> HFTokenizer:
-        vocab = {t: i for i, t in enumerate(self._texts)}  # a repeated text keeps its last id, as in llama.cpp
+        # A repeated text keeps its last id, as in llama.cpp.
+        vocab = {t: i for i, t in enumerate(self._texts)}
         if self.model == "gpt2":
             pairs = []
             for m in merges:

