@@ -189,8 +189,18 @@ def test_written_vocab_matches_hf(hf_tokenizer_dir, vocab_gguf, metadata_of):
     assert len(tokens) == hf.get_vocab_size(with_added_tokens=True)
     assert all(tokens[i] == hf.id_to_token(i) for i in range(len(tokens)))
     added = hf.get_added_tokens_decoder()
+    # Added tokens are CONTROL when special or shaped like <|...|> / <｜...｜>, else USER_DEFINED.
+    user_defined = {i for i, a in added.items() if not a.special and not a.content.startswith("<｜")}
+    assert {tokens[i] for i in user_defined} == {"<think>", "</think>"}
     for i, t in enumerate(types):
-        assert t == (TokenType.CONTROL if i in added and added[i].special else TokenType.NORMAL), i
+        kind = (
+            TokenType.USER_DEFINED
+            if i in user_defined
+            else TokenType.CONTROL
+            if i in added
+            else TokenType.NORMAL
+        )
+        assert t == kind, i
     assert meta["tokenizer.ggml.pre"] == "joyai-llm"
     assert meta["tokenizer.ggml.bos_token_id"] == hf.token_to_id(config["bos_token"]["content"])
     assert meta["tokenizer.ggml.eos_token_id"] == hf.token_to_id(config["eos_token"]["content"])
