@@ -91,22 +91,73 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "gpt-2": PreTokenizer(_GPT2),
 }
 
-# Token texts llama.cpp treats as end of generation whatever the file says (llama-vocab.cpp).
+# Token texts llama.cpp treats as end of generation whatever the file says, and so also as
+# CONTROL tokens (llama_vocab::impl::load in llama-vocab.cpp). Fill-in-the-middle pad/repo/file
+# markers, which llama.cpp also stops on, are left out: a chat server should not stop on them.
 _END_OF_GENERATION_TEXTS = frozenset(
     {
         "<|eot_id|>",
         "<|im_end|>",
         "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<|flush|>",
+        "<|calls|>",
         "<end_of_turn>",
         "<|endoftext|>",
+        "</s>",
         "<|eom_id|>",
         "<EOT>",
         "_<EOT>",
+        "[EOT]",
+        "[EOS]",
         "<|end_of_text|>",
         "<end_of_utterance>",
+        "<eos>",
+        "<turn|>",
+        "<|tool_response>",
         "<｜end▁of▁sentence｜>",
+        "[e~[",
     }
 )
+# Fill-in-the-middle markers llama.cpp recognises by text and makes CONTROL tokens.
+_FIM_TEXTS = frozenset(
+    {
+        *("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>"),
+        *("<|code_prefix|>", "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>"),
+        *("<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>"),
+        *("<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>"),
+        *("<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>"),
+        *("<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>"),
+    }
+)
+# gpt-oss channel markers, which llama.cpp always renders (USER_DEFINED).
+_ALWAYS_RENDERED_TEXTS = frozenset({"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"})
+
+
+def _llama_cpp_token_types(texts: Sequence[str], types: list[int]) -> tuple[list[int], set[int]]:
+    """Token types after llama.cpp's by-text corrections, and its end-of-generation ids (less FIM)."""
+    end = set()
+    for i, text in enumerate(texts):
+        if text in _END_OF_GENERATION_TEXTS:
+            end.add(i)
+        if text in _END_OF_GENERATION_TEXTS or text in _FIM_TEXTS:
+            types[i] = int(TokenType.CONTROL)
+        elif text in _ALWAYS_RENDERED_TEXTS:
+            types[i] = int(TokenType.USER_DEFINED)
+    by_text = {texts[i]: i for i in end}
+    if "<|end|>" in by_text and (
+        {"<|return|>", "<|call|>"} <= by_text.keys() or {"<|calls|>", "<|flush|>"} <= by_text.keys()
+    ):
+        # gpt-oss / solar-open: <|end|> ends a message, not the generation.
+        end.discard(by_text["<|end|>"])
+        types[by_text["<|end|>"]] = int(TokenType.USER_DEFINED)
+    if "</s>" in by_text and ({"<|tool_response>", "<|plamo:eos|>"} & set(texts)):
+        # gemma4 and plamo have a normal </s>.
+        end.discard(by_text["</s>"])
+        types[by_text["</s>"]] = int(TokenType.NORMAL)
+    return types, end
+
 
 _SPECIAL_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
 _SPACE_MARK = "\u2581"  # SentencePiece's visible space "▁"
@@ -174,9 +225,7 @@ class Tokenizer:
         if len(types) < n:
             raise TokenizerError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens.")
         self._types = types[:n]
-        for i, text in enumerate(self._texts):
-            if text in _END_OF_GENERATION_TEXTS and self._types[i] != TokenType.CONTROL:
-                self._types[i] = int(TokenType.CONTROL)  # llama.cpp forces these to CONTROL
+        self._types, end_by_text = _llama_cpp_token_types(self._texts, self._types)
 
         def valid(token_id: int | None) -> int | None:
             return token_id if token_id is not None and 0 <= token_id < n else None
@@ -196,8 +245,7 @@ class Tokenizer:
                 "tokenizer.ggml.add_eos_token is set but the file has no valid eos_token_id."
             )
         self.eos_ids = frozenset(
-            {i for i in (self.eos_id, valid(eot_id), valid(eom_id)) if i is not None}
-            | {i for i, t in enumerate(self._texts) if t in _END_OF_GENERATION_TEXTS}
+            {i for i in (self.eos_id, valid(eot_id), valid(eom_id)) if i is not None} | end_by_text
         )
         # llama.cpp tries longer special tokens first; among equal lengths, lower ids first.
         self._specials = sorted(

@@ -50,6 +50,7 @@ SPECIAL_TEXTS = {
     "qwen-3": [
         "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
         '<tool_call>\n{"name": "f"}\n</tool_call><|endoftext|><|fim_prefix|>x<|fim_suffix|>',
+        "<s>strike</s> <|file_sep|>",  # </s> is a normal Qwen token that llama.cpp makes a control one
     ],
 }
 
@@ -108,11 +109,9 @@ def test_end_of_generation_ids_agree_with_llama_cpp(vocab, llama_vocab):
     eog = {i for i in range(tok.vocab_size) if llama_cpp.llama_vocab_is_eog(vocab_ptr, i)}
     assert tok.eos_id in tok.eos_ids
     assert tok.eos_ids <= eog
-    fim = {
-        i
-        for i in eog - tok.eos_ids
-        if "fim" in tok.token_text(i) or tok.token_text(i) in ("<|repo_name|>", "<|file_sep|>")
-    }
+    # llama.cpp also stops on the fill-in-the-middle pad/repo/file markers it finds by text.
+    fim_texts = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<reponame>"}
+    fim = {i for i in eog - tok.eos_ids if tok.token_text(i) in fim_texts | {"<|file_sep|>"}}
     assert eog - tok.eos_ids == fim
 
 
