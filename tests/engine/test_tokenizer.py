@@ -138,7 +138,8 @@ def test_ids_equal_hf_tokenizer_json(name, hf_tokenizer_dir, vocab_gguf, metadat
     tok = Tokenizer.from_gguf_metadata(
         metadata_of(vocab_gguf(name, "qwen2" if name == "qwen-3" else "llama"))
     )
-    for text in texts_for(name):
+    # llama.cpp (and so moebox) makes Qwen's plain "</s>" a control token; HF keeps it text.
+    for text in [t for t in texts_for(name) if not (nfc and "</s>" in t)]:
         ours = tok.encode(unicodedata.normalize("NFC", text) if nfc else text, add_special=False)
         assert ours == hf.encode(text, add_special_tokens=False).ids, text
 
