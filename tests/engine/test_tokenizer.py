@@ -61,6 +61,10 @@ SYNTHETIC = [
     ("deepseek-r1-joyai", "deepseek-r1", "llama", None),
     ("deepseek-r1-deepseek-v3", "deepseek-r1", "llama", "deepseek-v3"),
     ("qwen3", "qwen-3", "qwen2", None),
+    ("r1-distill-qwen", "deepseek-r1-distill-qwen-7b", "qwen2", "deepseek-r1-qwen"),
+    ("llama3", "deepseek-r1-distill-llama-8b", "llama", "llama-bpe"),
+    ("deepseek-llm", "deepseek-llm-7b-base", "llama", "deepseek-llm"),
+    ("default", "deepseek-llm-7b-base", "llama", "default"),
 ]
 
 
@@ -75,8 +79,12 @@ def vocab(request, smollm2_path, vocab_gguf, metadata_of):
     return kind, path, Tokenizer.from_gguf_metadata(metadata_of(path))
 
 
-def texts_for(kind: str) -> list[str]:
-    return CORPUS + SPECIAL_TEXTS[kind]
+def texts_for(kind: str, tok: Tokenizer | None = None) -> list[str]:
+    texts = CORPUS + SPECIAL_TEXTS.get(kind, [])
+    if tok is not None and tok.bos_id is not None and tok.eos_id is not None:
+        bos, eos = tok.token_text(tok.bos_id), tok.token_text(tok.eos_id)
+        texts.append(f"{bos}Hello{eos} {eos}\n{bos} x{bos}{bos}")
+    return texts
 
 
 @pytest.mark.parametrize("add_special", [True, False])
@@ -84,7 +92,7 @@ def texts_for(kind: str) -> list[str]:
 def test_ids_equal_llama_cpp(vocab, llama_vocab, add_special, parse_special):
     kind, path, tok = vocab
     llm = llama_vocab(path)
-    for text in texts_for(kind) + EDGE_TEXTS:
+    for text in texts_for(kind, tok) + EDGE_TEXTS:
         expected = llm.tokenize(text.encode(), add_bos=add_special, special=parse_special)
         assert tok.encode(text, add_special=add_special, parse_special=parse_special) == expected, text
 
@@ -119,7 +127,7 @@ def test_end_of_generation_ids_agree_with_llama_cpp(vocab, llama_vocab):
 
 def test_round_trip(vocab):
     kind, _, tok = vocab
-    for text in texts_for(kind):
+    for text in texts_for(kind, tok):
         assert tok.decode(tok.encode(text, add_special=False)) == text
         ids = tok.encode(text, add_special=True)
         assert tok.decode(ids, skip_special=True) == tok.decode(
@@ -335,3 +343,17 @@ def test_sentencepiece_random_text(spm_vocab, llama_vocab, metadata_of, text):
     if not any(s in text for s in ("<s>", "</s>", "<unk>")):
         assert ids == sp.encode(text)
     assert tok.decode(ids) == text.replace("▁", " ")  # SentencePiece's space mark reads back as a space
+
+
+def test_regexes_equal_the_tokenizer_json_originals(hf_tokenizer_dir):
+    """llama.cpp copied the DeepSeek regexes from these tokenizer.json files; ours must equal them."""
+    import json
+
+    from engine.tokenizer import _DEEPSEEK3_LLM, _DEEPSEEK_LLM
+
+    for name, ours in [("deepseek-llm-7b-base", _DEEPSEEK_LLM), ("deepseek-r1", _DEEPSEEK3_LLM)]:
+        spec = json.loads((hf_tokenizer_dir(name) / "tokenizer.json").read_text(encoding="utf-8"))
+        splits = [
+            p["pattern"]["Regex"] for p in spec["pre_tokenizer"]["pretokenizers"] if p["type"] == "Split"
+        ]
+        assert tuple(splits) == ours[: len(splits)]  # deepseek-llm's last, \p{N}+, is a Digits step there
