@@ -357,3 +357,30 @@ def test_regexes_equal_the_tokenizer_json_originals(hf_tokenizer_dir):
             p["pattern"]["Regex"] for p in spec["pre_tokenizer"]["pretokenizers"] if p["type"] == "Split"
         ]
         assert tuple(splits) == ours[: len(splits)]  # deepseek-llm's last, \p{N}+, is a Digits step there
+
+
+def test_synthetic_models_carry_a_working_vocabulary(tmp_path, hf_tokenizer_dir, llama_vocab):
+    """engine.synth models: with the default byte vocabulary and with a real one (moebox synth --tokenizer)."""
+    from engine.gguf_file import open_gguf
+    from engine.synth import write_synthetic_gguf
+    from engine.synth_vocab import hf_vocab
+
+    byte_model = write_synthetic_gguf(tmp_path / "bytes.gguf", "tiny-llama", n_layers=1)
+    r1_model = write_synthetic_gguf(
+        tmp_path / "r1.gguf",
+        "tiny-deepseek-v3",
+        qtype="Q8_0",
+        n_layers=2,
+        vocab=hf_vocab(hf_tokenizer_dir("deepseek-r1")),
+    )
+    for path in (byte_model, r1_model):
+        with open_gguf(path) as model:
+            tok = Tokenizer.from_gguf(model)
+        llm = llama_vocab(path)
+        for text in CORPUS[:12]:
+            assert tok.encode(text) == llm.tokenize(text.encode(), add_bos=True, special=True), (
+                path.name,
+                text,
+            )
+            assert tok.decode(tok.encode(text, add_special=False)) == text
+    assert tok.vocab_size == 128815 and tok.pre == "joyai-llm"
