@@ -229,6 +229,11 @@ class Tokenizer:
                 f"tokenizer.ggml.model is {model!r}; moebox reads 'gpt2' (byte-level BPE) and "
                 "'llama' (SentencePiece) vocabularies. Use a GGUF of a model with one of those."
             )
+        if model == "gpt2" and pre not in PRE_TOKENIZERS:
+            raise TokenizerError(
+                f"tokenizer.ggml.pre is {pre!r}, a pre-tokenizer moebox does not know. "
+                f"Supported: {', '.join(sorted(PRE_TOKENIZERS))}."
+            )
         if not tokens:
             raise TokenizerError("tokenizer.ggml.tokens is empty: the GGUF carries no vocabulary.")
         self.model = model
@@ -296,11 +301,6 @@ class Tokenizer:
         # SentencePiece files may leave out the ids that are fixed by convention (llama.cpp's defaults).
         defaults = (1, 2, 0) if model == "llama" else (None, None, None)
         pre = get("pre") or "default"
-        if model == "gpt2" and pre not in PRE_TOKENIZERS:
-            raise TokenizerError(
-                f"tokenizer.ggml.pre is {pre!r}, a pre-tokenizer moebox does not know. "
-                f"Supported: {', '.join(sorted(PRE_TOKENIZERS))}."
-            )
         if model == "gpt2" and get("merges") is None:
             raise TokenizerError("the GGUF's gpt2 vocabulary has no tokenizer.ggml.merges.")
         return cls(
