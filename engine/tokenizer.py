@@ -12,7 +12,14 @@ Two vocabulary kinds are supported, named by ``tokenizer.ggml.model``:
 
 The merging itself runs in the Hugging Face ``tokenizers`` library. Special tokens (token type
 CONTROL, USER_DEFINED or UNKNOWN) are cut out of the text first, the way llama.cpp's
-``tokenizer_st_partition`` does it, so BPE never splits them.
+``tokenizer_st_partition`` does it, so BPE never splits them. llama.cpp's corrections by token
+text are applied too: end-of-turn tokens such as ``<|im_end|>`` or ``</s>`` become CONTROL tokens
+and end generation whatever the file says.
+
+Where this still differs from llama.cpp: characters assigned only in recent Unicode versions may
+be classed differently by the regex engines (oniguruma here); ``decode`` does not apply llama.cpp's
+``clean_up_tokenization_spaces`` pass, so that decoding gives back the encoded text exactly;
+fill-in-the-middle markers do not end generation.
 """
 
 from __future__ import annotations
