@@ -38,10 +38,20 @@ void check_usable(Isa isa) {
 
 }  // namespace
 
+// A level above AVX2 counts only once some format has a kernel written for it
+// (the CPU may have AMX while no AMX kernel exists yet).
+static bool has_kernels(Isa isa) {
+  int count = 0;
+  const FormatOps* const* formats = all_formats(&count);
+  for (int i = 0; i < count; ++i)
+    if (formats[i]->vec_dot[isa]) return true;
+  return false;
+}
+
 Isa best_isa() {
-  for (int i = kIsaCount - 1; i >= 0; --i)
-    if (has(static_cast<Isa>(i))) return static_cast<Isa>(i);
-  return kIsaScalar;
+  for (int i = kIsaCount - 1; i > kIsaAvx2; --i)
+    if (has(static_cast<Isa>(i)) && has_kernels(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  return has(kIsaAvx2) ? kIsaAvx2 : kIsaScalar;
 }
 
 const char* isa_name(Isa isa) {

@@ -166,3 +166,16 @@ def test_matmul_smollm2_tensors(tensor, isa):
     rows, cols = data.shape[0], int(t.shape[0])
     x = np.random.default_rng(7).standard_normal((3, cols)).astype(np.float32)
     check_matmul(t.tensor_type.name, data, rows, cols, x)
+
+
+@pytest.mark.parametrize("name", ALL_FORMATS)
+def test_matmul_token_blocks_match_single_tokens(name, isa):
+    """Prefill kernels (several tokens per weight row) give bitwise the GEMV results."""
+    rng = np.random.default_rng(11)
+    rows, cols, tokens = 6, cols_for(name, 2), 11
+    w = random_weights(name, rows, cols, rng)
+    x = rng.standard_normal((tokens, cols)).astype(np.float32)
+    t = int(qtype(name))
+    y = moebox_native.matmul(w, t, rows, cols, x)
+    for i in range(tokens):
+        np.testing.assert_array_equal(y[i], moebox_native.matmul(w, t, rows, cols, x[i]))

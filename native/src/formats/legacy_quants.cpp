@@ -142,16 +142,17 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_1_avx2(int64_t n, const void* w, const void*
   return avx2::hsum(_mm256_add_ps(acc, acc_m));
 }
 
+MOEBOX_TARGET_AVX512 inline __m512i join(const int8_t* p, const int8_t* q) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), 1);
+}
+
 // --- AVX-512 + VNNI: two blocks per register; (x + 128) * y - 128 * sum(y) keeps vpdpbusd's u8 x s8 form ---
 MOEBOX_TARGET_AVX512 float vec_dot_q8_0_avx512(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const block_q8_0*>(w);
   const auto* y = static_cast<const block_q8_0*>(a);
   const int64_t nb = n / QK8_0;
   const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(1);
-  auto join = [](const int8_t* p, const int8_t* q) MOEBOX_TARGET_AVX512 {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
-                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), 1);
-  };
   __m512 acc = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {

@@ -56,4 +56,10 @@ VecDotFn select_vec_dot(const FormatOps& f, Isa isa) {
   return nullptr;
 }
 
+VecDotMultiFn select_vec_dot_multi(const FormatOps& f, Isa isa) {
+  for (int i = isa; i >= 0; --i)
+    if (f.vec_dot[i]) return f.vec_dot_multi[i];
+  return nullptr;
+}
+
 }  // namespace moebox
