@@ -27,7 +27,16 @@ _FP16_SCALE_OFFSETS = {
     "Q4_K": (0, 2),
     "Q5_K": (0, 2),
     "Q6_K": (208,),
+    "IQ1_S": (0,),
+    "IQ2_XXS": (0,),
+    "IQ2_XS": (0,),
+    "IQ2_S": (0,),
+    "IQ3_XXS": (0,),
+    "IQ3_S": (0,),
+    "IQ4_NL": (0,),
+    "IQ4_XS": (0,),
 }
+_IQ1_M_SCALE_WORDS = slice(48, 56)  # IQ1_M: fp16 scale in the top nibbles of these four uint16
 DEFAULT_FORMATS = [
     "Q4_K",
     "Q2_K",
@@ -41,6 +50,15 @@ DEFAULT_FORMATS = [
     "Q5_1",
     "BF16",
     "F16",
+    "IQ1_S",
+    "IQ1_M",
+    "IQ2_XXS",
+    "IQ2_XS",
+    "IQ2_S",
+    "IQ3_XXS",
+    "IQ3_S",
+    "IQ4_NL",
+    "IQ4_XS",
 ]
 
 
@@ -71,6 +89,12 @@ def random_matrix(fmt: str, rows: int, cols: int, rng: np.random.Generator) -> n
     for off in _FP16_SCALE_OFFSETS.get(fmt, ()):
         scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16)
         blocks[:, :, off : off + 2] = scale.view(np.uint8).reshape(*blocks.shape[:2], 2)
+    if fmt == "IQ1_M":
+        scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16).view(np.uint16)
+        words = blocks[:, :, _IQ1_M_SCALE_WORDS].copy().view(np.uint16)
+        for k in range(4):
+            words[..., k] = (words[..., k] & 0x0FFF) | (((scale >> (4 * k)) & 0xF) << 12)
+        blocks[:, :, _IQ1_M_SCALE_WORDS] = words.view(np.uint8)
     return blocks.reshape(rows, -1)
 
 

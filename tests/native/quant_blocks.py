@@ -21,7 +21,18 @@ FP16_SCALE_OFFSETS: dict[str, tuple[int, ...]] = {
     "Q4_K": (0, 2),
     "Q5_K": (0, 2),
     "Q6_K": (208,),
+    "IQ1_S": (0,),
+    "IQ1_M": (),  # its fp16 scale is spread over nibbles: see IQ1_M_SCALE_WORDS
+    "IQ2_XXS": (0,),
+    "IQ2_XS": (0,),
+    "IQ2_S": (0,),
+    "IQ3_XXS": (0,),
+    "IQ3_S": (0,),
+    "IQ4_NL": (0,),
+    "IQ4_XS": (0,),
 }
+# IQ1_M keeps its fp16 scale in the top nibbles of the four uint16 at these bytes.
+IQ1_M_SCALE_WORDS = slice(48, 56)
 FLOAT_FORMATS = ("F32", "F16", "BF16")
 QUANT_FORMATS = tuple(FP16_SCALE_OFFSETS)
 ALL_FORMATS = FLOAT_FORMATS + QUANT_FORMATS
@@ -54,6 +65,12 @@ def random_weights(name: str, rows: int, cols: int, rng: np.random.Generator) ->
     for off in FP16_SCALE_OFFSETS[name]:
         scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16)
         blocks[:, :, off : off + 2] = scale.view(np.uint8).reshape(*blocks.shape[:2], 2)
+    if name == "IQ1_M":
+        scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16).view(np.uint16)
+        words = blocks[:, :, IQ1_M_SCALE_WORDS].copy().view(np.uint16)  # [rows, blocks, 4]
+        for k in range(4):
+            words[..., k] = (words[..., k] & 0x0FFF) | (((scale >> (4 * k)) & 0xF) << 12)
+        blocks[:, :, IQ1_M_SCALE_WORDS] = words.view(np.uint8)
     return blocks.reshape(rows, -1)
 
 
