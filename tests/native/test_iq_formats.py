@@ -14,9 +14,8 @@ from __future__ import annotations
 import moebox_native as mn
 import numpy as np
 import pytest
-from conftest import available_isas
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-from quant_blocks import random_weights, reference_dequantize
+from quant_blocks import available_isas, random_weights, reference_dequantize
 
 AVAILABLE_ISAS = available_isas()
 IQ_FORMATS = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS"]
