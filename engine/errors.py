@@ -39,3 +39,15 @@ class ContextLengthError(PromptError):
 
 class InvalidTokenError(PromptError):
     """A prompt token id lies outside the model's vocabulary."""
+
+
+class QueueFullError(MoeboxError):
+    """Too many requests are already waiting for the model (the gateway answers 429)."""
+
+
+class EngineStoppedError(MoeboxError):
+    """The engine was shut down while a request was waiting or running."""
+
+
+class GenerationError(MoeboxError):
+    """The model failed while generating for a request (a bug: see the server log)."""
