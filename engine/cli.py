@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from engine import __version__
@@ -23,6 +24,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    # The gateway depends on the engine, never the other way: import it only here.
+    from engine.default_model import embedded_model_path
+    from gateway.server import serve
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(
+        model_name=args.model_name,
+        api_key=args.api_key or os.environ.get("MOEBOX_API_KEY") or None,
+        reasoning_format=args.reasoning_format,
+        cors_origins=tuple(args.cors_origin or ()),
+        max_tokens_limit=args.max_tokens_limit,
+        max_running=args.max_running,
+        max_waiting=args.max_waiting,
+    )
+    model = args.model or embedded_model_path()
+    serve(model, settings, host=args.host, port=args.port, threads=args.threads, context_length=args.ctx_size)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -36,6 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a GGUF model: config, tokenizer, tensor groups")
     p.add_argument("model", help="a .gguf file, the first part of a split set, or a directory")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("serve", help="serve a model over OpenAI- and Ollama-compatible HTTP APIs")
+    p.add_argument(
+        "model", nargs="?", help="a .gguf file, split set or directory (default: the embedded SmolLM2)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--api-key", help="require `Authorization: Bearer KEY` (default: $MOEBOX_API_KEY, else none)"
+    )
+    p.add_argument("--model-name", help="model id shown by /v1/models (default: the GGUF's name)")
+    p.add_argument(
+        "--reasoning-format",
+        choices=("deepseek", "none"),
+        default="deepseek",
+        help="deepseek: <think> text goes to reasoning_content; none: it stays in content",
+    )
+    p.add_argument(
+        "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; * for any)"
+    )
+    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument("--ctx-size", type=int, help="tokens per sequence (default: the model's context)")
+    p.add_argument("--max-tokens-limit", type=int, help="cap on generated tokens per request")
+    p.add_argument("--max-running", type=int, default=32, help="requests generated at once (default 32)")
+    p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429 (default 64)")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import itertools
 import logging
@@ -66,10 +67,9 @@ class _Request:
     submitted_at: float = field(default_factory=time.perf_counter)
 
     def deliver(self, item: GenerationChunk | BaseException) -> None:
-        try:
+        # RuntimeError: the event loop is closed, nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            pass
 
 
 class RequestStream(AsyncIterator[GenerationChunk]):

@@ -39,7 +39,7 @@ from gateway.schemas import (
     OllamaVersion,
 )
 from gateway.settings import GatewaySettings
-from gateway.streaming import NDJSONStream
+from gateway.streaming import NDJSONOperation, NDJSONStream
 
 _ERRORS = {
     code: ResponseSpec(data_container=OllamaError, description=desc)
@@ -162,6 +162,7 @@ class OllamaController(Controller):
     @post(
         "/chat",
         status_code=200,
+        operation_class=NDJSONOperation,
         responses=_ERRORS,
         description="Chat; with `stream` (the default) the answer is NDJSON, one object per line.",
     )
@@ -225,6 +226,7 @@ class OllamaController(Controller):
     @post(
         "/generate",
         status_code=200,
+        operation_class=NDJSONOperation,
         responses=_ERRORS,
         description="Completion of one prompt (with the chat template unless `raw`); NDJSON when streaming.",
     )

@@ -48,7 +48,7 @@ from gateway.schemas import (
     SamplingFields,
 )
 from gateway.settings import GatewaySettings
-from gateway.streaming import EventStream
+from gateway.streaming import EventStream, SSEOperation
 
 _ERRORS = {
     code: ResponseSpec(data_container=ErrorBody, description=desc)
@@ -123,6 +123,7 @@ class OpenAIController(Controller):
     @post(
         "/chat/completions",
         status_code=200,
+        operation_class=SSEOperation,
         responses=_ERRORS,
         description="Chat completion; with `stream: true` the answer is `text/event-stream` of "
         "`chat.completion.chunk` objects ending with `data: [DONE]`.",
@@ -182,6 +183,7 @@ class OpenAIController(Controller):
     @post(
         "/completions",
         status_code=200,
+        operation_class=SSEOperation,
         responses=_ERRORS,
         description="Text completion of a raw prompt (no chat template); `stream: true` gives "
         "`text/event-stream` of `text_completion` chunks ending with `data: [DONE]`.",
