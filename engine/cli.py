@@ -44,6 +44,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from engine.synth import write_synthetic_gguf
+
+    overrides = {"n_layers": args.layers} if args.layers else {}
+    path = write_synthetic_gguf(
+        args.output,
+        args.shape,
+        qtype=args.qtype,
+        seed=args.seed,
+        split_max_size=int(args.split_gb * 2**30),
+        progress=True,
+        **overrides,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -83,6 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-running", type=int, default=32, help="requests generated at once (default 32)")
     p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429 (default 64)")
     p.set_defaults(func=_cmd_serve)
+
+    from engine.synth import SHAPES
+
+    p = sub.add_parser(
+        "synth", help="write a random-weight model GGUF of a named shape (for tests and benchmarks)"
+    )
+    p.add_argument("shape", choices=sorted(SHAPES), help="model shape")
+    p.add_argument("output", help="output .gguf path")
+    p.add_argument(
+        "--qtype", default="Q4_K", help="quant type of the matrices (F32, F16, Q8_0, Q4_K, IQ1_S, ...)"
+    )
+    p.add_argument("--layers", type=int, default=0, help="number of layers (default: the shape's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split-gb", type=float, default=0, help="write a split set of parts of at most this many GiB"
+    )
+    p.set_defaults(func=_cmd_synth)
     return parser
 
 

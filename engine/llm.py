@@ -77,7 +77,14 @@ class LLM:
         chat_template = ChatTemplate.from_gguf_metadata(gguf.metadata)
         placement = Placement.preset(config)
         model = load_model(gguf, config, placement, progress=progress)
-        log.info("loaded %s (%s, %d layers), context %d, %d threads", config.name, config.variant, config.n_layers, ctx, threads)
+        log.info(
+            "loaded %s (%s, %d layers), context %d, %d threads",
+            config.name,
+            config.variant,
+            config.n_layers,
+            ctx,
+            threads,
+        )
         return cls(gguf, config, model, tokenizer, chat_template, ctx, threads)
 
     # --- prompts -------------------------------------------------------------------------
@@ -114,7 +121,9 @@ class LLM:
 
     # --- generation ----------------------------------------------------------------------
 
-    def new_sequence(self, prompt_ids: list[int], params: SamplingParams, *, prefill_chunk: int = 0) -> Sequence:
+    def new_sequence(
+        self, prompt_ids: list[int], params: SamplingParams, *, prefill_chunk: int = 0
+    ) -> Sequence:
         """A sequence to run step by step (see Sequence.step). prefill_chunk > 0 splits
         the prompt's prefill into steps of that many tokens so other sequences can
         run in between. Raises a PromptError subclass for a prompt that cannot run."""

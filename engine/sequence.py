@@ -134,7 +134,11 @@ class Sequence:
         if stopped:
             return self._finish([token], text, "stop")
         if len(self.output_ids) >= self.params.max_tokens or self.cache.length + 1 > self.cache.capacity:
-            return self._finish([token], text + self.stop_matcher.feed(self.detokenizer.flush())[0] + self.stop_matcher.flush(), "length")
+            return self._finish(
+                [token],
+                text + self.stop_matcher.feed(self.detokenizer.flush())[0] + self.stop_matcher.flush(),
+                "length",
+            )
         return self._chunk([token], text)
 
     def cancel(self) -> GenerationChunk:
