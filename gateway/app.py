@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from litestar import Litestar, MediaType, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.config import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -115,7 +115,7 @@ def _api_key_guard(api_key: str | None):
 
 
 @get("/health", opt={"public": True}, tags=["Server"])
-async def health(host: ModelHost) -> Response[Health]:
+async def health(host: NamedDependency[ModelHost]) -> Response[Health]:
     """200 when the model is loaded and serving; 503 while it loads or if loading failed."""
     if host.state == "ready":
         return Response(Health(status="ok", model=host.name), status_code=200)
@@ -127,7 +127,9 @@ async def health(host: ModelHost) -> Response[Health]:
 
 
 @get("/metrics", media_type=MediaType.TEXT, tags=["Server"])
-async def metrics_endpoint(metrics: GatewayMetrics, host: ModelHost) -> Response[bytes]:
+async def metrics_endpoint(
+    metrics: NamedDependency[GatewayMetrics], host: NamedDependency[ModelHost]
+) -> Response[bytes]:
     """Prometheus metrics."""
     metrics.loaded.set(1 if host.state == "ready" else 0)
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

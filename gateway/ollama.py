@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 
 from engine import __version__
 from gateway.errors import InvalidRequestError, describe
@@ -122,7 +124,7 @@ class OllamaController(Controller):
         return OllamaVersion(version=OLLAMA_API_VERSION)
 
     @get("/tags", responses=_ERRORS)
-    async def list_models(self, host: ModelHost) -> OllamaTags:
+    async def list_models(self, host: NamedDependency[ModelHost]) -> OllamaTags:
         llm, _ = host.require_ready()
         path = str(llm.gguf.path)
         size = _file_size(path)
@@ -142,7 +144,9 @@ class OllamaController(Controller):
         )
 
     @post("/show", status_code=200, responses=_ERRORS)
-    async def show(self, data: OllamaShowRequest, host: ModelHost) -> OllamaShowResponse:
+    async def show(
+        self, data: JSONBody[OllamaShowRequest], host: NamedDependency[ModelHost]
+    ) -> OllamaShowResponse:
         llm, _ = host.resolve(data.model or data.name)
         template = llm.chat_template.source
         arch = _details(host).family
@@ -169,10 +173,10 @@ class OllamaController(Controller):
     async def chat(
         self,
         request: Request,
-        data: OllamaChatRequest,
-        host: ModelHost,
-        settings: GatewaySettings,
-        metrics: GatewayMetrics,
+        data: JSONBody[OllamaChatRequest],
+        host: NamedDependency[ModelHost],
+        settings: NamedDependency[GatewaySettings],
+        metrics: NamedDependency[GatewayMetrics],
     ) -> OllamaChatResponse:
         started = time.perf_counter()
         llm, scheduler = host.resolve(data.model)
@@ -233,10 +237,10 @@ class OllamaController(Controller):
     async def generate(
         self,
         request: Request,
-        data: OllamaGenerateRequest,
-        host: ModelHost,
-        settings: GatewaySettings,
-        metrics: GatewayMetrics,
+        data: JSONBody[OllamaGenerateRequest],
+        host: NamedDependency[ModelHost],
+        settings: NamedDependency[GatewaySettings],
+        metrics: NamedDependency[GatewayMetrics],
     ) -> OllamaGenerateResponse:
         started = time.perf_counter()
         llm, scheduler = host.resolve(data.model)

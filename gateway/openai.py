@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 from litestar.response.sse import ServerSentEventMessage
 
 from gateway.errors import InvalidRequestError, describe
@@ -116,7 +118,7 @@ class OpenAIController(Controller):
     tags = ["OpenAI"]
 
     @get("/models", responses=_ERRORS)
-    async def list_models(self, host: ModelHost) -> ModelList:
+    async def list_models(self, host: NamedDependency[ModelHost]) -> ModelList:
         host.require_ready()
         return ModelList(data=[ModelCard(id=host.name or "", created=host.created)])
 
@@ -131,10 +133,10 @@ class OpenAIController(Controller):
     async def chat_completions(
         self,
         request: Request,
-        data: ChatCompletionRequest,
-        host: ModelHost,
-        settings: GatewaySettings,
-        metrics: GatewayMetrics,
+        data: JSONBody[ChatCompletionRequest],
+        host: NamedDependency[ModelHost],
+        settings: NamedDependency[GatewaySettings],
+        metrics: NamedDependency[GatewayMetrics],
     ) -> ChatCompletion:
         started = time.perf_counter()
         _check_n(data)
@@ -191,10 +193,10 @@ class OpenAIController(Controller):
     async def completions(
         self,
         request: Request,
-        data: CompletionRequest,
-        host: ModelHost,
-        settings: GatewaySettings,
-        metrics: GatewayMetrics,
+        data: JSONBody[CompletionRequest],
+        host: NamedDependency[ModelHost],
+        settings: NamedDependency[GatewaySettings],
+        metrics: NamedDependency[GatewayMetrics],
     ) -> Completion:
         started = time.perf_counter()
         _check_n(data)
