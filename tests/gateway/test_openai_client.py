@@ -72,7 +72,15 @@ def test_stream_without_include_usage_has_no_usage_chunk(smol_server):
 
 def test_content_parts_and_max_completion_tokens(smol_server):
     c = client(smol_server)
-    parts = [{"role": "user", "content": [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}]}]
+    parts = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is the capital "},
+                {"type": "text", "text": "of France?"},
+            ],
+        }
+    ]
     a = c.chat.completions.create(model="smollm2", messages=parts, max_completion_tokens=4, temperature=0)
     b = c.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=4, temperature=0)
     assert a.choices[0].message.content == b.choices[0].message.content
@@ -84,16 +92,23 @@ def test_stop_string_and_seed(smol_server):
     plain = c.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=8, temperature=0)
     text = plain.choices[0].message.content
     word = text.split()[1] if len(text.split()) > 1 else text[1:3]
-    cut = c.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=8, temperature=0, stop=[word])
+    cut = c.chat.completions.create(
+        model="smollm2", messages=QUESTION, max_tokens=8, temperature=0, stop=[word]
+    )
     assert cut.choices[0].message.content == text[: text.index(word)]
     assert cut.choices[0].finish_reason == "stop"
     kw = dict(model="smollm2", messages=QUESTION, max_tokens=6, temperature=1.0, seed=1234)
-    assert c.chat.completions.create(**kw).choices[0].message.content == c.chat.completions.create(**kw).choices[0].message.content
+    assert (
+        c.chat.completions.create(**kw).choices[0].message.content
+        == c.chat.completions.create(**kw).choices[0].message.content
+    )
 
 
 def test_completions(smol_server):
     c = client(smol_server)
-    full = c.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=5, temperature=0)
+    full = c.completions.create(
+        model="smollm2", prompt="The capital of France is", max_tokens=5, temperature=0
+    )
     assert full.object == "text_completion"
     assert full.choices[0].text
     assert full.usage.completion_tokens <= 5
@@ -132,7 +147,9 @@ def test_errors_raise_the_right_exception_classes(smol_server):
     assert e.value.code == "context_length_exceeded"
     assert "1024" in e.value.message  # the context; the prompt's own count is in the message too
     with pytest.raises(openai.BadRequestError) as e:  # also in a stream: before any event is sent
-        c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "hello " * 1500}], stream=True)
+        c.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "hello " * 1500}], stream=True
+        )
 
 
 def test_auth(smollm2, serve):
@@ -171,7 +188,9 @@ def test_queue_full_is_429(smollm2, serve):
     c = client(live)
     first = c.chat.completions.create(model="", messages=QUESTION, max_tokens=200, temperature=0, stream=True)
     next(iter(first))  # running now
-    second = c.chat.completions.create(model="", messages=QUESTION, max_tokens=200, temperature=0, stream=True)
+    second = c.chat.completions.create(
+        model="", messages=QUESTION, max_tokens=200, temperature=0, stream=True
+    )
     assert live.stats().waiting == 1
     with pytest.raises(openai.RateLimitError):
         c.chat.completions.create(model="", messages=QUESTION, max_tokens=1)
