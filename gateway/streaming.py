@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Reference, Schema
 from litestar.response import ServerSentEvent, Stream
 
 
@@ -30,12 +30,10 @@ class NDJSONStream(Stream):
         return super().to_asgi_response(*args, media_type=self.media_type, **kwargs)
 
 
-def _add_stream_media_type(operation: Operation, media_type: str, description: str) -> None:
+def _stream_schema(operation: Operation, media_type: str, item: Schema | Reference) -> None:
     ok = (operation.responses or {}).get("200")
     if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-        ok.content[media_type] = OpenAPIMediaType(
-            schema=Schema(type=OpenAPIType.STRING, description=description)
-        )
+        ok.content[media_type] = OpenAPIMediaType(schema=item)
 
 
 @dataclass
@@ -43,14 +41,23 @@ class SSEOperation(Operation):
     """OpenAPI operation whose 200 answer is JSON, or `text/event-stream` when `stream` is true."""
 
     def __post_init__(self) -> None:
-        _add_stream_media_type(self, "text/event-stream", "`data: {chunk}` events, then `data: [DONE]`")
+        event = Schema(
+            type=OpenAPIType.OBJECT,
+            description="one event: `data` holds a JSON chunk (or an `error` object), the last one `[DONE]`",
+            properties={"data": Schema(type=OpenAPIType.STRING), "event": Schema(type=OpenAPIType.STRING)},
+            required=["data"],
+        )
+        _stream_schema(self, "text/event-stream", event)
 
 
 @dataclass
 class NDJSONOperation(Operation):
-    """OpenAPI operation whose 200 answer is JSON, or NDJSON when `stream` is true."""
+    """OpenAPI operation whose 200 answer is JSON, or NDJSON (one such object per line) when streaming."""
 
     def __post_init__(self) -> None:
-        _add_stream_media_type(
-            self, "application/x-ndjson", "one JSON object per line; the last has done: true"
-        )
+        ok = (self.responses or {}).get("200")
+        if not isinstance(ok, OpenAPIResponse) or not ok.content or "application/json" not in ok.content:
+            return
+        line = ok.content["application/json"].schema
+        error = Reference(ref="#/components/schemas/OllamaError")
+        _stream_schema(self, "application/x-ndjson", Schema(one_of=[line, error]))
