@@ -66,6 +66,14 @@ class ModelUnavailableError(APIError):
     code = "model_unavailable"
 
 
+class ClientDisconnectedError(APIError):
+    """The client left before a non-streamed answer was ready (nobody reads this answer)."""
+
+    status_code = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 _HTTP_TYPES = {
     400: ("invalid_request_error", None),
     401: ("authentication_error", "invalid_api_key"),

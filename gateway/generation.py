@@ -13,11 +13,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from litestar.types import Receive
+
 from engine.llm import LLM
 from engine.outputs import Timings
 from engine.sampling_params import SamplingParams
 from engine.scheduler import RequestStream, Scheduler
-from gateway.errors import InvalidRequestError
+from gateway.errors import ClientDisconnectedError, InvalidRequestError
 from gateway.metrics import GatewayMetrics
 from gateway.reasoning import THINK_OPEN, SplitDelta, ThinkSplitter, prompt_opens_think
 from gateway.schemas import CompletionTokensDetails, TimingsBody, Usage
@@ -94,6 +96,12 @@ def message_text(content: object, *, where: str) -> str:
             )
         parts.append(part.text or "")
     return "".join(parts)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (the request body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class GenerationRun:
@@ -219,8 +227,24 @@ class GenerationRun:
                 None,
             )
 
-    async def collect(self) -> tuple[str, str]:
-        """Run to the end; (reasoning, content)."""
+    async def collect(self, receive: Receive | None = None) -> tuple[str, str]:
+        """Run to the end; (reasoning, content). With the request's ASGI `receive`,
+        a client that disconnects meanwhile cancels the generation."""
+        work = asyncio.ensure_future(self._collect())
+        if receive is None:
+            return await work
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not work.done():
+            work.cancel()
+            self.cancel()
+            raise ClientDisconnectedError("the client closed the connection before the answer was ready.")
+        return work.result()
+
+    async def _collect(self) -> tuple[str, str]:
         reasoning, content = [], []
         async for delta in self.deltas():
             if delta is not None:

@@ -218,7 +218,7 @@ class OllamaController(Controller):
                 )
 
             return _ndjson(run, line, last, request)  # type: ignore[return-value]
-        reasoning, content = await run.collect()
+        reasoning, content = await run.collect(request.receive)
         return OllamaChatResponse(
             model=model,
             created_at=_now(),
@@ -284,7 +284,7 @@ class OllamaController(Controller):
                 )
 
             return _ndjson(run, line, last, request)  # type: ignore[return-value]
-        reasoning, content = await run.collect()
+        reasoning, content = await run.collect(request.receive)
         return OllamaGenerateResponse(
             model=model,
             created_at=_now(),

@@ -164,7 +164,7 @@ class OpenAIController(Controller):
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
             events = _chat_events(run, cid, created, model, include_usage, settings, request)
             return EventStream(events)  # type: ignore[return-value]
-        reasoning, content = await run.collect()
+        reasoning, content = await run.collect(request.receive)
         return ChatCompletion(
             id=cid,
             created=created,
@@ -225,7 +225,7 @@ class OpenAIController(Controller):
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
             events = _completion_events(run, cid, created, model, include_usage, echo, settings, request)
             return EventStream(events)  # type: ignore[return-value]
-        _, content = await run.collect()
+        _, content = await run.collect(request.receive)
         return Completion(
             id=cid,
             created=created,
