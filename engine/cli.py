@@ -48,10 +48,16 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from engine.synth import write_synthetic_gguf
 
     overrides = {"n_layers": args.layers} if args.layers else {}
+    vocab = None
+    if args.tokenizer:
+        from engine.synth_vocab import hf_vocab
+
+        vocab = hf_vocab(args.tokenizer)
     path = write_synthetic_gguf(
         args.output,
         args.shape,
         qtype=args.qtype,
+        vocab=vocab,
         seed=args.seed,
         split_max_size=int(args.split_gb * 2**30),
         progress=True,
@@ -113,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--layers", type=int, default=0, help="number of layers (default: the shape's own)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tokenizer",
+        help="a Hugging Face tokenizer folder (tokenizer.json, tokenizer_config.json) to use as the "
+        "vocabulary (default: a 256-byte vocabulary)",
+    )
     p.add_argument(
         "--split-gb", type=float, default=0, help="write a split set of parts of at most this many GiB"
     )
