@@ -33,6 +33,7 @@ CASES = {
     "v2-split": ("tiny-deepseek-v2", {"split_kv_b": True}),
     "v2-groups": ("tiny-deepseek-v2", {"n_group": 4, "topk_group": 2}),
     "qwen3moe": ("tiny-qwen3moe", {}),
+    "qwen2moe": ("tiny-qwen2moe", {}),
     "llama": ("tiny-llama", {}),
 }
 
