@@ -67,6 +67,44 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_path(model: str | None) -> str:
+    if model:
+        return model
+    from engine.default_model import embedded_model_path
+
+    return str(embedded_model_path())
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    import logging
+
+    from engine.chat import chat
+    from engine.llm import LLM
+    from engine.sampling_params import SamplingParams
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    llm = LLM.from_gguf(_model_path(args.model), threads=args.threads, context_length=args.context)
+    params = SamplingParams(
+        max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    chat(llm, params=params, system=args.system, force_think=args.force_think)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from engine.bench import run_bench
+
+    run_bench(
+        _model_path(args.model),
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        threads=args.threads,
+        repeat=args.repeat,
+        llama_cpp=not args.no_llama_cpp,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -128,6 +166,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--split-gb", type=float, default=0, help="write a split set of parts of at most this many GiB"
     )
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("chat", help="chat with a model in the terminal (streaming, with history)")
+    p.add_argument("model", nargs="?", help="GGUF model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per answer at most")
+    p.add_argument(
+        "--force-think", action="store_true", help="open the reasoning block (<think>) for R1-style models"
+    )
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--context", type=int, default=None, help="context length (default: the model's)")
+    p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("bench", help="prefill and decode tok/s, side by side with llama.cpp on the same file")
+    p.add_argument("model", nargs="?", help="GGUF model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("-p", "--prompt-tokens", type=int, nargs="+", default=[128], help="prompt lengths")
+    p.add_argument("-n", "--gen-tokens", type=int, default=64, help="tokens to decode")
+    p.add_argument("-r", "--repeat", type=int, default=3, help="runs per test (best is reported)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: physical cores)")
+    p.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -43,7 +43,7 @@ class LLM:
         self.context_length = context_length
         self.threads = threads
         self.model_name = config.name or Path(gguf.path).stem
-        self.eos_token_ids: tuple[int, ...] = tuple(tokenizer.eos_token_ids)
+        self.eos_token_ids: tuple[int, ...] = tuple(sorted(tokenizer.eos_ids))
 
     @classmethod
     def from_gguf(
@@ -93,11 +93,17 @@ class LLM:
         """Token ids for a prompt: text (encoded as is), chat messages (rendered with the
         chat template and a generation prompt; force_think opens the reasoning block)
         or token ids (checked against the vocabulary)."""
+        if not prompt:
+            raise EmptyPromptError("the prompt is empty; send some text, a message or token ids.")
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt)
         elif prompt and all(isinstance(m, dict) for m in prompt):
             text = self.chat_template.render(prompt, add_generation_prompt=True, force_think=force_think)
-            ids = self.tokenizer.encode(text)
+            # Templates usually write the BOS text themselves; add it only where they did not.
+            ids = self.tokenizer.encode(text, add_special=False)
+            bos = self.tokenizer.bos_id
+            if self.tokenizer.add_bos and bos is not None and (not ids or ids[0] != bos):
+                ids.insert(0, bos)
         else:
             ids = [int(t) for t in prompt]
         return ids
@@ -167,14 +173,17 @@ def _physical_cores() -> int:
 def _set_threads(threads: int) -> None:
     import torch
 
-    torch.set_num_threads(threads)
-    try:
+    from engine.layers.linear import native_available
+
+    if native_available():
         import moebox_native
 
-        if hasattr(moebox_native, "set_num_threads"):
-            moebox_native.set_num_threads(threads)
-    except ImportError:
-        pass
+        moebox_native.set_num_threads(threads)
+        # The native pool (the calling thread included) does the heavy CPU work; a second
+        # pool of torch threads spinning beside it only steals its cores.
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(threads)
 
 
 __all__ = ["LLM", "Prompt", "PromptError", "Sequence"]

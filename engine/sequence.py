@@ -133,7 +133,10 @@ class Sequence:
         text, stopped = self.stop_matcher.feed(self.detokenizer.add(token))
         if stopped:
             return self._finish([token], text, "stop")
-        if len(self.output_ids) >= self.params.max_tokens or self.cache.length + 1 > self.cache.capacity:
+        if (
+            len(self.output_ids) >= self.params.max_tokens
+            or len(self.prompt_ids) + len(self.output_ids) >= self.cache.capacity
+        ):
             return self._finish(
                 [token],
                 text + self.stop_matcher.feed(self.detokenizer.flush())[0] + self.stop_matcher.flush(),

@@ -26,9 +26,7 @@ class Attention:
     def __init__(
         self,
         layer: int,
-        q: Linear,
-        k: Linear,
-        v: Linear,
+        qkv: Linear,  # q, k and v rows stacked: [(heads + 2 * kv_heads) * head_dim, hidden]
         o: Linear,
         n_heads: int,
         n_kv_heads: int,
@@ -38,7 +36,7 @@ class Attention:
         k_norm: RMSNorm | None = None,
     ):
         self.layer = layer
-        self.q, self.k, self.v, self.o = q, k, v, o
+        self.qkv, self.o = qkv, o
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.rope = rope
         self.q_norm, self.k_norm = q_norm, k_norm
@@ -46,9 +44,11 @@ class Attention:
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         t = x.shape[0]
-        q = self.q(x).view(t, self.n_heads, self.head_dim)  # [T, heads, head_dim]
-        k = self.k(x).view(t, self.n_kv_heads, self.head_dim)
-        v = self.v(x).view(t, self.n_kv_heads, self.head_dim)
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(t, self.n_heads, self.head_dim)  # [T, heads, head_dim]
+        k = k.view(t, self.n_kv_heads, self.head_dim)
+        v = v.view(t, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rope.apply(q, positions), self.rope.apply(k, positions)

@@ -9,8 +9,10 @@ from engine.layers.linear import Linear
 
 
 class GatedMLP:
-    def __init__(self, gate: Linear, up: Linear, down: Linear):
-        self.gate, self.up, self.down = gate, up, down
+    def __init__(self, gate_up: Linear, down: Linear):
+        """gate_up: the gate and up rows stacked, [2 * inter, hidden]."""
+        self.gate_up, self.down = gate_up, down
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)

@@ -31,9 +31,7 @@ def gqa_attention(w: Weights, config, i: int, rope: RotaryEmbedding) -> Attentio
     qk_norm = config.qk_norm
     return Attention(
         i,
-        w.linear(p + "attn_q.weight", p + "attn_q.bias"),
-        w.linear(p + "attn_k.weight", p + "attn_k.bias"),
-        w.linear(p + "attn_v.weight", p + "attn_v.bias"),
+        w.fused_linear([p + f"attn_{x}.weight" for x in "qkv"], [p + f"attn_{x}.bias" for x in "qkv"]),
         w.linear(p + "attn_output.weight"),
         config.n_heads,
         config.n_kv_heads,
@@ -46,8 +44,7 @@ def gqa_attention(w: Weights, config, i: int, rope: RotaryEmbedding) -> Attentio
 
 def dense_mlp(w: Weights, prefix: str, suffix: str = "") -> GatedMLP:
     return GatedMLP(
-        w.linear(f"{prefix}ffn_gate{suffix}.weight"),
-        w.linear(f"{prefix}ffn_up{suffix}.weight"),
+        w.fused_linear([f"{prefix}ffn_gate{suffix}.weight", f"{prefix}ffn_up{suffix}.weight"]),
         w.linear(f"{prefix}ffn_down{suffix}.weight"),
     )
 

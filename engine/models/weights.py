@@ -23,6 +23,19 @@ _FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
 _DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 
 
+class _SplitLinear(Linear):
+    """Several linears behind the fused interface when their formats cannot be stacked."""
+
+    def __init__(self, parts: list[Linear]):
+        self.parts = parts
+        self.bias = None
+        self.in_features = parts[0].in_features
+        self.out_features = sum(p.out_features for p in parts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts], dim=-1)
+
+
 class Weights:
     """Reads named tensors of an opened GGUF model (engine.gguf_file.GGUFModel)."""
 
@@ -69,6 +82,27 @@ class Weights:
         else:
             weight = self.tensor(name, None if fmt in _DTYPES else torch.float32)
         return Linear(weight, b)
+
+    def fused_linear(self, names: list[str], biases: list[str | None] | None = None) -> Linear:
+        """One linear for several matrices that read the same input (q/k/v, gate/up): their
+        rows stacked, so one kernel call streams them all. Native blocks of one type are
+        stacked as bytes (in memory, no requantization); anything else as torch tensors."""
+        parts = [self.linear(n, b) for n, b in zip(names, biases or [None] * len(names), strict=True)]
+        weights = [p.weight for p in parts]
+        if all(isinstance(w, NativeMatrix) for w in weights):
+            if len({w.ggml_type for w in weights}) != 1:
+                return _SplitLinear(parts)
+            data = np.concatenate([w.data for w in weights], axis=0)
+            weight = NativeMatrix(data, weights[0].ggml_type, sum(w.rows for w in weights), weights[0].cols)
+        elif any(isinstance(w, NativeMatrix) for w in weights):
+            return _SplitLinear(parts)
+        else:
+            weight = torch.cat(weights, dim=0)
+        if any(p.bias is not None for p in parts):
+            bias = torch.cat([p.bias if p.bias is not None else torch.zeros(p.out_features) for p in parts])
+        else:
+            bias = None
+        return Linear(weight, bias)
 
     def norm(self, name: str, eps: float) -> RMSNorm:
         return RMSNorm(self.tensor(name, torch.float32), eps)

@@ -112,8 +112,11 @@ def hf_model(path, c: ModelConfig) -> torch.nn.Module:
             )
             sd[f + "experts.down_proj"] = w[p + "ffn_down_exps.weight"]
             if p + "ffn_up_shexp.weight" in w:
+                shared = "shared_expert" if arch == "qwen2moe" else "shared_experts"
                 for x in ("gate", "up", "down"):
-                    sd[f + f"shared_experts.{x}_proj.weight"] = w[p + f"ffn_{x}_shexp.weight"]
+                    sd[f + f"{shared}.{x}_proj.weight"] = w[p + f"ffn_{x}_shexp.weight"]
+            if p + "ffn_gate_inp_shexp.weight" in w:
+                sd[f + "shared_expert_gate.weight"] = w[p + "ffn_gate_inp_shexp.weight"].reshape(1, -1)
         else:
             for x in ("gate", "up", "down"):
                 sd[f + f"{x}_proj.weight"] = w[p + f"ffn_{x}.weight"]
@@ -156,6 +159,17 @@ def hf_model(path, c: ModelConfig) -> torch.nn.Module:
             norm_topk_prob=True,
         )
         cls = T.Qwen3MoeForCausalLM
+    elif arch == "qwen2moe":
+        cfg = T.Qwen2MoeConfig(
+            **_common(c),
+            num_key_value_heads=c.n_kv_heads,
+            moe_intermediate_size=c.moe.expert_ffn_dim,
+            shared_expert_intermediate_size=c.moe.shared_ffn_dim,
+            num_experts=c.moe.n_experts,
+            num_experts_per_tok=c.moe.n_experts_used,
+            norm_topk_prob=False,
+        )
+        cls = T.Qwen2MoeForCausalLM
     elif arch == "llama":
         cfg = T.LlamaConfig(
             **_common(c), num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim, intermediate_size=c.ffn_dim
