@@ -90,7 +90,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("path_template") or ("unmatched" if status == 404 else scope["path"])
+            route = scope.get("path_template") or "unmatched"  # templates only: bounded label values
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             access_log.info(
                 "%s %s %d %.1f ms", scope["method"], scope["path"], status, (time.perf_counter() - t0) * 1e3

@@ -178,6 +178,9 @@ class GenerationRun:
                     chunk = fut.result()
                 except StopAsyncIteration:
                     return
+                except Exception:
+                    self._finish("error", None)  # the engine failed this request; the caller reports it
+                    raise
                 if chunk.token_ids and self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
                     self._metrics.ttft.observe(self.first_token_at - self._started)

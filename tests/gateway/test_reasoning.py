@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.outputs import GenerationChunk
+from gateway.generation import GenerationRun
+from gateway.metrics import GatewayMetrics
 from gateway.reasoning import ThinkSplitter, prompt_opens_think
 
 
@@ -82,3 +87,60 @@ def test_prompt_opens_think():
     assert prompt_opens_think("...<think>")
     assert not prompt_opens_think("<|im_start|>assistant\n")
     assert not prompt_opens_think("<think>x</think>")
+
+
+class ChunkList:
+    """A hand-made stream of engine chunks (the shape engine.scheduler.RequestStream yields)."""
+
+    def __init__(self, pieces: list[tuple[int, str]], finish: str):
+        self.prompt_tokens = 3
+        chunks = [
+            GenerationChunk(token_ids=[t], text=x, completion_tokens=i + 1) for i, (t, x) in enumerate(pieces)
+        ]
+        chunks[-1].finish_reason = finish
+        self._chunks = iter(chunks)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def cancel(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("pieces", "started", "reasoning_tokens", "expected"),
+    [
+        # R1 template opened the think: 3 reasoning tokens (the closing tag's included), then 2 of answer.
+        ([(1, "Hmm"), (2, ", 42."), (3, "</think>"), (4, "\n\n"), (5, "42")], True, 3, ("Hmm, 42.", "42")),
+        # The model opens the think itself; the closing tag arrives split over two tokens.
+        (
+            [(1, "<think>"), (2, "\nok"), (3, "</th"), (4, "ink>The"), (5, " end")],
+            False,
+            4,
+            ("ok", "The end"),
+        ),
+        # No think at all.
+        ([(1, "Plain"), (2, " answer")], False, 0, ("", "Plain answer")),
+    ],
+)
+def test_generation_run_counts_reasoning_tokens(pieces, started, reasoning_tokens, expected):
+    metrics = GatewayMetrics(lambda: None)
+    run = GenerationRun(
+        ChunkList(pieces, "stop"),
+        api="test",
+        metrics=metrics,
+        split_reasoning=True,
+        think_prefix="<think>\n" if started else None,
+        started=0.0,
+    )
+    assert asyncio.run(run.collect()) == expected
+    assert run.reasoning_tokens == reasoning_tokens
+    usage = run.usage()
+    assert usage.completion_tokens == len(pieces)
+    assert usage.completion_tokens_details.reasoning_tokens == reasoning_tokens
