@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+from engine.errors import MoeboxError
 from engine.scheduler import Scheduler, SchedulerStats
 from gateway.errors import ModelLoadingError, ModelNotFoundError, ModelUnavailableError
 
@@ -50,7 +51,10 @@ class ModelHost:
         try:
             llm = self._loader()
         except Exception as exc:  # the reason is shown by /health and every request
-            log.exception("loading the model failed")
+            if isinstance(exc, MoeboxError):  # a user's error (bad path, unsupported file): no traceback
+                log.error("loading the model failed: %s", exc)
+            else:
+                log.exception("loading the model failed")
             self.error = str(exc) or type(exc).__name__
             self.state = "error"
             self.ready_event.set()

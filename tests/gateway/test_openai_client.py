@@ -198,3 +198,17 @@ def test_queue_full_is_429(smollm2, serve):
     second.close()
     s = live.wait_idle()
     assert s.kv_cache_bytes == 0
+
+
+def test_model_that_fails_to_load(serve, tmp_path):
+    from engine.llm import LLM
+
+    missing = tmp_path / "missing.gguf"
+    live = serve(lambda: LLM.from_gguf(missing, progress=False))
+    with live.client() as http:
+        r = http.get("/health")
+        assert r.status_code == 503 and r.json()["status"] == "error"
+        assert "missing.gguf" in r.json()["message"]
+    with pytest.raises(openai.InternalServerError) as e:
+        client(live).chat.completions.create(model="", messages=QUESTION)
+    assert e.value.status_code == 503 and "missing.gguf" in e.value.message
