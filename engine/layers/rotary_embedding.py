@@ -75,6 +75,7 @@ class RotaryEmbedding:
         if self._cos.shape[0] < n:
             size = max(n, 2 * self._cos.shape[0], 256)
             freqs = torch.outer(torch.arange(size, dtype=torch.float32), self.inv_freq)  # [size, dim/2]
+            freqs = freqs.to(self._cos.device)
             self._cos = freqs.cos() * self.cos_sin_scale
             self._sin = freqs.sin() * self.cos_sin_scale
         return self._cos, self._sin
@@ -82,6 +83,8 @@ class RotaryEmbedding:
     def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: [T, heads, dim]; positions: [T] int64."""
         cos_t, sin_t = self._table(int(positions.max()) + 1)
+        if cos_t.device != positions.device:
+            self._cos, self._sin = cos_t, sin_t = cos_t.to(positions.device), sin_t.to(positions.device)
         cos = cos_t[positions].unsqueeze(1)  # [T, 1, dim/2]
         sin = sin_t[positions].unsqueeze(1)
         xf = x.float()
