@@ -202,6 +202,11 @@ class ChatTemplate:
             eos_token=token_text("tokenizer.ggml.eos_token_id"),
         )
 
+    @classmethod
+    def from_gguf(cls, model: Any) -> ChatTemplate:
+        """From an opened GGUF (``engine.gguf_file.GGUFModel``)."""
+        return cls.from_gguf_metadata(model.metadata)
+
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -217,6 +222,9 @@ class ChatTemplate:
         inside its reasoning; templates that already end the generation prompt that way (DeepSeek-R1)
         are left as they are. template_kwargs reach the template as extra variables
         (e.g. ``enable_thinking=False`` for Qwen3).
+
+        Templates write BOS themselves where the model wants it, so the prompt is tokenized with
+        ``Tokenizer.encode(prompt, add_special=False)``, as transformers does.
         """
         variables: dict[str, Any] = {k: _plain(v) for k, v in template_kwargs.items()}
         if self.bos_token is not None:

@@ -25,7 +25,14 @@ class IncrementalDetokenizer:
         # Holds back an incomplete UTF-8 sequence; invalid bytes become U+FFFD exactly as in a
         # one-shot decode of the same bytes.
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""  # everything returned so far
+        self._deltas: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """Everything returned so far."""
+        if len(self._deltas) > 1:
+            self._deltas = ["".join(self._deltas)]
+        return self._deltas[0] if self._deltas else ""
 
     def add(self, token_id: int) -> str:
         """Take one token id; return the newly complete text (possibly "")."""
@@ -36,7 +43,8 @@ class IncrementalDetokenizer:
             piece = piece[1:]  # same rule as Tokenizer.decode
         self._first = False
         delta = self._utf8.decode(piece)
-        self.text += delta
+        if delta:
+            self._deltas.append(delta)
         return delta
 
     def add_many(self, token_ids: Iterable[int]) -> str:
@@ -46,5 +54,6 @@ class IncrementalDetokenizer:
     def flush(self) -> str:
         """End of the stream: bytes still held (an unfinished character) come out as U+FFFD."""
         delta = self._utf8.decode(b"", final=True)
-        self.text += delta
+        if delta:
+            self._deltas.append(delta)
         return delta

@@ -477,17 +477,19 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def write_byte_vocab(w: gguf.GGUFWriter) -> int:
-    """A minimal real byte-level BPE vocabulary (256 byte tokens, no merges, BOS/EOS).
+    """A minimal real byte-level BPE vocabulary (256 byte tokens, a few merges, BOS/EOS).
     Used when no Hugging Face tokenizer is given; returns the vocabulary size."""
-    tokens = [_bytes_to_unicode()[b] for b in range(256)] + ["<|bos|>", "<|eos|>"]
-    types = [gguf.TokenType.NORMAL] * 256 + [gguf.TokenType.CONTROL] * 2
+    merges = ["t h", "h e", "i n", "e r", "a n", "Ġ t", "Ġ a", "o n"]
+    tokens = [_bytes_to_unicode()[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
+    types = [gguf.TokenType.NORMAL] * len(tokens) + [gguf.TokenType.CONTROL] * 2
+    tokens += ["<|bos|>", "<|eos|>"]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges([])
-    w.add_bos_token_id(256)
-    w.add_eos_token_id(257)
+    w.add_token_merges(merges)  # GGUFWriter drops empty arrays; a BPE vocabulary needs some merges
+    w.add_bos_token_id(len(tokens) - 2)
+    w.add_eos_token_id(len(tokens) - 1)
     w.add_add_bos_token(True)
     return len(tokens)
 

@@ -12,7 +12,14 @@ Two vocabulary kinds are supported, named by ``tokenizer.ggml.model``:
 
 The merging itself runs in the Hugging Face ``tokenizers`` library. Special tokens (token type
 CONTROL, USER_DEFINED or UNKNOWN) are cut out of the text first, the way llama.cpp's
-``tokenizer_st_partition`` does it, so BPE never splits them.
+``tokenizer_st_partition`` does it, so BPE never splits them. llama.cpp's corrections by token
+text are applied too: end-of-turn tokens such as ``<|im_end|>`` or ``</s>`` become CONTROL tokens
+and end generation whatever the file says.
+
+Where this still differs from llama.cpp: characters assigned only in recent Unicode versions may
+be classed differently by the regex engines (oniguruma here); ``decode`` does not apply llama.cpp's
+``clean_up_tokenization_spaces`` pass, so that decoding gives back the encoded text exactly;
+fill-in-the-middle markers do not end generation.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from tokenizers.models import BPE
 
 from engine.errors import TokenizerError
 
-# Pre-tokenizer regexes, copied from llama.cpp's llm_tokenizer_bpe (src/llama-vocab.cpp).
+# Pre-tokenizer regexes, copied from llama.cpp's llm_tokenizer_bpe (src/llama-vocab.cpp). Non-ASCII
+# characters are written as escapes: some (e.g. U+1F7D) would change under Unicode normalization of
+# the source and break the ranges.
 _DEFAULT = (
     "[\\p{P}\\$\\+<=>\\^~\\|]+",
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
@@ -44,15 +53,28 @@ _QWEN2 = (
 )
 _DEEPSEEK_LLM = (
     "[\r\n]",
-    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
-    "\\s?[!-/:-~！-／：-～‘-‟\u3000-。]+",
+    (
+        "\\s?[A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293\u0295-"
+        "\u02af\u0370-\u0373\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c\u038e-\u03a1"
+        "\u03a3-\u03f5\u03f7-\u0481\u048a-\u052f\u0531-\u0556\u10a0-\u10c5\u13a0-\u13f5\u13f8-\u13fd"
+        "\u1c90-\u1cba\u1cbd-\u1cbf\u1d00-\u1d2b\u1d6b-\u1d77\u1d79-\u1d9a\u1e00-\u1f15\u1f18-\u1f1d"
+        "\u1f20-\u1f45\u1f48-\u1f4d\u1f50-\u1f57\u1f59\u1f5b\u1f5d\u1f5f-\u1f7d\u1f80-\u1fb4\u1fb6-"
+        "\u1fbc\u1fbe\u1fc2-\u1fc4\u1fc6-\u1fcc\u1fd0-\u1fd3\u1fd6-\u1fdb\u1fe0-\u1fec\u1ff2-\u1ff4"
+        "\u1ff6-\u1ffc\u2102\u2107\u210a-\u2113\u2115\u2119-\u211d\u2124\u2126\u2128\u212a-\u212d"
+        "\u212f-\u2134\u2139\u213c-\u213f\u2145-\u2149\u214e\u2183\u2184\u2c00-\u2c7b\u2c7e-\u2ce4"
+        "\u2ceb-\u2cee\u2cf2\u2cf3\ua640-\ua66d\ua680-\ua69b\ua722-\ua76f\ua771-\ua787\ua78b-\ua78e"
+        "\uab70-\uabbf\ufb00-\ufb06\ufb13-\ufb17\uff21-\uff3a\uff41-\uff5a\U00010400-\U0001044f"
+        "\U000104b0-\U000104d3\U000104d8-\U000104fb\U00010c80-\U00010cb2\U00010cc0-\U00010cf2"
+        "\U000118a0-\U000118df\U0001e900-\U0001e943]+"
+    ),
+    "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+",
     "\\s+$",
-    "[一-龥ࠀ-一가-\ud7ff]+",
+    "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+",
     "\\p{N}+",
 )
 _DEEPSEEK3_LLM = (
     "\\p{N}{1,3}",
-    "[一-龥\u3040-ゟ゠-ヿ]+",
+    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
     "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
 )
 _STARCODER = (
@@ -91,22 +113,73 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "gpt-2": PreTokenizer(_GPT2),
 }
 
-# Token texts llama.cpp treats as end of generation whatever the file says (llama-vocab.cpp).
+# Token texts llama.cpp treats as end of generation whatever the file says, and so also as
+# CONTROL tokens (llama_vocab::impl::load in llama-vocab.cpp). Fill-in-the-middle pad/repo/file
+# markers, which llama.cpp also stops on, are left out: a chat server should not stop on them.
 _END_OF_GENERATION_TEXTS = frozenset(
     {
         "<|eot_id|>",
         "<|im_end|>",
         "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<|flush|>",
+        "<|calls|>",
         "<end_of_turn>",
         "<|endoftext|>",
+        "</s>",
         "<|eom_id|>",
         "<EOT>",
         "_<EOT>",
+        "[EOT]",
+        "[EOS]",
         "<|end_of_text|>",
         "<end_of_utterance>",
+        "<eos>",
+        "<turn|>",
+        "<|tool_response>",
         "<｜end▁of▁sentence｜>",
+        "[e~[",
     }
 )
+# Fill-in-the-middle markers llama.cpp recognises by text and makes CONTROL tokens.
+_FIM_TEXTS = frozenset(
+    {
+        *("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>"),
+        *("<|code_prefix|>", "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>"),
+        *("<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>"),
+        *("<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>"),
+        *("<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>"),
+        *("<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>"),
+    }
+)
+# gpt-oss channel markers, which llama.cpp always renders (USER_DEFINED).
+_ALWAYS_RENDERED_TEXTS = frozenset({"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"})
+
+
+def _llama_cpp_token_types(texts: Sequence[str], types: list[int]) -> tuple[list[int], set[int]]:
+    """Token types after llama.cpp's by-text corrections, and its end-of-generation ids (less FIM)."""
+    end = set()
+    for i, text in enumerate(texts):
+        if text in _END_OF_GENERATION_TEXTS:
+            end.add(i)
+        if text in _END_OF_GENERATION_TEXTS or text in _FIM_TEXTS:
+            types[i] = int(TokenType.CONTROL)
+        elif text in _ALWAYS_RENDERED_TEXTS:
+            types[i] = int(TokenType.USER_DEFINED)
+    by_text = {texts[i]: i for i in end}
+    if "<|end|>" in by_text and (
+        {"<|return|>", "<|call|>"} <= by_text.keys() or {"<|calls|>", "<|flush|>"} <= by_text.keys()
+    ):
+        # gpt-oss / solar-open: <|end|> ends a message, not the generation.
+        end.discard(by_text["<|end|>"])
+        types[by_text["<|end|>"]] = int(TokenType.USER_DEFINED)
+    if "</s>" in by_text and ({"<|tool_response>", "<|plamo:eos|>"} & set(texts)):
+        # gemma4 and plamo have a normal </s>.
+        end.discard(by_text["</s>"])
+        types[by_text["</s>"]] = int(TokenType.NORMAL)
+    return types, end
+
 
 _SPECIAL_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN)
 _SPACE_MARK = "\u2581"  # SentencePiece's visible space "▁"
@@ -130,6 +203,10 @@ def _byte_level_decoder() -> dict[str, int]:
 
 
 _BYTE_DECODER = _byte_level_decoder()
+# str.translate table to the Latin-1 character of each byte, so that .encode("latin-1") gives the bytes.
+# Latin-1 characters outside GPT-2's alphabet map to a character Latin-1 cannot encode, so that
+# they take the slow path below instead of passing as one byte.
+_TO_LATIN1 = {cp: "\uffff" for cp in range(0x80, 0x100)} | {ord(c): b for c, b in _BYTE_DECODER.items()}
 
 
 class Tokenizer:
@@ -159,6 +236,11 @@ class Tokenizer:
                 f"tokenizer.ggml.model is {model!r}; moebox reads 'gpt2' (byte-level BPE) and "
                 "'llama' (SentencePiece) vocabularies. Use a GGUF of a model with one of those."
             )
+        if model == "gpt2" and pre not in PRE_TOKENIZERS:
+            raise TokenizerError(
+                f"tokenizer.ggml.pre is {pre!r}, a pre-tokenizer moebox does not know. "
+                f"Supported: {', '.join(sorted(PRE_TOKENIZERS))}."
+            )
         if not tokens:
             raise TokenizerError("tokenizer.ggml.tokens is empty: the GGUF carries no vocabulary.")
         self.model = model
@@ -170,9 +252,7 @@ class Tokenizer:
         if len(types) < n:
             raise TokenizerError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens.")
         self._types = types[:n]
-        for i, text in enumerate(self._texts):
-            if text in _END_OF_GENERATION_TEXTS and self._types[i] != TokenType.CONTROL:
-                self._types[i] = int(TokenType.CONTROL)  # llama.cpp forces these to CONTROL
+        self._types, end_by_text = _llama_cpp_token_types(self._texts, self._types)
 
         def valid(token_id: int | None) -> int | None:
             return token_id if token_id is not None and 0 <= token_id < n else None
@@ -192,8 +272,7 @@ class Tokenizer:
                 "tokenizer.ggml.add_eos_token is set but the file has no valid eos_token_id."
             )
         self.eos_ids = frozenset(
-            {i for i in (self.eos_id, valid(eot_id), valid(eom_id)) if i is not None}
-            | {i for i, t in enumerate(self._texts) if t in _END_OF_GENERATION_TEXTS}
+            {i for i in (self.eos_id, valid(eot_id), valid(eom_id)) if i is not None} | end_by_text
         )
         # llama.cpp tries longer special tokens first; among equal lengths, lower ids first.
         self._specials = sorted(
@@ -229,11 +308,6 @@ class Tokenizer:
         # SentencePiece files may leave out the ids that are fixed by convention (llama.cpp's defaults).
         defaults = (1, 2, 0) if model == "llama" else (None, None, None)
         pre = get("pre") or "default"
-        if model == "gpt2" and pre not in PRE_TOKENIZERS:
-            raise TokenizerError(
-                f"tokenizer.ggml.pre is {pre!r}, a pre-tokenizer moebox does not know. "
-                f"Supported: {', '.join(sorted(PRE_TOKENIZERS))}."
-            )
         if model == "gpt2" and get("merges") is None:
             raise TokenizerError("the GGUF's gpt2 vocabulary has no tokenizer.ggml.merges.")
         return cls(
@@ -277,9 +351,12 @@ class Tokenizer:
             return b""  # UNUSED and undefined tokens print nothing in llama.cpp
         if self.model == "llama":
             return text.replace(_SPACE_MARK, " ").encode()
-        # Characters outside GPT-2's byte alphabet cannot come from a byte-level vocabulary;
-        # keep them as UTF-8 rather than dropping them.
-        return b"".join(bytes([_BYTE_DECODER[c]]) if c in _BYTE_DECODER else c.encode() for c in text)
+        try:
+            return text.translate(_TO_LATIN1).encode("latin-1")
+        except UnicodeEncodeError:
+            # Characters outside GPT-2's byte alphabet cannot come from a byte-level vocabulary;
+            # keep them as UTF-8 rather than dropping them.
+            return b"".join(bytes([_BYTE_DECODER[c]]) if c in _BYTE_DECODER else c.encode() for c in text)
 
     def _build_bpe(self, merges: Sequence[str], scores: Sequence[float]) -> HFTokenizer:
         # A repeated text keeps its last id, as in llama.cpp.

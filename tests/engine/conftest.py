@@ -113,3 +113,72 @@ def llama_vocab():
         return loaded[path]
 
     return get
+
+
+# ---- a SentencePiece ('llama') vocabulary --------------------------------------------------------
+# No SentencePiece GGUF ships in a package, so a small BPE model with byte fallback is trained here
+# with the sentencepiece library and written as llama.cpp's converter writes one
+# (_create_vocab_sentencepiece: pieces, scores, token types from the model; no tokenizer_config, so
+# BOS=1, EOS=2, UNK=0 and add_bos are llama.cpp's defaults). Normalization is off so that
+# sentencepiece itself is an oracle too (llama.cpp applies no normalization).
+
+SPM_TRAINING = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Pack my box with five dozen liquor jugs; how vexingly quick daft zebras jump!",
+    "def tokenize(text):\n    return [piece for piece in text.split()]",
+    "我想在apple工作，你好吗？日本語のテキスト。",
+    "Numbers 12345 and 3.14159, dates 2024-01-31.",
+]
+
+
+@pytest.fixture(scope="session")
+def spm_vocab(tmp_path_factory):
+    """(sentencepiece processor, GGUF path) of a trained SentencePiece BPE vocabulary."""
+    import io
+
+    import gguf
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_TRAINING * 40),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=700,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        character_coverage=0.98,
+        user_defined_symbols=["<tool>"],
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        minloglevel=2,
+    )
+    sp = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+    tokens, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        tokens.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        kind = gguf.TokenType.NORMAL
+        if sp.is_unknown(i):
+            kind = gguf.TokenType.UNKNOWN
+        elif sp.is_control(i):
+            kind = gguf.TokenType.CONTROL
+        elif sp.is_unused(i):
+            kind = gguf.TokenType.UNUSED
+        elif sp.is_byte(i):
+            kind = gguf.TokenType.BYTE
+        types.append(kind)
+    # sentencepiece calls "<tool>" USER_DEFINED in its proto but the converter sees a NORMAL piece;
+    # the GGUF says USER_DEFINED as a converter with added_tokens.json would.
+    types[sp.piece_to_id("<tool>")] = gguf.TokenType.USER_DEFINED
+    path = tmp_path_factory.mktemp("spm") / "spm.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return sp, path

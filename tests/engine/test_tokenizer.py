@@ -5,6 +5,8 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 
 from engine.errors import TokenizerError
@@ -50,6 +52,7 @@ SPECIAL_TEXTS = {
     "qwen-3": [
         "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
         '<tool_call>\n{"name": "f"}\n</tool_call><|endoftext|><|fim_prefix|>x<|fim_suffix|>',
+        "<s>strike</s> <|file_sep|>",  # </s> is a normal Qwen token that llama.cpp makes a control one
     ],
 }
 
@@ -58,6 +61,10 @@ SYNTHETIC = [
     ("deepseek-r1-joyai", "deepseek-r1", "llama", None),
     ("deepseek-r1-deepseek-v3", "deepseek-r1", "llama", "deepseek-v3"),
     ("qwen3", "qwen-3", "qwen2", None),
+    ("r1-distill-qwen", "deepseek-r1-distill-qwen-7b", "qwen2", "deepseek-r1-qwen"),
+    ("llama3", "deepseek-r1-distill-llama-8b", "llama", "llama-bpe"),
+    ("deepseek-llm", "deepseek-llm-7b-base", "llama", "deepseek-llm"),
+    ("default", "deepseek-llm-7b-base", "llama", "default"),
 ]
 
 
@@ -72,8 +79,12 @@ def vocab(request, smollm2_path, vocab_gguf, metadata_of):
     return kind, path, Tokenizer.from_gguf_metadata(metadata_of(path))
 
 
-def texts_for(kind: str) -> list[str]:
-    return CORPUS + SPECIAL_TEXTS[kind]
+def texts_for(kind: str, tok: Tokenizer | None = None) -> list[str]:
+    texts = CORPUS + SPECIAL_TEXTS.get(kind, [])
+    if tok is not None and tok.bos_id is not None and tok.eos_id is not None:
+        bos, eos = tok.token_text(tok.bos_id), tok.token_text(tok.eos_id)
+        texts.append(f"{bos}Hello{eos} {eos}\n{bos} x{bos}{bos}")
+    return texts
 
 
 @pytest.mark.parametrize("add_special", [True, False])
@@ -81,7 +92,7 @@ def texts_for(kind: str) -> list[str]:
 def test_ids_equal_llama_cpp(vocab, llama_vocab, add_special, parse_special):
     kind, path, tok = vocab
     llm = llama_vocab(path)
-    for text in texts_for(kind) + EDGE_TEXTS:
+    for text in texts_for(kind, tok) + EDGE_TEXTS:
         expected = llm.tokenize(text.encode(), add_bos=add_special, special=parse_special)
         assert tok.encode(text, add_special=add_special, parse_special=parse_special) == expected, text
 
@@ -108,17 +119,15 @@ def test_end_of_generation_ids_agree_with_llama_cpp(vocab, llama_vocab):
     eog = {i for i in range(tok.vocab_size) if llama_cpp.llama_vocab_is_eog(vocab_ptr, i)}
     assert tok.eos_id in tok.eos_ids
     assert tok.eos_ids <= eog
-    fim = {
-        i
-        for i in eog - tok.eos_ids
-        if "fim" in tok.token_text(i) or tok.token_text(i) in ("<|repo_name|>", "<|file_sep|>")
-    }
+    # llama.cpp also stops on the fill-in-the-middle pad/repo/file markers it finds by text.
+    fim_texts = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<reponame>"}
+    fim = {i for i in eog - tok.eos_ids if tok.token_text(i) in fim_texts | {"<|file_sep|>"}}
     assert eog - tok.eos_ids == fim
 
 
 def test_round_trip(vocab):
     kind, _, tok = vocab
-    for text in texts_for(kind):
+    for text in texts_for(kind, tok):
         assert tok.decode(tok.encode(text, add_special=False)) == text
         ids = tok.encode(text, add_special=True)
         assert tok.decode(ids, skip_special=True) == tok.decode(
@@ -139,7 +148,8 @@ def test_ids_equal_hf_tokenizer_json(name, hf_tokenizer_dir, vocab_gguf, metadat
     tok = Tokenizer.from_gguf_metadata(
         metadata_of(vocab_gguf(name, "qwen2" if name == "qwen-3" else "llama"))
     )
-    for text in texts_for(name):
+    # llama.cpp (and so moebox) makes Qwen's plain "</s>" a control token; HF keeps it text.
+    for text in [t for t in texts_for(name) if not (nfc and "</s>" in t)]:
         ours = tok.encode(unicodedata.normalize("NFC", text) if nfc else text, add_special=False)
         assert ours == hf.encode(text, add_special_tokens=False).ids, text
 
@@ -189,8 +199,18 @@ def test_written_vocab_matches_hf(hf_tokenizer_dir, vocab_gguf, metadata_of):
     assert len(tokens) == hf.get_vocab_size(with_added_tokens=True)
     assert all(tokens[i] == hf.id_to_token(i) for i in range(len(tokens)))
     added = hf.get_added_tokens_decoder()
+    # Added tokens are CONTROL when special or shaped like <|...|> / <｜...｜>, else USER_DEFINED.
+    user_defined = {i for i, a in added.items() if not a.special and not a.content.startswith("<｜")}
+    assert {tokens[i] for i in user_defined} == {"<think>", "</think>"}
     for i, t in enumerate(types):
-        assert t == (TokenType.CONTROL if i in added and added[i].special else TokenType.NORMAL), i
+        kind = (
+            TokenType.USER_DEFINED
+            if i in user_defined
+            else TokenType.CONTROL
+            if i in added
+            else TokenType.NORMAL
+        )
+        assert t == kind, i
     assert meta["tokenizer.ggml.pre"] == "joyai-llm"
     assert meta["tokenizer.ggml.bos_token_id"] == hf.token_to_id(config["bos_token"]["content"])
     assert meta["tokenizer.ggml.eos_token_id"] == hf.token_to_id(config["eos_token"]["content"])
@@ -233,82 +253,15 @@ def test_out_of_range_ids(smollm2_path, metadata_of):
             tok.token_bytes(bad)
 
 
-# ---- SentencePiece ('llama') vocabularies ----------------------------------------------------------
-# No SentencePiece GGUF ships in a package, so a small BPE model with byte fallback is trained here
-# with the sentencepiece library and written as llama.cpp's converter writes one
-# (_create_vocab_sentencepiece: pieces, scores, token types from the model; no tokenizer_config, so
-# BOS=1, EOS=2, UNK=0 and add_bos are llama.cpp's defaults). Normalization is off so that
-# sentencepiece itself is an oracle too (llama.cpp applies no normalization).
-
-SPM_TRAINING = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Pack my box with five dozen liquor jugs; how vexingly quick daft zebras jump!",
-    "def tokenize(text):\n    return [piece for piece in text.split()]",
-    "我想在apple工作，你好吗？日本語のテキスト。",
-    "Numbers 12345 and 3.14159, dates 2024-01-31.",
-]
-
-
-@pytest.fixture(scope="module")
-def spm(tmp_path_factory):
-    """(sentencepiece processor, GGUF path) of a trained SentencePiece BPE vocabulary."""
-    import io
-
-    import gguf
-    import sentencepiece
-
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(SPM_TRAINING * 40 + [t for t in CORPUS if t.strip()] * 5),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=700,
-        hard_vocab_limit=False,
-        byte_fallback=True,
-        character_coverage=0.98,
-        user_defined_symbols=["<tool>"],
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        minloglevel=2,
-    )
-    sp = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
-    tokens, scores, types = [], [], []
-    for i in range(sp.vocab_size()):
-        tokens.append(sp.id_to_piece(i))
-        scores.append(sp.get_score(i))
-        kind = gguf.TokenType.NORMAL
-        if sp.is_unknown(i):
-            kind = gguf.TokenType.UNKNOWN
-        elif sp.is_control(i):
-            kind = gguf.TokenType.CONTROL
-        elif sp.is_unused(i):
-            kind = gguf.TokenType.UNUSED
-        elif sp.is_byte(i):
-            kind = gguf.TokenType.BYTE
-        types.append(kind)
-    # sentencepiece calls "<tool>" USER_DEFINED in its proto but the converter sees a NORMAL piece;
-    # the GGUF says USER_DEFINED as a converter with added_tokens.json would.
-    types[sp.piece_to_id("<tool>")] = gguf.TokenType.USER_DEFINED
-    path = tmp_path_factory.mktemp("spm") / "spm.gguf"
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
-    return sp, path
-
+# ---- SentencePiece ('llama') vocabularies: conftest's spm_vocab, trained with sentencepiece ----
 
 SPM_SPECIAL_TEXTS = ["<s>text</s> and <tool> call<tool>x", "<unk> stays text", " <tool> spaced "]
 
 
 @pytest.mark.parametrize("add_special", [True, False])
 @pytest.mark.parametrize("parse_special", [True, False])
-def test_sentencepiece_ids_equal_llama_cpp(spm, llama_vocab, metadata_of, add_special, parse_special):
-    _, path = spm
+def test_sentencepiece_ids_equal_llama_cpp(spm_vocab, llama_vocab, metadata_of, add_special, parse_special):
+    _, path = spm_vocab
     tok = Tokenizer.from_gguf_metadata(metadata_of(path))
     assert (tok.model, tok.bos_id, tok.eos_id, tok.add_bos) == ("llama", 1, 2, True)
     llm = llama_vocab(path)
@@ -317,8 +270,8 @@ def test_sentencepiece_ids_equal_llama_cpp(spm, llama_vocab, metadata_of, add_sp
         assert tok.encode(text, add_special=add_special, parse_special=parse_special) == expected, text
 
 
-def test_sentencepiece_ids_equal_sentencepiece(spm, metadata_of):
-    sp, path = spm
+def test_sentencepiece_ids_equal_sentencepiece(spm_vocab, metadata_of):
+    sp, path = spm_vocab
     tok = Tokenizer.from_gguf_metadata(metadata_of(path))
     emoji = next(t for t in CORPUS if "🚀" in t)
     assert any(tok.token_text(i).startswith("<0x") for i in tok.encode(emoji)), "byte fallback is exercised"
@@ -328,13 +281,146 @@ def test_sentencepiece_ids_equal_sentencepiece(spm, metadata_of):
         assert tok.decode(tok.encode(text), skip_special=True) == text, text
 
 
-def test_sentencepiece_pieces_equal_llama_cpp(spm, llama_vocab, metadata_of):
+def test_sentencepiece_pieces_equal_llama_cpp(spm_vocab, llama_vocab, metadata_of):
     import llama_cpp
 
-    _, path = spm
+    _, path = spm_vocab
     tok = Tokenizer.from_gguf_metadata(metadata_of(path))
     vocab_ptr = llama_cpp.llama_model_get_vocab(llama_vocab(path).model)
     buf = (llama_cpp.ctypes.c_char * 256)()
     for i in range(tok.vocab_size):
         n = llama_cpp.llama_token_to_piece(vocab_ptr, i, buf, len(buf), 0, True)
         assert tok.token_bytes(i) == bytes(buf[:n]), i
+
+
+_INTERESTING = (
+    "aZ09 \n\t\r.,!?'\"-_()[]{}<>/\\|@#$%^&*+=~`:;"
+    "éÀßçøœ"
+    "\u0301\u0308"  # combining marks
+    "我想在工作天一龥ぁアー한글"
+    "нещоΩπ"
+    "²½Ⅻ٣"  # other numbers
+    "\u00a0\u2009\u3000\u200b\u200d\u2028\u0085"  # unusual spaces and separators
+    "🚀😶🌫️🦙👍🏽"
+    "｜▁"
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.text(
+        alphabet=st.one_of(
+            st.sampled_from(_INTERESTING),
+            # Characters unassigned in Python's Unicode database are left out: oniguruma (in
+            # tokenizers) and llama.cpp classify some recent additions differently.
+            st.characters(exclude_categories=("Cs", "Cn"), max_codepoint=0x3FFFF),
+        ),
+        max_size=40,
+    )
+)
+def test_random_text_ids_equal_llama_cpp(vocab, llama_vocab, text):
+    kind, path, tok = vocab
+    expected = llama_vocab(path).tokenize(text.encode(), add_bos=False, special=True)
+    assert tok.encode(text, add_special=False) == expected
+
+
+_RANDOM_TEXT = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(_INTERESTING),
+        st.characters(exclude_categories=("Cs", "Cn"), max_codepoint=0x3FFFF),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_RANDOM_TEXT)
+def test_sentencepiece_random_text(spm_vocab, llama_vocab, metadata_of, text):
+    sp, path = spm_vocab
+    tok = Tokenizer.from_gguf_metadata(metadata_of(path))
+    ids = tok.encode(text, add_special=False)
+    assert ids == llama_vocab(path).tokenize(text.encode(), add_bos=False, special=True)
+    if not any(s in text for s in ("<s>", "</s>", "<unk>")):
+        assert ids == sp.encode(text)
+    assert tok.decode(ids) == text.replace("▁", " ")  # SentencePiece's space mark reads back as a space
+
+
+def test_regexes_equal_the_tokenizer_json_originals(hf_tokenizer_dir):
+    """llama.cpp copied the DeepSeek regexes from these tokenizer.json files; ours must equal them."""
+    import json
+
+    from engine.tokenizer import _DEEPSEEK3_LLM, _DEEPSEEK_LLM
+
+    for name, ours in [("deepseek-llm-7b-base", _DEEPSEEK_LLM), ("deepseek-r1", _DEEPSEEK3_LLM)]:
+        spec = json.loads((hf_tokenizer_dir(name) / "tokenizer.json").read_text(encoding="utf-8"))
+        splits = [
+            p["pattern"]["Regex"] for p in spec["pre_tokenizer"]["pretokenizers"] if p["type"] == "Split"
+        ]
+        assert tuple(splits) == ours[: len(splits)]  # deepseek-llm's last, \p{N}+, is a Digits step there
+
+
+def test_synthetic_models_carry_a_working_vocabulary(tmp_path, hf_tokenizer_dir, llama_vocab):
+    """engine.synth models: with the default byte vocabulary and with a real one (moebox synth --tokenizer)."""
+    from engine.gguf_file import open_gguf
+    from engine.synth import write_synthetic_gguf
+    from engine.synth_vocab import hf_vocab
+
+    byte_model = write_synthetic_gguf(tmp_path / "bytes.gguf", "tiny-llama", n_layers=1)
+    r1_model = write_synthetic_gguf(
+        tmp_path / "r1.gguf",
+        "tiny-deepseek-v3",
+        qtype="Q8_0",
+        n_layers=2,
+        vocab=hf_vocab(hf_tokenizer_dir("deepseek-r1")),
+    )
+    for path in (byte_model, r1_model):
+        with open_gguf(path) as model:
+            tok = Tokenizer.from_gguf(model)
+        llm = llama_vocab(path)
+        for text in CORPUS[:12]:
+            assert tok.encode(text) == llm.tokenize(text.encode(), add_bos=True, special=True), (
+                path.name,
+                text,
+            )
+            assert tok.decode(tok.encode(text, add_special=False)) == text
+    assert tok.vocab_size == 128815 and tok.pre == "joyai-llm"
+
+
+# Pre-tokenizers for which llama.cpp's detokenizer leaves spaces as they are (clean_spaces off).
+_NO_SPACE_CLEANUP = {"deepseek-v3", "joyai-llm", "qwen2", "deepseek-r1-qwen", "smollm", "deepseek-llm"}
+
+
+def _llama_cpp_detokenize(llm, ids: list[int], render_special: bool) -> bytes:
+    import llama_cpp
+
+    vocab_ptr = llama_cpp.llama_model_get_vocab(llm.model)
+    arr = (llama_cpp.llama_token * len(ids))(*ids)
+    buf = llama_cpp.ctypes.create_string_buffer(1 << 20)
+    n = llama_cpp.llama_detokenize(vocab_ptr, arr, len(ids), buf, len(buf), False, render_special)
+    assert n >= 0
+    return buf.raw[:n]
+
+
+def test_decode_equals_llama_cpp(vocab, llama_vocab):
+    kind, path, tok = vocab
+    if tok.pre not in _NO_SPACE_CLEANUP:
+        pytest.skip(f"llama.cpp cleans up spaces when decoding {tok.pre!r} vocabularies; moebox does not")
+    llm = llama_vocab(path)
+    for text in texts_for(kind, tok):
+        ids = tok.encode(text)
+        assert tok.decode_bytes(ids) == _llama_cpp_detokenize(llm, ids, True), text
+        assert tok.decode_bytes(ids, skip_special=True) == _llama_cpp_detokenize(llm, ids, False), text
+
+
+def test_sentencepiece_decode_equals_llama_cpp(spm_vocab, llama_vocab, metadata_of):
+    """As llama.cpp, except that with special tokens left out moebox also drops the leading space
+    after a leading special token such as BOS (llama.cpp keeps it there)."""
+    _, path = spm_vocab
+    tok = Tokenizer.from_gguf_metadata(metadata_of(path))
+    llm = llama_vocab(path)
+    for text in CORPUS + SPM_SPECIAL_TEXTS:
+        for add_special in (True, False):
+            ids = tok.encode(text, add_special=add_special)
+            assert tok.decode_bytes(ids) == _llama_cpp_detokenize(llm, ids, True), text
+            if ids and not tok.is_special(ids[0]):
+                assert tok.decode_bytes(ids, skip_special=True) == _llama_cpp_detokenize(llm, ids, False)
