@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from engine.llm import LLM
@@ -59,16 +60,22 @@ def bench_llama_cpp(path: str, vocab: int, prompt_tokens: int, gen_tokens: int, 
         verbose=False,
     )
     ids = _prompt(prompt_tokens, vocab)
+    n_vocab = lc.n_vocab()
+
+    def last_argmax() -> int:
+        logits = llama_cpp.llama_get_logits_ith(lc._ctx.ctx, -1)
+        return int(np.ctypeslib.as_array(logits, shape=(n_vocab,)).argmax())
+
     best = Speed(0.0, 0.0)
     for _ in range(repeat):
         lc.reset()
         t0 = time.perf_counter()
         lc.eval(ids)
         t1 = time.perf_counter()
-        token = int(lc.scores[lc.n_tokens - 1].argmax())
+        token = last_argmax()
         for _ in range(gen_tokens):
             lc.eval([token])
-            token = int(lc.scores[lc.n_tokens - 1].argmax())
+            token = last_argmax()
         t2 = time.perf_counter()
         best = Speed(max(best.prefill, prompt_tokens / (t1 - t0)), max(best.decode, gen_tokens / (t2 - t1)))
     lc.close()

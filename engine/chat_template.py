@@ -202,6 +202,11 @@ class ChatTemplate:
             eos_token=token_text("tokenizer.ggml.eos_token_id"),
         )
 
+    @classmethod
+    def from_gguf(cls, model: Any) -> ChatTemplate:
+        """From an opened GGUF (``engine.gguf_file.GGUFModel``)."""
+        return cls.from_gguf_metadata(model.metadata)
+
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],

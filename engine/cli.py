@@ -105,6 +105,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_kernels(args: argparse.Namespace) -> int:
+    from engine.bench_kernels import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -181,14 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=None, help="context length (default: the model's)")
     p.set_defaults(func=_cmd_chat)
 
-    p = sub.add_parser("bench", help="prefill and decode tok/s, side by side with llama.cpp on the same file")
-    p.add_argument("model", nargs="?", help="GGUF model (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("-p", "--prompt-tokens", type=int, nargs="+", default=[128], help="prompt lengths")
-    p.add_argument("-n", "--gen-tokens", type=int, default=64, help="tokens to decode")
-    p.add_argument("-r", "--repeat", type=int, default=3, help="runs per test (best is reported)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: physical cores)")
-    p.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
-    p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    from engine.bench_kernels import add_arguments as add_bench_kernels_arguments
+
+    q = bench.add_parser(
+        "kernels", help="native CPU kernels: GEMV GB/s per format vs memory read, MoE timings"
+    )
+    add_bench_kernels_arguments(q)
+    q.set_defaults(func=_cmd_bench_kernels)
+
+    q = bench.add_parser(
+        "model", help="prefill and decode tok/s of a GGUF model, beside llama.cpp on the same file"
+    )
+    q.add_argument("model", nargs="?", help="GGUF model (default: the embedded SmolLM2-135M-Instruct)")
+    q.add_argument("-p", "--prompt-tokens", type=int, nargs="+", default=[128], help="prompt lengths")
+    q.add_argument("-n", "--gen-tokens", type=int, default=64, help="tokens to decode")
+    q.add_argument("-r", "--repeat", type=int, default=3, help="runs per test (best is reported)")
+    q.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: physical cores)")
+    q.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
+    q.set_defaults(func=_cmd_bench)
     return parser
 
 

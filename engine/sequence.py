@@ -111,14 +111,14 @@ class Sequence:
             self.timings.prompt_ms += (time.perf_counter() - t0) * 1e3
             if not self.prefill_done:
                 return self._chunk([], "")
-            self._next_logits = logits[-1]
+            self._next_logits = logits[-1].cpu()
             t0 = time.perf_counter()
             chunk = self._emit_token()
             self.timings.predicted_ms += (time.perf_counter() - t0) * 1e3
             return chunk
         t0 = time.perf_counter()
         logits = self.llm.model.forward(torch.tensor(self.output_ids[-1:], dtype=torch.long), self.cache)
-        self._next_logits = logits[-1]
+        self._next_logits = logits[-1].cpu()
         chunk = self._emit_token()
         self.timings.predicted_ms += (time.perf_counter() - t0) * 1e3
         return chunk

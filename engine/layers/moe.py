@@ -81,12 +81,12 @@ class _Done:
 
 
 class _NativeJob:
-    def __init__(self, job, out: torch.Tensor, keep: tuple):
-        self.job, self.out, self.keep = job, out, keep
+    def __init__(self, job, out: torch.Tensor, keep: tuple, device: torch.device):
+        self.job, self.out, self.keep, self.device = job, out, keep, device
 
     def wait(self) -> torch.Tensor:
         self.job.wait()
-        return self.out
+        return self.out.to(self.device, non_blocking=True)
 
 
 class RoutedExperts:
@@ -119,12 +119,13 @@ class RoutedExperts:
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor):
         """Start out[t] = Σ_j weights[t,j] · expert_{ids[t,j]}(x[t]); returns an object with wait()."""
         if self.native is not None:
-            xs = x.float().contiguous()
-            ids32 = ids.to(torch.int32).contiguous()
-            w32 = weights.float().contiguous()
+            # the routed experts live in RAM: activations and routing go to the CPU kernels
+            xs = x.float().contiguous().cpu()
+            ids32 = ids.to(torch.int32).contiguous().cpu()
+            w32 = weights.float().contiguous().cpu()
             out = torch.empty((x.shape[0], self.hidden), dtype=torch.float32)
             job = self.native.submit(xs, ids32, w32, out=out)
-            return _NativeJob(job, out, (xs, ids32, w32))
+            return _NativeJob(job, out, (xs, ids32, w32), x.device)
         return _Done(self._torch_forward(x, ids, weights))
 
     def _torch_forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

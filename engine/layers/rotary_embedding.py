@@ -70,25 +70,34 @@ class RotaryEmbedding:
         self.inv_freq = inv_freq.float()
         self._cos = torch.empty(0, dim // 2)
         self._sin = torch.empty(0, dim // 2)
+        self._positions: torch.Tensor | None = None
+        self._rotation = None
 
     def _table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos.shape[0] < n:
             size = max(n, 2 * self._cos.shape[0], 256)
             freqs = torch.outer(torch.arange(size, dtype=torch.float32), self.inv_freq)  # [size, dim/2]
+            freqs = freqs.to(self._cos.device)
             self._cos = freqs.cos() * self.cos_sin_scale
             self._sin = freqs.sin() * self.cos_sin_scale
         return self._cos, self._sin
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: [T, heads, dim]; positions: [T] int64."""
-        cos_t, sin_t = self._table(int(positions.max()) + 1)
-        cos = cos_t[positions].unsqueeze(1)  # [T, 1, dim/2]
-        sin = sin_t[positions].unsqueeze(1)
+        if positions is not self._positions:  # every layer of one forward pass shares them
+            cos_t, sin_t = self._table(int(positions.max()) + 1)
+            if cos_t.device != positions.device:
+                self._cos, self._sin = cos_t, sin_t = cos_t.to(positions.device), sin_t.to(positions.device)
+            cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)  # [T, 1, dim/2]
+            self._positions = positions
+            self._rotation = torch.complex(cos, sin) if self.interleaved else (cos, sin)
         xf = x.float()
         if self.interleaved:
-            x1, x2 = xf[..., 0::2], xf[..., 1::2]
-            out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+            # pairs (x[2i], x[2i+1]) as complex numbers, rotated by cos + i sin
+            xc = torch.view_as_complex(xf.reshape(*xf.shape[:-1], -1, 2).contiguous())
+            out = torch.view_as_real(xc * self._rotation).flatten(-2)
         else:
+            cos, sin = self._rotation
             x1, x2 = xf[..., : self.dim // 2], xf[..., self.dim // 2 :]
             out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return out.to(x.dtype)

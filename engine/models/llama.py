@@ -56,7 +56,7 @@ def finish(w: Weights, config, layers: list[DecoderLayer]) -> DecoderModel:
         w.embedding("token_embd.weight"),
         layers,
         w.norm("output_norm.weight", config.rms_norm_eps),
-        w.linear(head),
+        w.linear(head, placed_as="output.weight"),
         device=w.placement.compute_device,
     )
 

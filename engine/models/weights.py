@@ -71,16 +71,17 @@ class Weights:
         pdevice, fmt = self._format(name)
         return t.to(device=device or pdevice, dtype=dtype or _DTYPES.get(fmt, torch.float32))
 
-    def linear(self, name: str, bias: str | None = None) -> Linear:
+    def linear(self, name: str, bias: str | None = None, *, placed_as: str | None = None) -> Linear:
+        """placed_as: the name the placement sees (a tied output head is token_embd used as output)."""
         info = self.gguf.tensor(name)
         if len(info.shape) != 2:
             raise GGUFError(f"{self.gguf.path}: {name} has shape {info.shape}; a matrix was expected")
-        device, fmt = self._format(name)
+        device, fmt = self._format(placed_as or name)
         b = self.tensor(bias, torch.float32) if bias and self.has(bias) else None
         if fmt == "native" and info.ggml_type not in (Q.F32,):
             weight = NativeMatrix(self.gguf.view(name), info.ggml_type, *info.shape)
         else:
-            weight = self.tensor(name, None if fmt in _DTYPES else torch.float32)
+            weight = self.tensor(name, _DTYPES.get(fmt, torch.float32), device)
         return Linear(weight, b)
 
     def fused_linear(self, names: list[str], biases: list[str | None] | None = None) -> Linear:

@@ -92,8 +92,8 @@ MOEBOX_TARGET_AVX2 void quantize_q8_K_avx2(const float* x, block_q8_K* y, int64_
 
 MOEBOX_TARGET_AVX2 void quantize_q8_0_avx2(const float* x, block_q8_0* y, int64_t n) {
   for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
-    const uint16_t d16 = f32_to_fp16(amax8(x, QK8_0) / 127.f);
-    const float d = fp16_to_f32(d16);
+    const uint16_t d16 = avx2::to_fp16(amax8(x, QK8_0) / 127.f);
+    const float d = avx2::fp16(d16);
     y[b].d = d16;
     const __m256i q = quantize32(x, _mm256_set1_ps(d > 0.f ? 1.f / d : 0.f));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs), q);

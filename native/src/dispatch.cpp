@@ -9,12 +9,11 @@
 namespace moebox {
 namespace {
 
-// AVX-512 and AMX kernels only serve dispatch once they passed the test suite on
-// a CPU that has them; until then those levels run the AVX2 kernels.
+// Formats without a kernel at a level use the best lower one (select_vec_dot).
 bool has(Isa isa) {
   const CpuFeatures& f = cpu_features();
   const bool avx2 = f.avx2 && f.fma && f.f16c;
-  const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl;
+  const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512_vnni;
   switch (isa) {
     case kIsaScalar:
       return true;
@@ -39,10 +38,20 @@ void check_usable(Isa isa) {
 
 }  // namespace
 
+// A level above AVX2 counts only once some format has a kernel written for it
+// (the CPU may have AMX while no AMX kernel exists yet).
+static bool has_kernels(Isa isa) {
+  int count = 0;
+  const FormatOps* const* formats = all_formats(&count);
+  for (int i = 0; i < count; ++i)
+    if (formats[i]->vec_dot[isa]) return true;
+  return false;
+}
+
 Isa best_isa() {
-  for (int i = kIsaCount - 1; i >= 0; --i)
-    if (has(static_cast<Isa>(i))) return static_cast<Isa>(i);
-  return kIsaScalar;
+  for (int i = kIsaCount - 1; i > kIsaAvx2; --i)
+    if (has(static_cast<Isa>(i)) && has_kernels(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  return has(kIsaAvx2) ? kIsaAvx2 : kIsaScalar;
 }
 
 const char* isa_name(Isa isa) {

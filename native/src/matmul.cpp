@@ -59,13 +59,24 @@ void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const Activation
   int64_t chunk = std::max<int64_t>(1, rows / (threads * 8));
   chunk = std::min(chunk, std::max<int64_t>(1, kChunkBytes / std::max<int64_t>(1, w_row_bytes)));
   const int64_t n_chunks = (rows + chunk - 1) / chunk;
+  const VecDotMultiFn multi = select_vec_dot_multi(f, isa);
   pool.parallel_for(n_chunks, [&](int64_t c, int) {
     const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
     for (int64_t t0 = 0; t0 < T; t0 += kTokenBlock) {
       const int64_t t1 = std::min(T, t0 + kTokenBlock);
       for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* wr = w + r * w_row_bytes;
-        for (int64_t t = t0; t < t1; ++t) y[t * y_stride + r] = dot(cols, wr, act + t * a_bytes);
+        int64_t t = t0;
+        if (multi) {
+          for (; t + kMultiTokens <= t1; t += kMultiTokens) {
+            const void* a[kMultiTokens];
+            float o[kMultiTokens];
+            for (int k = 0; k < kMultiTokens; ++k) a[k] = act + (t + k) * a_bytes;
+            multi(cols, wr, a, o);
+            for (int k = 0; k < kMultiTokens; ++k) y[(t + k) * y_stride + r] = o[k];
+          }
+        }
+        for (; t < t1; ++t) y[t * y_stride + r] = dot(cols, wr, act + t * a_bytes);
       }
     }
   });

@@ -16,6 +16,7 @@
 #include "moebox/dispatch.h"
 #include "moebox/formats.h"
 #include "moebox/matmul.h"
+#include "moebox/membench.h"
 #include "moebox/moe.h"
 #include "moebox/thread_pool.h"
 
@@ -24,14 +25,17 @@ using namespace moebox;
 
 namespace {
 
-// Any CPU array, read-only allowed (GGUF memmaps are).
-using Array = nb::ndarray<nb::ro, nb::device::cpu>;
-using MutArray = nb::ndarray<nb::device::cpu>;
+// Any array, read-only allowed (GGUF memmaps are); the device is checked below
+// so that a GPU tensor gets a ValueError that says so.
+using Array = nb::ndarray<nb::ro>;
+using MutArray = nb::ndarray<>;
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
+// Row-major and in CPU memory (the layout every kernel assumes).
 template <typename A>
 bool c_contiguous(const A& a) {
+  if (a.device_type() != nb::device::cpu::value) fail("arrays must be in CPU memory (got a device array)");
   int64_t expect = 1;
   for (int64_t d = static_cast<int64_t>(a.ndim()) - 1; d >= 0; --d) {
     if (a.shape(d) != 1 && a.stride(d) != expect) return false;
@@ -333,6 +337,21 @@ NB_MODULE(moebox_native, m) {
         "The activation blocks matmul dots x with for weights of ggml_type: uint8 [T, row bytes].");
   m.def("dequantize", &dequantize_py, nb::arg("data"), nb::arg("ggml_type"), nb::arg("out"),
         "Dequantize GGUF blocks into out (float32 or bfloat16 with as many elements); returns out.");
+
+  m.def(
+      "read_bandwidth",
+      [](const Array& buf, int repeats) {
+        if (!c_contiguous(buf)) fail("buffer must be C-contiguous");
+        if (repeats < 1) fail("repeats must be >= 1");
+        if (!cpu_features().avx2) throw std::runtime_error("read_bandwidth needs AVX2");
+        const auto* p = static_cast<const uint8_t*>(buf.data());
+        const int64_t n = nbytes(buf);
+        nb::gil_scoped_release release;
+        auto pool = global_pool();
+        return read_bandwidth_gbs(p, n, repeats, *pool);
+      },
+      nb::arg("buffer"), nb::arg("repeats") = 5,
+      "STREAM-like read of buffer with all kernel threads; best of `repeats` passes in GB/s.");
 
   nb::class_<MoeExperts>(m, "MoeExperts",
                          "Routed experts of one MoE layer from stacked GGUF tensors (zero-copy): gate and up "

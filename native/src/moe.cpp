@@ -9,7 +9,8 @@ namespace moebox {
 namespace {
 
 constexpr int64_t kTokenBlock = 32;  // tokens per pass over a chunk of expert rows (see matmul.cpp)
-constexpr int64_t kRowChunk = 16;    // expert rows per task
+constexpr int64_t kMinRowChunk = 4;  // expert rows per task, at least
+constexpr int64_t kTasksPerThread = 16;
 
 inline float silu(float v) { return v / (1.f + std::exp(-v)); }
 
@@ -42,15 +43,18 @@ Routing group_by_expert(const int32_t* ids, const float* weights, int64_t T, int
   return r;
 }
 
-// Tasks = (active expert, chunk of `rows` rows); returns the count and fills the table.
+// Tasks = (active expert, chunk of its rows), about kTasksPerThread per thread
+// so the threads finish together without paying for many tiny tasks.
 struct ExpertChunk {
   int32_t expert;
   int64_t r0, r1;
 };
-std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows) {
+std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows, int threads) {
+  const int64_t total = rows * static_cast<int64_t>(r.active.size());
+  const int64_t chunk = std::min(rows, std::max(kMinRowChunk, total / (threads * kTasksPerThread)));
   std::vector<ExpertChunk> tasks;
   for (int32_t e : r.active)
-    for (int64_t r0 = 0; r0 < rows; r0 += kRowChunk) tasks.push_back({e, r0, std::min(rows, r0 + kRowChunk)});
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) tasks.push_back({e, r0, std::min(rows, r0 + chunk)});
   return tasks;
 }
 
@@ -77,8 +81,10 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
   std::vector<float> h(static_cast<size_t>(n_assign * inter));
   {
     const VecDotFn gate_dot = select_vec_dot(*m.gate.format, isa), up_dot = select_vec_dot(*m.up.format, isa);
+    const VecDotMultiFn gate_multi = select_vec_dot_multi(*m.gate.format, isa);
+    const VecDotMultiFn up_multi = select_vec_dot_multi(*m.up.format, isa);
     const int64_t gate_rb = row_bytes(*m.gate.format, hidden), up_rb = row_bytes(*m.up.format, hidden);
-    const std::vector<ExpertChunk> tasks = expert_chunks(r, inter);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, inter, pool.size());
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
       const uint8_t* gw = m.gate.data + c.expert * m.gate.expert_bytes();
@@ -88,7 +94,22 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
         for (int64_t row = c.r0; row < c.r1; ++row) {
           const uint8_t* g_row = gw + row * gate_rb;
           const uint8_t* u_row = uw + row * up_rb;
-          for (int64_t p = p0; p < p1; ++p) {
+          int64_t p = p0;
+          if (gate_multi && up_multi) {
+            for (; p + kMultiTokens <= p1; p += kMultiTokens) {
+              const void* ag[kMultiTokens];
+              const void* au[kMultiTokens];
+              float g[kMultiTokens], u[kMultiTokens];
+              for (int k = 0; k < kMultiTokens; ++k) {
+                ag[k] = xq_gate.data() + r.token[p + k] * gate_abytes;
+                au[k] = xu + r.token[p + k] * up_abytes;
+              }
+              gate_multi(hidden, g_row, ag, g);
+              up_multi(hidden, u_row, au, u);
+              for (int k = 0; k < kMultiTokens; ++k) h[(p + k) * inter + row] = silu(g[k]) * u[k];
+            }
+          }
+          for (; p < p1; ++p) {
             const int64_t t = r.token[p];
             const float g = gate_dot(hidden, g_row, xq_gate.data() + t * gate_abytes);
             const float u = up_dot(hidden, u_row, xu + t * up_abytes);
@@ -114,8 +135,9 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
   std::vector<float> d(static_cast<size_t>(n_assign * hidden));
   {
     const VecDotFn down_dot = select_vec_dot(*m.down.format, isa);
+    const VecDotMultiFn down_multi = select_vec_dot_multi(*m.down.format, isa);
     const int64_t down_rb = row_bytes(*m.down.format, inter);
-    const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden, pool.size());
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
       const uint8_t* dw = m.down.data + c.expert * m.down.expert_bytes();
@@ -123,7 +145,17 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
         const int64_t p1 = std::min(r.begin[c.expert + 1], p0 + kTokenBlock);
         for (int64_t row = c.r0; row < c.r1; ++row) {
           const uint8_t* d_row = dw + row * down_rb;
-          for (int64_t p = p0; p < p1; ++p) d[p * hidden + row] = down_dot(inter, d_row, hq.data() + p * down_abytes);
+          int64_t p = p0;
+          if (down_multi) {
+            for (; p + kMultiTokens <= p1; p += kMultiTokens) {
+              const void* a[kMultiTokens];
+              float o[kMultiTokens];
+              for (int k = 0; k < kMultiTokens; ++k) a[k] = hq.data() + (p + k) * down_abytes;
+              down_multi(inter, d_row, a, o);
+              for (int k = 0; k < kMultiTokens; ++k) d[(p + k) * hidden + row] = o[k];
+            }
+          }
+          for (; p < p1; ++p) d[p * hidden + row] = down_dot(inter, d_row, hq.data() + p * down_abytes);
         }
       }
     });

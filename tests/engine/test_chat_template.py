@@ -177,3 +177,43 @@ def test_bos_eos_and_strftime():
         "{{ bos_token }}|{{ eos_token }}|{{ strftime_now('%Y') | length }}", bos_token="<s>"
     )
     assert template.render([]) == "<s>||4"
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": 'Weather in a city, e.g. "Zürich" <today>',
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+TOOL_CONVERSATION = [
+    {"role": "system", "content": "Use tools when useful."},
+    {"role": "user", "content": "Weather in Zürich?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}
+        ],
+    },
+    {"role": "tool", "content": '{"temp": 21}'},
+]
+
+
+def test_tools_equal_transformers(hf_tokenizer, vocab_gguf, metadata_of):
+    from engine.gguf_file import open_gguf
+
+    with open_gguf(vocab_gguf("qwen-3", "qwen2")) as model:
+        template = ChatTemplate.from_gguf(model)
+    expected = hf_tokenizer("qwen-3").apply_chat_template(
+        TOOL_CONVERSATION, tools=TOOLS, tokenize=False, add_generation_prompt=True
+    )
+    assert template.render(TOOL_CONVERSATION, tools=TOOLS) == expected
+    assert '"Zürich"' in expected  # tojson keeps non-ASCII as it is

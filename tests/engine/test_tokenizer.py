@@ -384,3 +384,43 @@ def test_synthetic_models_carry_a_working_vocabulary(tmp_path, hf_tokenizer_dir,
             )
             assert tok.decode(tok.encode(text, add_special=False)) == text
     assert tok.vocab_size == 128815 and tok.pre == "joyai-llm"
+
+
+# Pre-tokenizers for which llama.cpp's detokenizer leaves spaces as they are (clean_spaces off).
+_NO_SPACE_CLEANUP = {"deepseek-v3", "joyai-llm", "qwen2", "deepseek-r1-qwen", "smollm", "deepseek-llm"}
+
+
+def _llama_cpp_detokenize(llm, ids: list[int], render_special: bool) -> bytes:
+    import llama_cpp
+
+    vocab_ptr = llama_cpp.llama_model_get_vocab(llm.model)
+    arr = (llama_cpp.llama_token * len(ids))(*ids)
+    buf = llama_cpp.ctypes.create_string_buffer(1 << 20)
+    n = llama_cpp.llama_detokenize(vocab_ptr, arr, len(ids), buf, len(buf), False, render_special)
+    assert n >= 0
+    return buf.raw[:n]
+
+
+def test_decode_equals_llama_cpp(vocab, llama_vocab):
+    kind, path, tok = vocab
+    if tok.pre not in _NO_SPACE_CLEANUP:
+        pytest.skip(f"llama.cpp cleans up spaces when decoding {tok.pre!r} vocabularies; moebox does not")
+    llm = llama_vocab(path)
+    for text in texts_for(kind, tok):
+        ids = tok.encode(text)
+        assert tok.decode_bytes(ids) == _llama_cpp_detokenize(llm, ids, True), text
+        assert tok.decode_bytes(ids, skip_special=True) == _llama_cpp_detokenize(llm, ids, False), text
+
+
+def test_sentencepiece_decode_equals_llama_cpp(spm_vocab, llama_vocab, metadata_of):
+    """As llama.cpp, except that with special tokens left out moebox also drops the leading space
+    after a leading special token such as BOS (llama.cpp keeps it there)."""
+    _, path = spm_vocab
+    tok = Tokenizer.from_gguf_metadata(metadata_of(path))
+    llm = llama_vocab(path)
+    for text in CORPUS + SPM_SPECIAL_TEXTS:
+        for add_special in (True, False):
+            ids = tok.encode(text, add_special=add_special)
+            assert tok.decode_bytes(ids) == _llama_cpp_detokenize(llm, ids, True), text
+            if ids and not tok.is_special(ids[0]):
+                assert tok.decode_bytes(ids, skip_special=True) == _llama_cpp_detokenize(llm, ids, False)

@@ -71,14 +71,14 @@ enum class GgmlType : int {
 enum Isa : int {
   kIsaScalar = 0,
   kIsaAvx2 = 1,    // AVX2 + FMA + F16C
-  kIsaAvx512 = 2,  // AVX-512 F/BW/VL (+VNNI, +BF16 where used)
+  kIsaAvx512 = 2,  // AVX-512 F/BW/VL/DQ + VNNI
   kIsaAmx = 3,     // AMX tiles (int8/bf16), on top of AVX-512
   kIsaCount = 4,
 };
 
 #define MOEBOX_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
 #define MOEBOX_TARGET_AVX512 \
-  __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
+  __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 constexpr int QK_K = 256;  // elements per k-quant / IQ super-block
 constexpr int QK8_0 = 32;  // elements per legacy block
@@ -105,6 +105,11 @@ using DequantFn = void (*)(const void* src, float* dst, int64_t n);
 // Dot product of one weight row (n elements, GGUF blocks) with one activation
 // row already in the format's vec_dot_type.
 using VecDotFn = float (*)(int64_t n, const void* w_row, const void* act_row);
+// Optional, for prefill: one weight row against kMultiTokens activation rows,
+// out[t] = dot(w_row, act_rows[t]), unpacking the weights once for all of them.
+// Must give bitwise the same results as the vec_dot of its ISA.
+constexpr int kMultiTokens = 4;
+using VecDotMultiFn = void (*)(int64_t n, const void* w_row, const void* const* act_rows, float* out);
 
 struct FormatOps {
   const char* name;
@@ -114,6 +119,7 @@ struct FormatOps {
   GgmlType vec_dot_type;  // F32, Q8_0 or Q8_K
   DequantFn dequant_f32;
   VecDotFn vec_dot[kIsaCount];  // [kIsaScalar] is required; nullptr = use a lower ISA
+  VecDotMultiFn vec_dot_multi[kIsaCount];  // optional (may be left out of the initializer)
 };
 
 // --- registry (native/src/formats/registry.cpp) ---
@@ -123,6 +129,9 @@ const FormatOps* find_format(int type);
 const FormatOps* const* all_formats(int* count);
 // The vec_dot used at `isa`: that slot, or the nearest lower one that is set.
 VecDotFn select_vec_dot(const FormatOps& f, Isa isa);
+// The multi-token kernel of the level select_vec_dot picks, or nullptr (then
+// callers loop over vec_dot).
+VecDotMultiFn select_vec_dot_multi(const FormatOps& f, Isa isa);
 // Bytes of one row of n elements (n a multiple of block_elems).
 inline int64_t row_bytes(const FormatOps& f, int64_t n) { return n / f.block_elems * f.block_bytes; }
 

@@ -136,74 +136,96 @@ MOEBOX_TARGET_AVX2 inline void split_scales16(__m128i scales8, __m256i out[2]) {
   out[1] = _mm256_set_m128i(hi, hi);
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_q2_K_avx2(int64_t n, const void* w, const void* a) {
+// One weight row against NT activation rows: the weight unpacking and scale
+// shuffles are shared by the tokens (prefill); NT = 1 is the plain dot product.
+template <int NT>
+MOEBOX_TARGET_AVX2 void q2_K_avx2(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const block_q2_K*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
   const __m256i m3 = _mm256_set1_epi8(3);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d), dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+    const float dx = avx2::fp16(x[i].d), mx = avx2::fp16(x[i].dmin);
     const __m128i mins_and_scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     const __m128i scales8 = _mm_and_si128(mins_and_scales, _mm_set1_epi8(0xF));
-    const __m128i mins8 = _mm_and_si128(_mm_srli_epi16(mins_and_scales, 4), _mm_set1_epi8(0xF));
-    const __m256i prod_m = _mm256_madd_epi16(_mm256_cvtepi8_epi16(mins8), load256(y[i].bsums));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc);
+    const __m256i mins = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_srli_epi16(mins_and_scales, 4), _mm_set1_epi8(0xF)));
+    for (int t = 0; t < NT; ++t) {
+      const __m256i prod_m = _mm256_madd_epi16(mins, load256(y[t][i].bsums));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-y[t][i].d * mx), _mm256_cvtepi32_ps(prod_m), acc[t]);
+    }
     __m256i scales[2];
     split_scales16(scales8, scales);
-    const uint8_t* q2 = x[i].qs;
-    const int8_t* q8 = y[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
-      const __m256i bits = load256(q2);
-      q2 += 32;
+      const __m256i bits = load256(x[i].qs + 32 * h);
       for (int s = 0; s < 4; ++s) {
         const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * s), m3);
-        __m256i p = _mm256_maddubs_epi16(q, load256(q8));
-        q8 += 32;
-        p = _mm256_madd_epi16(_mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1)), p);
-        sumi = _mm256_add_epi32(sumi, p);
+        const __m256i sc = _mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1));
+        for (int t = 0; t < NT; ++t) {
+          const __m256i p = _mm256_maddubs_epi16(q, load256(y[t][i].qs + 128 * h + 32 * s));
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc, p));
+        }
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return avx2::hsum(acc);
+  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]);
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_q3_K_avx2(int64_t n, const void* w, const void* a) {
+// The 16 signed 6-bit Q3_K scales (minus 32) as bytes, without a trip through
+// memory (scalar stores followed by a vector load stall store forwarding).
+MOEBOX_TARGET_AVX2 inline __m128i q3_K_scales(const uint8_t* packed) {
+  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed));  // bytes 0-7: low 4 bits
+  uint32_t h;
+  std::memcpy(&h, packed + 8, 4);  // bytes 8-11: high 2 bits
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+  const __m128i hi = _mm_and_si128(_mm_set_epi32(static_cast<int>(h >> 6), static_cast<int>(h >> 4),
+                                                 static_cast<int>(h >> 2), static_cast<int>(h)),
+                                   _mm_set1_epi8(3));
+  return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
+// value = (q + 4 * hbit) - 4: the unsigned part is dotted, 4 * sum_k sc_k * bsums_k subtracted.
+template <int NT>
+MOEBOX_TARGET_AVX2 void q3_K_avx2(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const block_q3_K*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
-  const __m256i m3 = _mm256_set1_epi8(3), mone = _mm256_set1_epi8(1);
-  __m256 acc = _mm256_setzero_ps();
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
+  const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d);
-    uint32_t aux[4];
-    unpack_scales_q3_K(x[i].scales, aux);
-    const __m128i scales128 = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(aux)), _mm_set1_epi8(32));
+    const float dx = avx2::fp16(x[i].d);
+    const __m128i sc8 = q3_K_scales(x[i].scales);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
     __m256i scales[2];
-    split_scales16(scales128, scales);
-    const __m256i hbits = load256(x[i].hmask);
-    const uint8_t* q3 = x[i].qs;
-    const int8_t* q8 = y[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
-    int bit = 0;
+    split_scales16(sc8, scales);
+    __m256i sumi[NT];
+    for (int t = 0; t < NT; ++t)
+      sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(y[t][i].bsums)), 2));
+    const __m256i hm = load256(x[i].hmask);
     for (int h = 0; h < 2; ++h) {
-      const __m256i bits = load256(q3);
-      q3 += 32;
-      for (int s = 0; s < 4; ++s, ++bit) {
-        const __m256i ql = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * s), m3);
-        // 4 where the high bit is clear: q - 4 * (1 - hbit).
-        const __m256i qh = _mm256_slli_epi16(
-            _mm256_srli_epi16(_mm256_andnot_si256(hbits, _mm256_slli_epi16(mone, bit)), bit), 2);
-        const __m256i yv = load256(q8);
-        q8 += 32;
-        __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(ql, yv), _mm256_maddubs_epi16(qh, yv));
-        p = _mm256_madd_epi16(_mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1)), p);
-        sumi = _mm256_add_epi32(sumi, p);
+      const __m256i bits = load256(x[i].qs + 32 * h);
+      for (int s = 0; s < 4; ++s) {
+        const int bit = 4 * h + s;  // hmask bit of these 32 elements, moved to bit 2
+        const __m256i hb = bit >= 2 ? _mm256_srli_epi16(hm, bit - 2) : _mm256_slli_epi16(hm, 2 - bit);
+        const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * s), m3), _mm256_and_si256(hb, m4));
+        const __m256i sc = _mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1));
+        for (int t = 0; t < NT; ++t) {
+          const __m256i p = _mm256_maddubs_epi16(q, load256(y[t][i].qs + 128 * h + 32 * s));
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc, p));
+        }
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return avx2::hsum(acc);
+  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]);
 }
 
 // Q4_K/Q5_K minimum term: sum over 8 sub-blocks of mins[k] * (sum of the sub-block's q8).
@@ -213,37 +235,46 @@ MOEBOX_TARGET_AVX2 inline __m128i mins_dot_bsums(__m256i mins_and_scales, const 
   return _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_q4_K_avx2(int64_t n, const void* w, const void* a) {
+template <int NT>
+MOEBOX_TARGET_AVX2 void q4_K_avx2(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const block_q4_K*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
   const __m256i m4 = _mm256_set1_epi8(0xF);
-  __m256 acc = _mm256_setzero_ps();
-  __m128 acc_m = _mm_setzero_ps();
+  __m256 acc[NT];
+  __m128 acc_m[NT];
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    acc_m[t] = _mm_setzero_ps();
+  }
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d), dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+    const float dx = avx2::fp16(x[i].d), mx = avx2::fp16(x[i].dmin);
     uint32_t utmp[4];
     unpack_scales_mins_k4(x[i].scales, utmp);
-    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(utmp)));
-    acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_dot_bsums(mins_and_scales, y[i].bsums)), acc_m);
+    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(utmp[3]), static_cast<int>(utmp[2]), static_cast<int>(utmp[1]), static_cast<int>(utmp[0])));
+    for (int t = 0; t < NT; ++t)
+      acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(-y[t][i].d * mx),
+                              _mm_cvtepi32_ps(mins_dot_bsums(mins_and_scales, y[t][i].bsums)), acc_m[t]);
     const __m128i sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
     const __m256i scales = _mm256_set_m128i(sc128, sc128);
-    const uint8_t* q4 = x[i].qs;
-    const int8_t* q8 = y[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
     for (int j = 0; j < QK_K / 64; ++j) {
-      const __m256i bits = load256(q4);
-      q4 += 32;
+      const __m256i bits = load256(x[i].qs + 32 * j);
       const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-      __m256i pl = _mm256_maddubs_epi16(lo, load256(q8));
-      __m256i ph = _mm256_maddubs_epi16(hi, load256(q8 + 32));
-      q8 += 64;
-      pl = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, broadcast_epi16_shuffle(2 * j)), pl);
-      ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, broadcast_epi16_shuffle(2 * j + 1)), ph);
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+      const __m256i sl = _mm256_shuffle_epi8(scales, broadcast_epi16_shuffle(2 * j));
+      const __m256i sh = _mm256_shuffle_epi8(scales, broadcast_epi16_shuffle(2 * j + 1));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 64 * j;
+        const __m256i pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, load256(q8)));
+        const __m256i ph = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(hi, load256(q8 + 32)));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
+      }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return avx2::hsum(acc) + avx2::hsum(acc_m);
+  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]) + avx2::hsum(acc_m[t]);
 }
 
 MOEBOX_TARGET_AVX2 float vec_dot_q5_K_avx2(int64_t n, const void* w, const void* a) {
@@ -253,10 +284,10 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_K_avx2(int64_t n, const void* w, const void*
   __m256 acc = _mm256_setzero_ps();
   __m128 acc_m = _mm_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d), dmin = -y[i].d * fp16_to_f32(x[i].dmin);
+    const float d = y[i].d * avx2::fp16(x[i].d), dmin = -y[i].d * avx2::fp16(x[i].dmin);
     uint32_t utmp[4];
     unpack_scales_mins_k4(x[i].scales, utmp);
-    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(utmp)));
+    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(utmp[3]), static_cast<int>(utmp[2]), static_cast<int>(utmp[1]), static_cast<int>(utmp[0])));
     acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_dot_bsums(mins_and_scales, y[i].bsums)), acc_m);
     const __m128i sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
     const __m256i scales = _mm256_set_m128i(sc128, sc128);
@@ -284,24 +315,24 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_K_avx2(int64_t n, const void* w, const void*
   return avx2::hsum(acc) + avx2::hsum(acc_m);
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_q6_K_avx2(int64_t n, const void* w, const void* a) {
+template <int NT>
+MOEBOX_TARGET_AVX2 void q6_K_avx2(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const block_q6_K*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
   const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3), m32s = _mm256_set1_epi8(32);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * fp16_to_f32(x[i].d);
+    const float dx = avx2::fp16(x[i].d);
     // 16 int8 scales widened to int16, halves duplicated per 128-bit lane like Q2_K.
     __m256i scales[2];
     split_scales16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)), scales);
-    const uint8_t* q4 = x[i].ql;
-    const uint8_t* qh = x[i].qh;
-    const int8_t* q8 = y[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
-      const __m256i bits1 = load256(q4), bits2 = load256(q4 + 32), bitsh = load256(qh);
-      q4 += 64;
-      qh += 32;
+      const __m256i bits1 = load256(x[i].ql + 64 * h), bits2 = load256(x[i].ql + 64 * h + 32);
+      const __m256i bitsh = load256(x[i].qh + 32 * h);
       __m256i q[4];
       q[0] = _mm256_or_si256(_mm256_and_si256(bits1, m4), _mm256_slli_epi16(_mm256_and_si256(bitsh, m2), 4));
       q[1] = _mm256_or_si256(_mm256_and_si256(bits2, m4),
@@ -311,30 +342,51 @@ MOEBOX_TARGET_AVX2 float vec_dot_q6_K_avx2(int64_t n, const void* w, const void*
       q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4),
                              _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bitsh, 6), m2), 4));
       for (int s = 0; s < 4; ++s) {
-        const __m256i yv = load256(q8);
-        q8 += 32;
-        __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[s], yv), _mm256_maddubs_epi16(m32s, yv));
-        p = _mm256_madd_epi16(_mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1)), p);
-        sumi = _mm256_add_epi32(sumi, p);
+        const __m256i sc = _mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1));
+        for (int t = 0; t < NT; ++t) {
+          const __m256i yv = load256(y[t][i].qs + 128 * h + 32 * s);
+          const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[s], yv), _mm256_maddubs_epi16(m32s, yv));
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc, p));
+        }
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return avx2::hsum(acc);
+  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]);
 }
+
+// The single-token entry of a multi-token kernel.
+template <void (*Multi)(int64_t, const void*, const void* const*, float*)>
+MOEBOX_TARGET_AVX2 float single_token(int64_t n, const void* w, const void* a) {
+  float r;
+  Multi(n, w, &a, &r);
+  return r;
+}
+
+const auto vec_dot_q2_K_avx2 = single_token<q2_K_avx2<1>>;
+const auto vec_dot_q3_K_avx2 = single_token<q3_K_avx2<1>>;
+const auto vec_dot_q4_K_avx2 = single_token<q4_K_avx2<1>>;
+const auto vec_dot_q6_K_avx2 = single_token<q6_K_avx2<1>>;
 
 }  // namespace
 
-#define MOEBOX_KQUANT(NAME, BLOCK, LOWER)                                                                      \
-  extern const FormatOps kFormat##NAME = {                                                                \
-      #NAME, GgmlType::NAME, QK_K, sizeof(BLOCK), GgmlType::Q8_K, dequant_##LOWER,                       \
-      {vec_dot_ref<dequant_##LOWER, QK_K, sizeof(BLOCK), GgmlType::Q8_K>, vec_dot_##LOWER##_avx2, nullptr,\
-       nullptr}};
-MOEBOX_KQUANT(Q2_K, block_q2_K, q2_K)
-MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K)
-MOEBOX_KQUANT(Q4_K, block_q4_K, q4_K)
-MOEBOX_KQUANT(Q5_K, block_q5_K, q5_K)
-MOEBOX_KQUANT(Q6_K, block_q6_K, q6_K)
+#define MOEBOX_KQUANT(NAME, BLOCK, LOWER, AVX512, MULTI_AVX2, MULTI_AVX512)                     \
+  extern const FormatOps kFormat##NAME = {                                                      \
+      #NAME,                                                                                    \
+      GgmlType::NAME,                                                                           \
+      QK_K,                                                                                     \
+      sizeof(BLOCK),                                                                            \
+      GgmlType::Q8_K,                                                                           \
+      dequant_##LOWER,                                                                          \
+      {vec_dot_ref<dequant_##LOWER, QK_K, sizeof(BLOCK), GgmlType::Q8_K>, vec_dot_##LOWER##_avx2, \
+       AVX512, nullptr},                                                                        \
+      {nullptr, MULTI_AVX2, MULTI_AVX512, nullptr}};
+MOEBOX_KQUANT(Q2_K, block_q2_K, q2_K, vec_dot_q2_K_avx512, q2_K_avx2<kMultiTokens>, q2_K_avx512_multi)
+MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K, vec_dot_q3_K_avx512, q3_K_avx2<kMultiTokens>, nullptr)
+MOEBOX_KQUANT(Q4_K, block_q4_K, q4_K, vec_dot_q4_K_avx512, q4_K_avx2<kMultiTokens>, q4_K_avx512_multi)
+MOEBOX_KQUANT(Q5_K, block_q5_K, q5_K, nullptr, nullptr, nullptr)
+MOEBOX_KQUANT(Q6_K, block_q6_K, q6_K, vec_dot_q6_K_avx512, q6_K_avx2<kMultiTokens>, q6_K_avx512_multi)
 #undef MOEBOX_KQUANT
 
 }  // namespace moebox

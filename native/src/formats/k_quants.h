@@ -69,4 +69,14 @@ inline void unpack_scales_q3_K(const uint8_t* packed, uint32_t aux[4]) {
   aux[3] = ((a[1] >> 4) & kmask2) | (((a[2] >> 6) & kmask1) << 4);
 }
 
+// AVX-512 + VNNI variants (k_quants_avx512.cpp).
+float vec_dot_q2_K_avx512(int64_t n, const void* w, const void* a);
+float vec_dot_q3_K_avx512(int64_t n, const void* w, const void* a);
+float vec_dot_q4_K_avx512(int64_t n, const void* w, const void* a);
+float vec_dot_q6_K_avx512(int64_t n, const void* w, const void* a);
+// kMultiTokens activation rows at once (see VecDotMultiFn).
+void q2_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out);
+void q4_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out);
+void q6_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out);
+
 }  // namespace moebox

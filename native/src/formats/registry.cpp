@@ -15,7 +15,16 @@
   X(Q3_K)                     \
   X(Q4_K)                     \
   X(Q5_K)                     \
-  X(Q6_K)
+  X(Q6_K)                     \
+  X(IQ1_S)                    \
+  X(IQ1_M)                    \
+  X(IQ2_XXS)                  \
+  X(IQ2_XS)                   \
+  X(IQ2_S)                    \
+  X(IQ3_XXS)                  \
+  X(IQ3_S)                    \
+  X(IQ4_NL)                   \
+  X(IQ4_XS)
 
 namespace moebox {
 
@@ -44,6 +53,12 @@ const FormatOps* const* all_formats(int* count) {
 VecDotFn select_vec_dot(const FormatOps& f, Isa isa) {
   for (int i = isa; i >= 0; --i)
     if (f.vec_dot[i]) return f.vec_dot[i];
+  return nullptr;
+}
+
+VecDotMultiFn select_vec_dot_multi(const FormatOps& f, Isa isa) {
+  for (int i = isa; i >= 0; --i)
+    if (f.vec_dot[i]) return f.vec_dot_multi[i];
   return nullptr;
 }
 

@@ -24,6 +24,14 @@ MOEBOX_TARGET_AVX2 inline float hsum(__m128 r) {
   return _mm_cvtss_f32(r);
 }
 
+// One fp16 -> f32 with F16C (the portable fp16_to_f32 branches; too slow per block).
+MOEBOX_TARGET_AVX2 inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+// f32 -> fp16, round to nearest even.
+MOEBOX_TARGET_AVX2 inline uint16_t to_fp16(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 // 16 bytes of packed nibbles -> 32 bytes: low nibbles in bytes 0..15, high in 16..31.
 MOEBOX_TARGET_AVX2 inline __m256i bytes_from_nibbles_32(const uint8_t* p) {
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
