@@ -92,13 +92,13 @@ def test_ollama_disconnect_cancels(smol_server):
 def test_non_streamed_request_is_cancelled_when_the_client_leaves(smol_server):
     before = smol_server.wait_idle()
     req = {"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 400}
-    with httpx.Client(base_url=smol_server.url, timeout=httpx.Timeout(300, read=1.0)) as http:
+    with httpx.Client(base_url=smol_server.url, timeout=httpx.Timeout(300, read=0.5)) as http:
         try:
             http.post("/v1/chat/completions", json=req)
         except httpx.ReadTimeout:
-            pass  # the client gives up after 1 s and closes the connection
+            pass  # the client gives up after 0.5 s and closes the connection
         else:
-            raise AssertionError("400 tokens came back within 1 s; the test needs a slower request")
+            raise AssertionError("400 tokens came back within 0.5 s; the test needs a slower request")
     after = smol_server.wait_idle(timeout=30)
     assert after.cancelled == before.cancelled + 1 and after.finished == before.finished
     assert after.kv_cache_bytes == 0

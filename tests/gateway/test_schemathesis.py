@@ -32,7 +32,7 @@ def test_api_conforms_to_its_schema(live):
     for op in operations:
 
         @given(case=op.as_strategy())
-        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
         def check(case):
             case.call_and_validate(timeout=120, excluded_checks=[positive_data_acceptance])
 
