@@ -31,7 +31,7 @@ from engine import __version__
 from gateway.errors import AuthenticationError, exception_to_response
 from gateway.metrics import GatewayMetrics
 from gateway.model_host import ModelHost
-from gateway.ollama import OllamaController
+from gateway.ollama import OllamaController, ollama_root
 from gateway.openai import OpenAIController
 from gateway.schemas import Health
 from gateway.settings import GatewaySettings
@@ -151,7 +151,7 @@ def create_app(model: LLM | Callable[[], LLM], settings: GatewaySettings | None 
             host.close()
 
     app = Litestar(
-        route_handlers=[OpenAIController, OllamaController, health, metrics_endpoint],
+        route_handlers=[OpenAIController, OllamaController, ollama_root, health, metrics_endpoint],
         dependencies={
             "host": Provide(lambda: host, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),

@@ -125,23 +125,13 @@ class OllamaController(Controller):
 
     @get("/tags", responses=_ERRORS)
     async def list_models(self, host: NamedDependency[ModelHost]) -> OllamaTags:
-        llm, _ = host.require_ready()
-        path = str(llm.gguf.path)
-        size = _file_size(path)
-        name = host.name or ""
-        digest = hashlib.sha256(f"{name}\0{path}\0{size}".encode()).hexdigest()
-        return OllamaTags(
-            models=[
-                OllamaModel(
-                    name=name,
-                    model=name,
-                    modified_at=datetime.fromtimestamp(host.created, UTC).isoformat().replace("+00:00", "Z"),
-                    size=size,
-                    digest=digest,
-                    details=_details(host),
-                )
-            ]
-        )
+        """The served model, as Ollama lists installed models."""
+        return OllamaTags(models=[_model_entry(host)])
+
+    @get("/ps", responses=_ERRORS)
+    async def running_models(self, host: NamedDependency[ModelHost]) -> OllamaTags:
+        """Models loaded in memory: the served one, once ready."""
+        return OllamaTags(models=[_model_entry(host)])
 
     @post("/show", status_code=200, responses=_ERRORS)
     async def show(
@@ -308,6 +298,27 @@ def _ndjson(run: GenerationRun, line, last, request: Request) -> NDJSONStream:
             yield _encode(OllamaError(error=detail.message)) + b"\n"
 
     return NDJSONStream(lines())
+
+
+def _model_entry(host: ModelHost) -> OllamaModel:
+    llm, _ = host.require_ready()
+    path = str(llm.gguf.path)
+    size = _file_size(path)
+    name = host.name or ""
+    return OllamaModel(
+        name=name,
+        model=name,
+        modified_at=datetime.fromtimestamp(host.created, UTC).isoformat().replace("+00:00", "Z"),
+        size=size,
+        digest=hashlib.sha256(f"{name}\0{path}\0{size}".encode()).hexdigest(),
+        details=_details(host),
+    )
+
+
+@get("/", media_type="text/plain", opt={"public": True}, tags=["Ollama"], include_in_schema=True)
+async def ollama_root() -> str:
+    """Ollama clients (Page Assist, ollama-python) probe the base URL for this line."""
+    return "Ollama is running"
 
 
 def _file_size(path: str) -> int:

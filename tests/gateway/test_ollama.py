@@ -10,7 +10,9 @@ MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 
 def test_client_flow(smol_server):
     with smol_server.client() as http:
+        assert http.get("/").text == "Ollama is running"  # the probe Ollama clients make
         assert http.get("/api/version").json()["version"]
+        assert [m["name"] for m in http.get("/api/ps").json()["models"]] == ["smollm2"]
         tags = http.get("/api/tags").json()["models"]
         assert [m["name"] for m in tags] == ["smollm2"]
         assert tags[0]["details"]["format"] == "gguf" and tags[0]["details"]["family"] == "llama"
