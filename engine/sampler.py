@@ -52,7 +52,11 @@ class Sampler:
         logits = self.apply_penalties(logits)
         if p.temperature <= 0.0:
             return int(torch.argmax(logits))
-        logits = logits / p.temperature
+        # Huge penalties can push logits to inf; shift the largest to 0 before dividing so a
+        # tiny temperature gives -inf for the others (greedy in the limit), never inf - inf = nan.
+        logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
+        # (A temperature below float32's smallest normal would round to 0: clamp it there.)
+        logits = (logits - logits.max()) / max(p.temperature, torch.finfo(torch.float32).tiny)
         if p.top_k > 0 and p.top_k < logits.numel():
             kth = torch.topk(logits, p.top_k).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -62,6 +66,7 @@ class Sampler:
             cumulative = torch.cumsum(sorted_probs, dim=-1)
             # keep the smallest prefix whose mass reaches top_p (always at least one token)
             drop_sorted = cumulative - sorted_probs >= p.top_p
+            drop_sorted[0] = False  # top_p = 0 keeps the most likely token
             drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
             probs = probs.masked_fill(drop, 0.0)
         if p.min_p > 0.0:
