@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from conftest import start_server, stop_server
 from hypothesis import HealthCheck, given, settings
+from live_server import start_server, stop_server
 from schemathesis.checks import positive_data_acceptance
 
 from gateway.settings import GatewaySettings
