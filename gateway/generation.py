@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import msgspec
 from litestar.types import Receive
 
 from engine.llm import LLM
@@ -267,10 +268,10 @@ class GenerationRun:
             completion_tokens_details=CompletionTokensDetails(reasoning_tokens=self.reasoning_tokens),
         )
 
-    def timings_body(self) -> TimingsBody | None:
+    def timings_body(self) -> TimingsBody | msgspec.UnsetType:
         t = self.timings
         if t is None:
-            return None
+            return msgspec.UNSET
         return TimingsBody(
             prompt_n=t.prompt_n,
             prompt_ms=t.prompt_ms,

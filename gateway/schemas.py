@@ -127,7 +127,7 @@ class ChatCompletion(Struct, kw_only=True):
     usage: Usage
     object: Literal["chat.completion"] = "chat.completion"
     system_fingerprint: str | None = None
-    timings: TimingsBody | None = None
+    timings: TimingsBody | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChatDelta(Struct, kw_only=True, omit_defaults=True):
@@ -151,7 +151,8 @@ class ChatCompletionChunk(Struct, kw_only=True):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     system_fingerprint: str | None = None
     usage: Usage | None = None
-    timings: TimingsBody | None = None
+    # Only the final chunk has timings; clients (Open WebUI) fail on `"timings": null`.
+    timings: TimingsBody | msgspec.UnsetType = msgspec.UNSET
 
 
 class CompletionChoice(Struct, kw_only=True):
@@ -171,7 +172,7 @@ class Completion(Struct, kw_only=True):
     object: Literal["text_completion"] = "text_completion"
     system_fingerprint: str | None = None
     usage: Usage | None = None
-    timings: TimingsBody | None = None
+    timings: TimingsBody | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelCard(Struct, kw_only=True):

@@ -40,6 +40,8 @@ def test_chunks_on_the_wire(smol_server):
         "predicted_ms",
         "predicted_per_second",
     }
+    # Other chunks carry no timings key at all: Open WebUI fails on `"timings": null`.
+    assert all("timings" not in e for e in s.events if e is not final[0])
     usage = s.events[-1]
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 5
     assert usage["usage"]["completion_tokens_details"] == {"reasoning_tokens": 0}
