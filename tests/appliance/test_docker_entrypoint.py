@@ -63,7 +63,7 @@ def test_no_model_serves_the_embedded_one(run) -> None:
     ]
 
 
-def test_relative_model_is_under_the_models_folder_and_options_follow_env(run) -> None:
+def test_relative_model_is_under_the_models_folder_and_options_follow_env_but_not_the_key(run) -> None:
     done = run(
         {
             "MODEL": "r1/DeepSeek-R1-UD-IQ1_S-00001-of-00003.gguf",
@@ -84,8 +84,6 @@ def test_relative_model_is_under_the_models_folder_and_options_follow_env(run) -
         "9000",
         "--model-name",
         "deepseek-r1",
-        "--api-key",
-        "s3cret",
         "--ctx-size",
         "8192",
         "--verbose",
