@@ -104,5 +104,11 @@ def test_missing_model_is_a_clear_error_not_a_traceback(run) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_command_runs_instead_of_serve(run) -> None:
+    done = run({}, "moebox", "doctor")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["doctor"]
+
+
 def test_entrypoint_is_executable() -> None:
     assert os.access(ENTRYPOINT, os.X_OK)
