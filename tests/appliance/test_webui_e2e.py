@@ -4,7 +4,8 @@ Open WebUI gets exactly the environment compose.yaml gives it (webui-config/webu
 plus compose's `environment:` interpolated with .env.example), except that the engine
 is at 127.0.0.1:<port> instead of engine:8080 and the data folder is a temporary one.
 A browser signs in as the first-boot admin, finds the engine's model preselected,
-sends a message and watches the answer stream in. Screenshots go to .e2e/screenshots/.
+sends a message and watches the answer stream in. Screenshots and the two servers'
+logs go to .e2e/artifacts/ (MOEBOX_E2E_ARTIFACTS).
 
 Setup and run (several GB): scripts/e2e-webui-setup && .venv/bin/python -m pytest -m e2e tests/appliance
 """
@@ -31,7 +32,7 @@ from tests.appliance.conftest import REPO, interpolate, read_env_file
 pytestmark = pytest.mark.e2e
 
 WEBUI_VENV = Path(os.environ.get("MOEBOX_WEBUI_VENV", REPO / ".e2e" / "webui-venv"))
-SCREENSHOTS = Path(os.environ.get("MOEBOX_E2E_SCREENSHOTS", REPO / ".e2e" / "screenshots"))
+ARTIFACTS = Path(os.environ.get("MOEBOX_E2E_ARTIFACTS", REPO / ".e2e" / "artifacts"))
 CHROMIUM = os.environ.get("MOEBOX_CHROMIUM", "/usr/bin/chromium")
 # Headless Chromium on a machine with no way out: no sandbox as root, no background traffic.
 CHROMIUM_FLAGS = [
@@ -67,6 +68,7 @@ def _wait_ok(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> Non
 
 @contextlib.contextmanager
 def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -85,7 +87,7 @@ def _moebox() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
 
 
-def _engine(model: Path | None, tmp: Path, api_key: str) -> contextlib.AbstractContextManager:
+def _engine(model: Path | None, name: str, api_key: str) -> contextlib.AbstractContextManager:
     port = _free_port()
     args = [*_moebox(), "serve"]
     if model is not None:
@@ -95,7 +97,7 @@ def _engine(model: Path | None, tmp: Path, api_key: str) -> contextlib.AbstractC
 
     @contextlib.contextmanager
     def running() -> Iterator[str]:
-        log = tmp / f"engine-{port}.log"
+        log = ARTIFACTS / f"{name}-engine.log"
         with _process(args, env, log) as proc:
             _wait_ok(f"http://127.0.0.1:{port}/health", proc, log, timeout=900)
             yield f"http://127.0.0.1:{port}/v1"
@@ -122,12 +124,12 @@ def webui_environment(api_base: str, api_key: str, admin_password: str, data_dir
 
 
 @contextlib.contextmanager
-def _webui(env: dict[str, str], tmp: Path) -> Iterator[str]:
+def _webui(env: dict[str, str], name: str) -> Iterator[str]:
     exe = WEBUI_VENV / "bin" / "open-webui"
     if not exe.exists():
         pytest.fail(f"Open WebUI is not installed at {WEBUI_VENV}: run scripts/e2e-webui-setup")
     port = _free_port()
-    log = tmp / "webui.log"
+    log = ARTIFACTS / f"{name}-webui.log"
     with _process([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)], env, log) as proc:
         _wait_ok(f"http://127.0.0.1:{port}/health", proc, log, timeout=900)
         yield f"http://127.0.0.1:{port}"
@@ -146,7 +148,7 @@ def browser():
 
 def _sign_in_and_ask(browser, base: str, password: str, prompt: str, shot: str):
     """Sign in, check the preselected model, send `prompt`; returns the page and the text lengths seen."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(120_000)
     page.goto(f"{base}/auth")
@@ -159,7 +161,7 @@ def _sign_in_and_ask(browser, base: str, password: str, prompt: str, shot: str):
         page.get_by_role("button", name="Okay, Let's Go!").click(timeout=3_000)
     # DEFAULT_MODELS preselects the engine's model: no clicks needed to pick it.
     page.get_by_text(MODEL_NAME, exact=True).first.wait_for()
-    page.screenshot(path=str(SCREENSHOTS / f"{shot}-signed-in.png"))
+    page.screenshot(path=str(ARTIFACTS / f"{shot}-signed-in.png"))
 
     page.click("#chat-input")
     page.keyboard.type(prompt)
@@ -167,31 +169,30 @@ def _sign_in_and_ask(browser, base: str, password: str, prompt: str, shot: str):
     answer = page.locator("#response-content-container").last
     answer.wait_for()
     lengths: list[int] = []
-    deadline = time.monotonic() + 300
+    # Generous: a loaded 2-core machine may decode only a token or two per second.
+    deadline = time.monotonic() + 600
     stable_since = None
     while time.monotonic() < deadline:
         n = len(answer.inner_text())
         if not lengths or n != lengths[-1]:
             lengths.append(n)
             stable_since = time.monotonic()
-        # Done when the text has stopped changing for 5 s after something arrived.
-        elif n > 0 and stable_since and time.monotonic() - stable_since > 5:
+        # Done when the text has stopped changing for 20 s after something arrived.
+        elif n > 0 and stable_since and time.monotonic() - stable_since > 20:
             break
         time.sleep(0.05)
-    page.screenshot(path=str(SCREENSHOTS / f"{shot}-answered.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{shot}-answered.png"), full_page=True)
     return page, answer, lengths
 
 
 def test_sign_in_pick_model_chat_and_see_the_answer_stream(browser, tmp_path: Path) -> None:
     api_key, password = secrets.token_hex(16), secrets.token_urlsafe(12)
-    with _engine(None, tmp_path, api_key) as api_base:  # no MODEL: the embedded SmolLM2
+    with _engine(None, "chat", api_key) as api_base:  # no MODEL: the embedded SmolLM2
         env = webui_environment(api_base, api_key, password, tmp_path / "webui-data")
-        with _webui(env, tmp_path) as base:
-            page, answer, lengths = _sign_in_and_ask(
-                browser, base, password, "Count from one to twenty in words, one per line.", "chat"
-            )
+        with _webui(env, "chat") as base:
+            page, answer, lengths = _sign_in_and_ask(browser, base, password, "Say hello.", "chat")
             text = answer.inner_text().strip()
-            assert text, f"no answer shown; webui log:\n{(tmp_path / 'webui.log').read_text()[-3000:]}"
+            assert text, f"no answer shown; see {ARTIFACTS}/chat-webui.log and chat-engine.log"
             # The answer grew in steps on screen: it was streamed, not delivered whole.
             assert len([n for n in lengths if n > 0]) >= 2, lengths
             page.close()
@@ -220,12 +221,12 @@ def _write_r1_style_model(path: Path) -> Path:
 def test_r1_style_reasoning_shows_as_a_thinking_block(browser, tmp_path: Path) -> None:
     model = _write_r1_style_model(tmp_path / "tiny-r1.gguf")
     api_key, password = secrets.token_hex(16), secrets.token_urlsafe(12)
-    with _engine(model, tmp_path, api_key) as api_base:
+    with _engine(model, "thinking", api_key) as api_base:
         env = webui_environment(api_base, api_key, password, tmp_path / "webui-data")
-        with _webui(env, tmp_path) as base:
+        with _webui(env, "thinking") as base:
             page, _, _ = _sign_in_and_ask(browser, base, password, "Why is the sky blue?", "thinking")
             # Open WebUI renders reasoning_content as a collapsible "Thinking…" / "Thought for N seconds".
             block = page.get_by_text("Thought for").or_(page.get_by_text("Thinking")).first
             block.wait_for()
-            page.screenshot(path=str(SCREENSHOTS / "thinking-block.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "thinking-block.png"), full_page=True)
             page.close()
