@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.appliance.conftest import REPO, compose_variables, read_env_file
+from .files import REPO, compose_variables, read_env_file
 
 COMPOSE = REPO / "compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"

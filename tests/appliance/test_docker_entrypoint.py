@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.appliance.conftest import REPO
+from .files import REPO
 
 ENTRYPOINT = REPO / "scripts" / "docker-entrypoint"
 

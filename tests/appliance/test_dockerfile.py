@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.appliance.conftest import REPO
+from .files import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 

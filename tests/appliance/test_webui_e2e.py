@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -30,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.appliance.conftest import REPO, interpolate, read_env_file
+from .files import REPO, interpolate, read_env_file
 
 pytestmark = pytest.mark.e2e
 
@@ -237,9 +238,16 @@ def test_r1_style_reasoning_shows_as_a_thinking_block(browser, tmp_path: Path) -
     with _engine(model, "thinking", api_key, "--max-tokens-limit", "48") as api_base:
         env = webui_environment(api_base, api_key, password, tmp_path / "webui-data")
         with _webui(env, "thinking") as base:
-            page, _, _ = _sign_in_and_ask(browser, base, password, "Why is the sky blue?", "thinking")
-            # Open WebUI renders reasoning_content as a collapsible "Thinking…" / "Thought for N seconds".
-            block = page.get_by_text("Thought for").or_(page.get_by_text("Thinking")).first
-            block.wait_for()
+            page, answer, _ = _sign_in_and_ask(browser, base, password, "Why is the sky blue?", "thinking")
+            # Open WebUI shows reasoning_content as a collapsible block: "Thinking…" while it
+            # streams, "Thought for N seconds" once the answer is complete.
+            block = page.get_by_text(re.compile(r"Thought for")).first
+            block.wait_for(timeout=600_000)
+            collapsed = answer.inner_text()
+            block.click()
+            page.wait_for_function(
+                "([el, n]) => el.innerText.length > n", arg=[answer.element_handle(), len(collapsed) + 8]
+            )
+            assert len(answer.inner_text()) > len(collapsed), "the thinking block opened empty"
             page.screenshot(path=str(ARTIFACTS / "thinking-block.png"), full_page=True)
             page.close()

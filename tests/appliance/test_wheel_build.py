@@ -15,7 +15,7 @@ import venv
 import zipfile
 from pathlib import Path
 
-from tests.appliance.conftest import tracked_tree
+from .files import tracked_tree
 
 
 def test_build_wheel_script_makes_an_importable_portable_wheel(tmp_path: Path) -> None:
