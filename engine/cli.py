@@ -23,6 +23,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from engine.synth import write_synthetic_gguf
+
+    overrides = {"n_layers": args.layers} if args.layers else {}
+    path = write_synthetic_gguf(
+        args.output,
+        args.shape,
+        qtype=args.qtype,
+        seed=args.seed,
+        split_max_size=int(args.split_gb * 2**30),
+        progress=True,
+        **overrides,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -36,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a GGUF model: config, tokenizer, tensor groups")
     p.add_argument("model", help="a .gguf file, the first part of a split set, or a directory")
     p.set_defaults(func=_cmd_inspect)
+
+    from engine.synth import SHAPES
+
+    p = sub.add_parser(
+        "synth", help="write a random-weight model GGUF of a named shape (for tests and benchmarks)"
+    )
+    p.add_argument("shape", choices=sorted(SHAPES), help="model shape")
+    p.add_argument("output", help="output .gguf path")
+    p.add_argument(
+        "--qtype", default="Q4_K", help="quant type of the matrices (F32, F16, Q8_0, Q4_K, IQ1_S, ...)"
+    )
+    p.add_argument("--layers", type=int, default=0, help="number of layers (default: the shape's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split-gb", type=float, default=0, help="write a split set of parts of at most this many GiB"
+    )
+    p.set_defaults(func=_cmd_synth)
     return parser
 
 

@@ -1,0 +1,581 @@
+"""Synthetic model GGUFs: real architectures and tensor names, random weights.
+
+Tests use the tiny shapes; benchmarks use real widths (DeepSeek-V3 with a few
+layers, Qwen3-30B-A3B) on machines that cannot download models. Tensor and
+key names are exactly those llama.cpp's converter writes, so llama.cpp and
+moebox read the same file. Quantized tensors are random blocks with sane
+scales (no quantizer runs), so writing tens of GB takes minutes.
+
+Note for oracles: llama.cpp's converter permutes llama q/k rows for its rope
+layout; a Hugging Face LlamaForCausalLM loaded from these random weights must
+undo that permutation (see `unpermute_llama_qk`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from tqdm import tqdm
+
+from engine.errors import MoeboxError
+
+Q = GGMLQuantizationType
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Hyperparameters named as in Hugging Face configs."""
+
+    architecture: str  # llama | qwen2 | qwen2moe | qwen3moe | deepseek2
+    name: str
+    n_layers: int
+    hidden_size: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    intermediate_size: int  # dense FFN width
+    vocab_size: int = 0  # 0: the vocabulary's own size
+    context_length: int = 4096
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tied_embeddings: bool = False
+    attention_bias: bool = False
+    qk_norm: bool = False
+    # MoE
+    n_experts: int = 0
+    n_experts_used: int = 0
+    moe_intermediate_size: int = 0
+    n_shared_experts: int = 0
+    shared_expert_intermediate_size: int = 0  # qwen2moe
+    first_k_dense_replace: int = 0
+    scoring_func: str = "softmax"  # softmax | sigmoid
+    routed_scaling_factor: float = 1.0
+    norm_topk_prob: bool = False
+    n_group: int = 1
+    topk_group: int = 1
+    # MLA
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    split_kv_b: bool = True  # newer files: attn_k_b + attn_v_b instead of attn_kv_b
+    # YaRN
+    rope_scaling_factor: float = 1.0
+    original_context_length: int = 0
+    mscale_all_dim: float = 0.0
+
+
+SHAPES: dict[str, SynthSpec] = {
+    "tiny-deepseek-v3": SynthSpec(
+        architecture="deepseek2",
+        name="tiny-deepseek-v3",
+        n_layers=4,
+        hidden_size=256,
+        n_heads=4,
+        n_kv_heads=4,
+        head_dim=0,
+        intermediate_size=512,
+        context_length=8192,
+        n_experts=16,
+        n_experts_used=4,
+        moe_intermediate_size=256,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        scoring_func="sigmoid",
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        n_group=4,
+        topk_group=2,
+        q_lora_rank=96,
+        kv_lora_rank=64,
+        qk_nope_head_dim=64,
+        qk_rope_head_dim=32,
+        v_head_dim=64,
+        rope_scaling_factor=4.0,
+        original_context_length=2048,
+        mscale_all_dim=1.0,
+    ),
+    "tiny-deepseek-v2": SynthSpec(
+        architecture="deepseek2",
+        name="tiny-deepseek-v2",
+        n_layers=4,
+        hidden_size=256,
+        n_heads=4,
+        n_kv_heads=4,
+        head_dim=0,
+        intermediate_size=512,
+        context_length=4096,
+        n_experts=16,
+        n_experts_used=4,
+        moe_intermediate_size=256,
+        n_shared_experts=2,
+        first_k_dense_replace=1,
+        scoring_func="softmax",
+        routed_scaling_factor=1.0,
+        norm_topk_prob=False,
+        q_lora_rank=0,
+        kv_lora_rank=64,
+        qk_nope_head_dim=64,
+        qk_rope_head_dim=32,
+        v_head_dim=64,
+        split_kv_b=False,
+    ),
+    "tiny-qwen3moe": SynthSpec(
+        architecture="qwen3moe",
+        name="tiny-qwen3moe",
+        n_layers=4,
+        hidden_size=256,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=64,
+        intermediate_size=0,
+        context_length=4096,
+        rope_theta=1e6,
+        qk_norm=True,
+        n_experts=16,
+        n_experts_used=4,
+        moe_intermediate_size=256,
+        norm_topk_prob=True,
+    ),
+    "tiny-qwen2moe": SynthSpec(
+        architecture="qwen2moe",
+        name="tiny-qwen2moe",
+        n_layers=4,
+        hidden_size=256,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=64,
+        intermediate_size=0,
+        context_length=4096,
+        rope_theta=1e6,
+        attention_bias=True,
+        n_experts=16,
+        n_experts_used=4,
+        moe_intermediate_size=256,
+        shared_expert_intermediate_size=512,
+    ),
+    "tiny-llama": SynthSpec(
+        architecture="llama",
+        name="tiny-llama",
+        n_layers=4,
+        hidden_size=256,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=64,
+        intermediate_size=512,
+        context_length=4096,
+        rope_theta=1e5,
+    ),
+    # Real widths: for benchmarks on machines that cannot download the real files.
+    "deepseek-v3": SynthSpec(
+        architecture="deepseek2",
+        name="deepseek-v3-synthetic",
+        n_layers=61,
+        hidden_size=7168,
+        n_heads=128,
+        n_kv_heads=128,
+        head_dim=0,
+        intermediate_size=18432,
+        vocab_size=129280,
+        context_length=163840,
+        n_experts=256,
+        n_experts_used=8,
+        moe_intermediate_size=2048,
+        n_shared_experts=1,
+        first_k_dense_replace=3,
+        scoring_func="sigmoid",
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        n_group=8,
+        topk_group=4,
+        q_lora_rank=1536,
+        kv_lora_rank=512,
+        qk_nope_head_dim=128,
+        qk_rope_head_dim=64,
+        v_head_dim=128,
+        rope_scaling_factor=40.0,
+        original_context_length=4096,
+        mscale_all_dim=1.0,
+    ),
+    "deepseek-v2-lite": SynthSpec(
+        architecture="deepseek2",
+        name="deepseek-v2-lite-synthetic",
+        n_layers=27,
+        hidden_size=2048,
+        n_heads=16,
+        n_kv_heads=16,
+        head_dim=0,
+        intermediate_size=10944,
+        vocab_size=102400,
+        context_length=163840,
+        n_experts=64,
+        n_experts_used=6,
+        moe_intermediate_size=1408,
+        n_shared_experts=2,
+        first_k_dense_replace=1,
+        q_lora_rank=0,
+        kv_lora_rank=512,
+        qk_nope_head_dim=128,
+        qk_rope_head_dim=64,
+        v_head_dim=128,
+        rope_scaling_factor=40.0,
+        original_context_length=4096,
+        mscale_all_dim=0.707,
+    ),
+    "qwen3-30b-a3b": SynthSpec(
+        architecture="qwen3moe",
+        name="qwen3-30b-a3b-synthetic",
+        n_layers=48,
+        hidden_size=2048,
+        n_heads=32,
+        n_kv_heads=4,
+        head_dim=128,
+        intermediate_size=6144,
+        vocab_size=151936,
+        context_length=40960,
+        rope_theta=1e6,
+        qk_norm=True,
+        n_experts=128,
+        n_experts_used=8,
+        moe_intermediate_size=768,
+        norm_topk_prob=True,
+    ),
+}
+
+
+# --- random blocks with sane scales -------------------------------------------------
+# Byte offsets of each format's f16 scale fields ("d") and min fields ("dmin"), and the
+# typical |q| the scale multiplies, so dequantized weights come out near the wanted std.
+_SCALE_FIELDS: dict[Q, tuple[tuple[int, ...], tuple[int, ...], float]] = {
+    Q.Q4_0: ((0,), (), 8.0),
+    Q.Q4_1: ((0,), (2,), 8.0),
+    Q.Q5_0: ((0,), (), 16.0),
+    Q.Q5_1: ((0,), (2,), 16.0),
+    Q.Q8_0: ((0,), (), 64.0),
+    Q.Q2_K: ((80,), (82,), 1.5 * 8),
+    Q.Q3_K: ((108,), (), 4.0 * 16),
+    Q.Q4_K: ((0,), (2,), 8.0 * 32),
+    Q.Q5_K: ((0,), (2,), 16.0 * 32),
+    Q.Q6_K: ((208,), (), 32.0 * 64),
+    Q.IQ2_XXS: ((0,), (), 8.0 * 8),
+    Q.IQ2_XS: ((0,), (), 8.0 * 8),
+    Q.IQ2_S: ((0,), (), 8.0 * 8),
+    Q.IQ3_XXS: ((0,), (), 16.0 * 8),
+    Q.IQ3_S: ((0,), (), 16.0 * 16),
+    Q.IQ1_S: ((0,), (), 8.0),
+    Q.IQ4_NL: ((0,), (), 64.0),
+    Q.IQ4_XS: ((0,), (), 64.0 * 32),
+}
+_FLOAT_TYPES = {Q.F32: np.float32, Q.F16: np.float16}
+
+
+def random_tensor_bytes(qtype: Q, shape: tuple[int, ...], rng: np.random.Generator, std: float) -> np.ndarray:
+    """Random data for a tensor of `shape` (numpy order) in `qtype`, as GGUF stores it."""
+    if qtype in _FLOAT_TYPES:
+        return (rng.standard_normal(shape, dtype=np.float32) * std).astype(_FLOAT_TYPES[qtype])
+    if qtype == Q.BF16:
+        f32 = rng.standard_normal(shape, dtype=np.float32) * std
+        return (f32.view(np.uint32) >> 16).astype(np.uint16)
+    block_elems, block_bytes = GGML_QUANT_SIZES[qtype]
+    if shape[-1] % block_elems:
+        raise MoeboxError(
+            f"rows of {shape[-1]} values cannot be stored as {qtype.name} (blocks of {block_elems})"
+        )
+    n_blocks = int(np.prod(shape, dtype=np.int64)) // block_elems
+    blocks = (
+        np.frombuffer(rng.bytes(n_blocks * block_bytes), dtype=np.uint8).reshape(n_blocks, block_bytes).copy()
+    )
+    if qtype == Q.IQ1_M:
+        # The f16 super-block scale is spread over the top nibbles of four u16 scales.
+        d = np.float16(std / 4.0).view(np.uint16)
+        scales = blocks[:, 48:56].view(np.uint16)
+        for i in range(4):
+            scales[:, i] = (scales[:, i] & 0x0FFF) | (((d >> (4 * i)) & 0xF) << 12)
+    else:
+        try:
+            d_fields, min_fields, q_mag = _SCALE_FIELDS[qtype]
+        except KeyError:
+            raise MoeboxError(f"random blocks for {qtype.name} are not supported") from None
+        jitter = rng.uniform(0.5, 1.5, size=n_blocks).astype(np.float32)
+        d = (std / q_mag * jitter).astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
+        for off in d_fields:
+            blocks[:, off : off + 2] = d
+        for off in min_fields:
+            blocks[:, off : off + 2] = (
+                (std / q_mag * 4.0 * jitter).astype(np.float16).view(np.uint8).reshape(-1, 2)
+            )
+    row_bytes = shape[-1] // block_elems * block_bytes
+    return blocks.reshape(*shape[:-1], row_bytes)
+
+
+# --- tensor plan -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str
+    shape: tuple[int, ...]  # numpy order: [..., out, in]
+    kind: str  # "norm" (ones-ish f32), "bias" (small f32), "router" (f32), "matrix" (qtype)
+
+
+def tensor_plan(spec: SynthSpec, vocab_size: int) -> Iterator[PlannedTensor]:
+    """Every tensor of the model, named as llama.cpp's converter names them."""
+    h = spec.hidden_size
+    yield PlannedTensor("token_embd.weight", (vocab_size, h), "matrix")
+    for i in range(spec.n_layers):
+        p = f"blk.{i}."
+        yield PlannedTensor(p + "attn_norm.weight", (h,), "norm")
+        yield from _attention_plan(spec, p)
+        yield PlannedTensor(p + "ffn_norm.weight", (h,), "norm")
+        moe_layer = spec.n_experts > 0 and i >= spec.first_k_dense_replace
+        if not moe_layer:
+            f = spec.intermediate_size
+            yield PlannedTensor(p + "ffn_gate.weight", (f, h), "matrix")
+            yield PlannedTensor(p + "ffn_up.weight", (f, h), "matrix")
+            yield PlannedTensor(p + "ffn_down.weight", (h, f), "matrix")
+            continue
+        e, f = spec.n_experts, spec.moe_intermediate_size
+        yield PlannedTensor(p + "ffn_gate_inp.weight", (e, h), "router")
+        if spec.scoring_func == "sigmoid":
+            yield PlannedTensor(p + "exp_probs_b.bias", (e,), "bias")
+        yield PlannedTensor(p + "ffn_gate_exps.weight", (e, f, h), "matrix")
+        yield PlannedTensor(p + "ffn_up_exps.weight", (e, f, h), "matrix")
+        yield PlannedTensor(p + "ffn_down_exps.weight", (e, h, f), "matrix")
+        shared = spec.n_shared_experts * f or spec.shared_expert_intermediate_size
+        if shared:
+            if spec.architecture == "qwen2moe":
+                yield PlannedTensor(p + "ffn_gate_inp_shexp.weight", (h,), "router")
+            yield PlannedTensor(p + "ffn_gate_shexp.weight", (shared, h), "matrix")
+            yield PlannedTensor(p + "ffn_up_shexp.weight", (shared, h), "matrix")
+            yield PlannedTensor(p + "ffn_down_shexp.weight", (h, shared), "matrix")
+    yield PlannedTensor("output_norm.weight", (h,), "norm")
+    if not spec.tied_embeddings:
+        yield PlannedTensor("output.weight", (vocab_size, h), "matrix")
+
+
+def _attention_plan(spec: SynthSpec, p: str) -> Iterator[PlannedTensor]:
+    h, nh = spec.hidden_size, spec.n_heads
+    if spec.architecture == "deepseek2":
+        qk = spec.qk_nope_head_dim + spec.qk_rope_head_dim
+        if spec.q_lora_rank:
+            yield PlannedTensor(p + "attn_q_a.weight", (spec.q_lora_rank, h), "matrix")
+            yield PlannedTensor(p + "attn_q_a_norm.weight", (spec.q_lora_rank,), "norm")
+            yield PlannedTensor(p + "attn_q_b.weight", (nh * qk, spec.q_lora_rank), "matrix")
+        else:
+            yield PlannedTensor(p + "attn_q.weight", (nh * qk, h), "matrix")
+        kv = spec.kv_lora_rank
+        yield PlannedTensor(p + "attn_kv_a_mqa.weight", (kv + spec.qk_rope_head_dim, h), "matrix")
+        yield PlannedTensor(p + "attn_kv_a_norm.weight", (kv,), "norm")
+        if spec.split_kv_b:
+            yield PlannedTensor(p + "attn_k_b.weight", (nh, kv, spec.qk_nope_head_dim), "matrix")
+            yield PlannedTensor(p + "attn_v_b.weight", (nh, spec.v_head_dim, kv), "matrix")
+        else:
+            yield PlannedTensor(
+                p + "attn_kv_b.weight", (nh * (spec.qk_nope_head_dim + spec.v_head_dim), kv), "matrix"
+            )
+        yield PlannedTensor(p + "attn_output.weight", (h, nh * spec.v_head_dim), "matrix")
+        return
+    hd, nkv = spec.head_dim, spec.n_kv_heads
+    yield PlannedTensor(p + "attn_q.weight", (nh * hd, h), "matrix")
+    yield PlannedTensor(p + "attn_k.weight", (nkv * hd, h), "matrix")
+    yield PlannedTensor(p + "attn_v.weight", (nkv * hd, h), "matrix")
+    if spec.attention_bias:
+        yield PlannedTensor(p + "attn_q.bias", (nh * hd,), "bias")
+        yield PlannedTensor(p + "attn_k.bias", (nkv * hd,), "bias")
+        yield PlannedTensor(p + "attn_v.bias", (nkv * hd,), "bias")
+    if spec.qk_norm:
+        yield PlannedTensor(p + "attn_q_norm.weight", (hd,), "norm")
+        yield PlannedTensor(p + "attn_k_norm.weight", (hd,), "norm")
+    yield PlannedTensor(p + "attn_output.weight", (h, nh * hd), "matrix")
+
+
+# --- metadata ------------------------------------------------------------------------------
+
+
+def _write_hparams(w: gguf.GGUFWriter, spec: SynthSpec, vocab_size: int, file_type: Q) -> None:
+    w.add_name(spec.name)
+    w.add_block_count(spec.n_layers)
+    w.add_context_length(spec.context_length)
+    w.add_embedding_length(spec.hidden_size)
+    w.add_feed_forward_length(spec.intermediate_size)
+    w.add_head_count(spec.n_heads)
+    w.add_layer_norm_rms_eps(spec.rms_norm_eps)
+    w.add_rope_freq_base(spec.rope_theta)
+    w.add_vocab_size(vocab_size)
+    w.add_file_type(int(file_type))
+    if spec.architecture == "deepseek2":
+        # MLA is written as MQA with large heads, as llama.cpp's converter does.
+        w.add_head_count_kv(1 if spec.split_kv_b else spec.n_heads)
+        if spec.q_lora_rank:
+            w.add_q_lora_rank(spec.q_lora_rank)
+        w.add_kv_lora_rank(spec.kv_lora_rank)
+        qk = spec.qk_nope_head_dim + spec.qk_rope_head_dim
+        if spec.split_kv_b:
+            w.add_key_length(spec.kv_lora_rank + spec.qk_rope_head_dim)
+            w.add_value_length(spec.kv_lora_rank)
+            w.add_key_length_mla(qk)
+            w.add_value_length_mla(spec.v_head_dim)
+        else:
+            w.add_key_length(qk)
+            w.add_value_length(spec.v_head_dim)
+        w.add_rope_dimension_count(spec.qk_rope_head_dim)
+        w.add_leading_dense_block_count(spec.first_k_dense_replace)
+        w.add_expert_shared_count(spec.n_shared_experts)
+        w.add_expert_weights_scale(spec.routed_scaling_factor)
+        w.add_expert_weights_norm(spec.norm_topk_prob)
+        w.add_expert_gating_func(
+            gguf.ExpertGatingFuncType.SIGMOID
+            if spec.scoring_func == "sigmoid"
+            else gguf.ExpertGatingFuncType.SOFTMAX
+        )
+        if spec.n_group > 1:
+            w.add_expert_group_count(spec.n_group)
+            w.add_expert_group_used_count(spec.topk_group)
+        if spec.rope_scaling_factor > 1.0:
+            w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            w.add_rope_scaling_factor(spec.rope_scaling_factor)
+            w.add_rope_scaling_orig_ctx_len(spec.original_context_length)
+            w.add_rope_scaling_yarn_log_mul(0.1 * spec.mscale_all_dim)
+    else:
+        w.add_head_count_kv(spec.n_kv_heads)
+        w.add_rope_dimension_count(spec.head_dim)
+        if (
+            spec.architecture in ("qwen3moe", "qwen2moe", "llama", "qwen2")
+            and spec.head_dim * spec.n_heads != spec.hidden_size
+        ):
+            w.add_key_length(spec.head_dim)
+            w.add_value_length(spec.head_dim)
+    if spec.n_experts:
+        w.add_expert_count(spec.n_experts)
+        w.add_expert_used_count(spec.n_experts_used)
+        w.add_expert_feed_forward_length(spec.moe_intermediate_size)
+        if spec.shared_expert_intermediate_size:
+            w.add_expert_shared_feed_forward_length(spec.shared_expert_intermediate_size)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+def write_byte_vocab(w: gguf.GGUFWriter) -> int:
+    """A minimal real byte-level BPE vocabulary (256 byte tokens, a few merges, BOS/EOS).
+    Used when no Hugging Face tokenizer is given; returns the vocabulary size."""
+    merges = ["t h", "h e", "i n", "e r", "a n", "Ġ t", "Ġ a", "o n"]
+    tokens = [_bytes_to_unicode()[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
+    types = [gguf.TokenType.NORMAL] * len(tokens) + [gguf.TokenType.CONTROL] * 2
+    tokens += ["<|bos|>", "<|eos|>"]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)  # GGUFWriter drops empty arrays; a BPE vocabulary needs some merges
+    w.add_bos_token_id(len(tokens) - 2)
+    w.add_eos_token_id(len(tokens) - 1)
+    w.add_add_bos_token(True)
+    return len(tokens)
+
+
+VocabWriter = Callable[[gguf.GGUFWriter], int]
+
+
+def write_synthetic_gguf(
+    path: str | Path,
+    spec: SynthSpec | str,
+    *,
+    qtype: Q | str = Q.F32,
+    vocab: VocabWriter | None = None,
+    seed: int = 0,
+    std: float = 0.02,
+    split_max_size: int = 0,
+    progress: bool = False,
+    **overrides: object,
+) -> Path:
+    """Write a random-weight model GGUF; returns the path of the (first) file.
+
+    `qtype` is used for 2-D+ matrices whose rows fit its blocks (others fall back
+    to F32, as llama.cpp's quantizer falls back for small rows); norms, biases and
+    routers stay F32. `vocab` writes the tokenizer keys and returns the vocab size
+    (default: a byte-level vocabulary). `split_max_size` > 0 writes a split set.
+    """
+    if isinstance(spec, str):
+        try:
+            spec = SHAPES[spec]
+        except KeyError:
+            raise MoeboxError(f"unknown shape {spec!r}; known shapes: {', '.join(SHAPES)}") from None
+    if overrides:
+        spec = replace(spec, **overrides)
+    if isinstance(qtype, str):
+        try:
+            qtype = Q[qtype.upper()]
+        except KeyError:
+            raise MoeboxError(f"unknown quant type {qtype!r}") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(path, spec.architecture, split_max_size=split_max_size)
+    vocab_size = (vocab or write_byte_vocab)(w)
+    if spec.vocab_size:
+        vocab_size = max(vocab_size, spec.vocab_size)
+    _write_hparams(w, spec, vocab_size, qtype)
+
+    plan = list(tensor_plan(spec, vocab_size))
+    block_elems = GGML_QUANT_SIZES[qtype][0]
+    for t in plan:
+        ttype = qtype if t.kind == "matrix" and t.shape[-1] % block_elems == 0 else Q.F32
+        block_e, block_b = GGML_QUANT_SIZES[ttype]
+        n_bytes = int(np.prod(t.shape, dtype=np.int64)) // block_e * block_b
+        byte_shape = (*t.shape[:-1], t.shape[-1] // block_e * block_b) if block_e > 1 else t.shape
+        w.add_tensor_info(
+            t.name, byte_shape, np.dtype(np.uint8) if block_e > 1 else _dtype_of(ttype), n_bytes, ttype
+        )
+
+    w.write_header_to_file(path=path)
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    bar = tqdm(plan, desc=f"writing {path.name}", unit="tensor", disable=not progress)
+    for t in bar:
+        ttype = qtype if t.kind == "matrix" and t.shape[-1] % block_elems == 0 else Q.F32
+        if t.kind == "norm":
+            data = (1.0 + 0.1 * rng.standard_normal(t.shape)).astype(np.float32)
+        elif t.kind == "bias":
+            data = (0.1 * rng.standard_normal(t.shape)).astype(np.float32)
+        elif t.kind == "router":
+            data = (rng.standard_normal(t.shape) / np.sqrt(t.shape[-1])).astype(np.float32)
+        else:
+            data = random_tensor_bytes(
+                ttype, t.shape, rng, std if ttype != Q.F32 else 1.0 / np.sqrt(t.shape[-1])
+            )
+        w.write_tensor_data(data)
+    w.close()
+    if split_max_size:
+        return path.with_name(f"{path.stem}-00001-of-{len(w.tensors):05d}.gguf")
+    return path
+
+
+def _dtype_of(ttype: Q) -> np.dtype:
+    return {Q.F32: np.dtype(np.float32), Q.F16: np.dtype(np.float16), Q.BF16: np.dtype(np.uint16)}[ttype]
+
+
+def unpermute_llama_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's converter permutation of llama q/k rows ([out, in])."""
+    out, inp = w.shape
+    return w.reshape(n_heads, out // n_heads // 2, 2, inp).swapaxes(1, 2).reshape(out, inp)
