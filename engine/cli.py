@@ -27,10 +27,16 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from engine.synth import write_synthetic_gguf
 
     overrides = {"n_layers": args.layers} if args.layers else {}
+    vocab = None
+    if args.tokenizer:
+        from engine.synth_vocab import hf_vocab
+
+        vocab = hf_vocab(args.tokenizer)
     path = write_synthetic_gguf(
         args.output,
         args.shape,
         qtype=args.qtype,
+        vocab=vocab,
         seed=args.seed,
         split_max_size=int(args.split_gb * 2**30),
         progress=True,
@@ -38,6 +44,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     )
     print(f"wrote {path}")
     return 0
+
+
+def _cmd_bench_kernels(args: argparse.Namespace) -> int:
+    from engine.bench_kernels import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=0, help="number of layers (default: the shape's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--tokenizer",
+        help="a Hugging Face tokenizer folder (tokenizer.json, tokenizer_config.json) to use as the "
+        "vocabulary (default: a 256-byte vocabulary)",
+    )
+    p.add_argument(
         "--split-gb", type=float, default=0, help="write a split set of parts of at most this many GiB"
     )
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    from engine.bench_kernels import add_arguments as add_bench_kernels_arguments
+
+    q = bench.add_parser(
+        "kernels", help="native CPU kernels: GEMV GB/s per format vs memory read, MoE timings"
+    )
+    add_bench_kernels_arguments(q)
+    q.set_defaults(func=_cmd_bench_kernels)
     return parser
 
 

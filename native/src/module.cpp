@@ -1,10 +1,269 @@
-// Python binding of the native kernels. Takes buffers zero-copy; never links torch.
+// Python binding of the native kernels. Takes buffers zero-copy through the
+// buffer protocol / DLPack (numpy arrays, torch tensors, memmaps of GGUF files);
+// never links torch. Every compute call releases the GIL. Bad shapes, dtypes or
+// formats raise ValueError (std::invalid_argument) before any work starts.
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "moebox/cpu_features.h"
+#include "moebox/dispatch.h"
+#include "moebox/formats.h"
+#include "moebox/matmul.h"
+#include "moebox/membench.h"
+#include "moebox/moe.h"
+#include "moebox/thread_pool.h"
 
 namespace nb = nanobind;
+using namespace moebox;
+
+namespace {
+
+// Any CPU array, read-only allowed (GGUF memmaps are).
+using Array = nb::ndarray<nb::ro, nb::device::cpu>;
+using MutArray = nb::ndarray<nb::device::cpu>;
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+template <typename A>
+bool c_contiguous(const A& a) {
+  int64_t expect = 1;
+  for (int64_t d = static_cast<int64_t>(a.ndim()) - 1; d >= 0; --d) {
+    if (a.shape(d) != 1 && a.stride(d) != expect) return false;
+    expect *= static_cast<int64_t>(a.shape(d));
+  }
+  return true;
+}
+
+template <typename A>
+int64_t nbytes(const A& a) {
+  return static_cast<int64_t>(a.size()) * a.dtype().bits / 8;
+}
+
+bool is_f32(nb::dlpack::dtype t) { return t == nb::dtype<float>(); }
+bool is_bf16(nb::dlpack::dtype t) {
+  return t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && t.bits == 16 && t.lanes == 1;
+}
+
+const FormatOps& format_of(int ggml_type) {
+  const FormatOps* f = find_format(ggml_type);
+  if (!f) fail("ggml type " + std::to_string(ggml_type) + " is not a weight format moebox_native computes with");
+  return *f;
+}
+
+// Activations: 1-D [cols] or 2-D [T, cols], f32 or bf16, rows contiguous.
+ActivationRows activation_rows(const Array& x, const char* what) {
+  if (x.ndim() != 1 && x.ndim() != 2) fail(std::string(what) + " must be 1-D or 2-D, got " + std::to_string(x.ndim()) + "-D");
+  const bool bf16 = is_bf16(x.dtype());
+  if (!bf16 && !is_f32(x.dtype())) fail(std::string(what) + " must be float32 or bfloat16");
+  if (!c_contiguous(x)) fail(std::string(what) + " must be C-contiguous");
+  ActivationRows rows;
+  rows.data = x.data();
+  rows.bf16 = bf16;
+  rows.rows = x.ndim() == 2 ? static_cast<int64_t>(x.shape(0)) : 1;
+  rows.cols = static_cast<int64_t>(x.shape(x.ndim() - 1));
+  rows.stride = rows.cols;
+  return rows;
+}
+
+// A float32 output [rows, cols]: the caller's `out` (checked) or a new numpy array.
+nb::object output_f32(nb::object out, int64_t rows, int64_t cols, float** ptr) {
+  if (out.is_none()) {
+    auto* buf = new float[static_cast<size_t>(std::max<int64_t>(1, rows * cols))];
+    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+    *ptr = buf;
+    size_t shape[2] = {static_cast<size_t>(rows), static_cast<size_t>(cols)};
+    return nb::cast(nb::ndarray<nb::numpy, float>(buf, 2, shape, owner));
+  }
+  MutArray o;
+  if (!nb::try_cast(out, o)) fail("out must be a writable CPU array");
+  if (!is_f32(o.dtype())) fail("out must be float32");
+  if (!c_contiguous(o)) fail("out must be C-contiguous");
+  if (static_cast<int64_t>(o.size()) != rows * cols)
+    fail("out has " + std::to_string(o.size()) + " elements, expected " + std::to_string(rows) + " x " + std::to_string(cols));
+  *ptr = static_cast<float*>(o.data());
+  return out;
+}
+
+nb::object matmul_py(const Array& weight, int ggml_type, int64_t rows, int64_t cols, const Array& x, nb::object out) {
+  const FormatOps& f = format_of(ggml_type);
+  if (rows <= 0 || cols <= 0) fail("rows and cols must be positive");
+  if (cols % f.block_elems) fail(std::string(f.name) + " rows need a multiple of " + std::to_string(f.block_elems) + " columns, got " + std::to_string(cols));
+  if (!c_contiguous(weight)) fail("weight must be C-contiguous");
+  if (nbytes(weight) != rows * row_bytes(f, cols))
+    fail("weight has " + std::to_string(nbytes(weight)) + " bytes; " + std::to_string(rows) + " x " + std::to_string(cols) + " " + f.name + " needs " + std::to_string(rows * row_bytes(f, cols)));
+  const ActivationRows xr = activation_rows(x, "x");
+  if (xr.cols != cols) fail("x has " + std::to_string(xr.cols) + " columns, weight has " + std::to_string(cols));
+  float* y = nullptr;
+  nb::object result = output_f32(out, xr.rows, rows, &y);
+  const Isa isa = active_isa();
+  const auto* w = static_cast<const uint8_t*>(weight.data());
+  {
+    nb::gil_scoped_release release;
+    auto pool = global_pool();
+    matmul(f, w, rows, xr, y, rows, *pool, isa);
+  }
+  if (x.ndim() == 1 && out.is_none()) return result.attr("reshape")(rows);
+  return result;
+}
+
+nb::object quantize_act_py(const Array& x, int ggml_type) {
+  const FormatOps& f = format_of(ggml_type);
+  const ActivationRows xr = activation_rows(x, "x");
+  if (xr.cols % f.block_elems) fail("x columns must be a multiple of " + std::to_string(f.block_elems));
+  const int64_t bytes = act_row_bytes(f.vec_dot_type, xr.cols);
+  auto* buf = new uint8_t[static_cast<size_t>(std::max<int64_t>(1, xr.rows * bytes))];
+  nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
+  const Isa isa = active_isa();
+  {
+    nb::gil_scoped_release release;
+    auto pool = global_pool();
+    quantize_activations(xr, f.vec_dot_type, buf, *pool, isa);
+  }
+  size_t shape[2] = {static_cast<size_t>(xr.rows), static_cast<size_t>(bytes)};
+  return nb::cast(nb::ndarray<nb::numpy, uint8_t>(buf, 2, shape, owner));
+}
+
+nb::object dequantize_py(const Array& data, int ggml_type, nb::object out) {
+  const FormatOps& f = format_of(ggml_type);
+  if (!c_contiguous(data)) fail("data must be C-contiguous");
+  if (nbytes(data) % f.block_bytes) fail("data size is not a whole number of " + std::string(f.name) + " blocks");
+  const int64_t n = nbytes(data) / f.block_bytes * f.block_elems;
+  MutArray o;
+  if (!nb::try_cast(out, o)) fail("out must be a writable CPU array");
+  const bool bf16 = is_bf16(o.dtype());
+  if (!bf16 && !is_f32(o.dtype())) fail("out must be float32 or bfloat16");
+  if (!c_contiguous(o)) fail("out must be C-contiguous");
+  if (static_cast<int64_t>(o.size()) != n) fail("out has " + std::to_string(o.size()) + " elements, the data holds " + std::to_string(n));
+  const auto* src = static_cast<const uint8_t*>(data.data());
+  {
+    nb::gil_scoped_release release;
+    auto pool = global_pool();
+    dequantize(f, src, n, bf16 ? nullptr : static_cast<float*>(o.data()), bf16 ? static_cast<uint16_t*>(o.data()) : nullptr, *pool);
+  }
+  return out;
+}
+
+// Expert weights of one MoE layer, held zero-copy; the arrays stay referenced.
+class MoeExperts {
+ public:
+  MoeExperts(Array gate, int gate_type, Array up, int up_type, Array down, int down_type, int64_t experts,
+             int64_t hidden, int64_t inter)
+      : gate_(gate), up_(up), down_(down) {
+    if (experts <= 0 || hidden <= 0 || inter <= 0) fail("experts, hidden and inter must be positive");
+    m_.gate = tensor(gate, gate_type, experts, inter, hidden, "gate");
+    m_.up = tensor(up, up_type, experts, inter, hidden, "up");
+    m_.down = tensor(down, down_type, experts, hidden, inter, "down");
+  }
+
+  int64_t experts() const { return m_.gate.experts; }
+  int64_t hidden() const { return m_.gate.cols; }
+  int64_t inter() const { return m_.gate.rows; }
+
+  struct Call {
+    ActivationRows x;
+    std::vector<int32_t> ids;
+    std::vector<float> weights;
+    int64_t k = 0;
+    float* out = nullptr;
+    nb::object result;
+  };
+
+  Call prepare(const Array& x, const Array& ids, const Array& weights, nb::object out) const {
+    Call c;
+    c.x = activation_rows(x, "x");
+    if (c.x.cols != hidden()) fail("x has " + std::to_string(c.x.cols) + " columns, the experts take " + std::to_string(hidden()));
+    const int64_t T = c.x.rows;
+    if (ids.ndim() != weights.ndim() || ids.ndim() != x.ndim()) fail("ids and weights must be [T, k] (or [k] for a 1-D x)");
+    if (ids.ndim() == 2 && (static_cast<int64_t>(ids.shape(0)) != T || static_cast<int64_t>(weights.shape(0)) != T))
+      fail("ids and weights need one row per token of x");
+    c.k = static_cast<int64_t>(ids.shape(ids.ndim() - 1));
+    if (c.k < 1 || static_cast<int64_t>(weights.shape(weights.ndim() - 1)) != c.k) fail("ids and weights must have the same k >= 1");
+    if (!c_contiguous(ids) || !c_contiguous(weights)) fail("ids and weights must be C-contiguous");
+    if (!is_f32(weights.dtype())) fail("weights must be float32");
+    c.ids.resize(static_cast<size_t>(T * c.k));
+    const auto t = ids.dtype();
+    for (int64_t i = 0; i < T * c.k; ++i) {
+      int64_t v;
+      if (t == nb::dtype<int32_t>())
+        v = static_cast<const int32_t*>(ids.data())[i];
+      else if (t == nb::dtype<int64_t>())
+        v = static_cast<const int64_t*>(ids.data())[i];
+      else
+        fail("ids must be int32 or int64");
+      if (v < 0 || v >= experts()) fail("expert id " + std::to_string(v) + " out of range [0, " + std::to_string(experts()) + ")");
+      c.ids[i] = static_cast<int32_t>(v);
+    }
+    const auto* w = static_cast<const float*>(weights.data());
+    c.weights.assign(w, w + T * c.k);
+    c.result = output_f32(out, T, hidden(), &c.out);
+    if (x.ndim() == 1 && out.is_none()) c.result = c.result.attr("reshape")(hidden());
+    return c;
+  }
+
+  void run(const Call& c, Isa isa) const {
+    auto pool = global_pool();
+    moe_forward(m_, c.x, c.ids.data(), c.weights.data(), c.k, c.out, *pool, isa);
+  }
+
+ private:
+  static ExpertTensor tensor(const Array& a, int type, int64_t experts, int64_t rows, int64_t cols, const char* what) {
+    ExpertTensor e;
+    e.format = &format_of(type);
+    if (cols % e.format->block_elems)
+      fail(std::string(what) + ": " + e.format->name + " needs rows of a multiple of " + std::to_string(e.format->block_elems));
+    if (!c_contiguous(a)) fail(std::string(what) + " must be C-contiguous");
+    e.data = static_cast<const uint8_t*>(a.data());
+    e.experts = experts;
+    e.rows = rows;
+    e.cols = cols;
+    if (nbytes(a) != experts * e.expert_bytes())
+      fail(std::string(what) + " has " + std::to_string(nbytes(a)) + " bytes; [" + std::to_string(experts) + ", " + std::to_string(rows) + ", " + std::to_string(cols) + "] " + e.format->name + " needs " + std::to_string(experts * e.expert_bytes()));
+    return e;
+  }
+
+  Array gate_, up_, down_;  // keep the buffers alive
+  MoeWeights m_;
+};
+
+// A submitted MoE call. Holds its inputs until the work is done.
+class MoeJob {
+ public:
+  MoeJob(std::shared_ptr<AsyncJob> job, std::unique_ptr<MoeExperts::Call> call, nb::object experts, Array x,
+         Array ids, Array weights)
+      : job_(std::move(job)), call_(std::move(call)), experts_(experts), x_(x), ids_(ids), weights_(weights) {}
+  ~MoeJob() {
+    if (job_ && !job_->done()) {
+      nb::gil_scoped_release release;
+      try {
+        job_->wait();
+      } catch (...) {
+      }
+    }
+  }
+  bool done() const { return job_->done(); }
+  nb::object wait() {
+    {
+      nb::gil_scoped_release release;
+      job_->wait();
+    }
+    return call_->result;
+  }
+
+ private:
+  std::shared_ptr<AsyncJob> job_;
+  std::unique_ptr<MoeExperts::Call> call_;
+  nb::object experts_;
+  Array x_, ids_, weights_;
+};
+
+}  // namespace
 
 NB_MODULE(moebox_native, m) {
   m.doc() = "moebox native CPU kernels";
@@ -29,4 +288,106 @@ NB_MODULE(moebox_native, m) {
         return d;
       },
       "CPU features usable by this process: cpuid bits confirmed by OS register-state support.");
+
+  m.def(
+      "formats",
+      []() {
+        nb::list out;
+        int count = 0;
+        const FormatOps* const* all = all_formats(&count);
+        for (int i = 0; i < count; ++i) {
+          const FormatOps& f = *all[i];
+          nb::dict d;
+          d["name"] = f.name;
+          d["type"] = static_cast<int>(f.type);
+          d["block_elems"] = f.block_elems;
+          d["block_bytes"] = f.block_bytes;
+          d["vec_dot_type"] = static_cast<int>(f.vec_dot_type);
+          nb::list isas;
+          for (int s = 0; s < kIsaCount; ++s)
+            if (f.vec_dot[s]) isas.append(isa_name(static_cast<Isa>(s)));
+          d["isas"] = isas;
+          out.append(d);
+        }
+        return out;
+      },
+      "Weight formats: name, ggml type number, block geometry, activation type, ISAs with their own kernel.");
+
+  m.def("best_isa", []() { return std::string(isa_name(best_isa())); }, "Best ISA level this CPU supports.");
+  m.def(
+      "isa", []() { return std::string(isa_name(active_isa())); },
+      "ISA the kernels use (MOEBOX_ISA or the best available); raises RuntimeError on a CPU without AVX2.");
+  m.def(
+      "set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, nb::arg("name"),
+      "Force scalar|avx2|avx512|amx for this process. ValueError for an unknown name, RuntimeError if the CPU lacks it.");
+  m.def("physical_cores", &physical_cores, "Physical cores this process may run on.");
+  m.def("num_threads", &global_pool_threads, "Threads of the kernel thread pool.");
+  m.def(
+      "set_num_threads", [](int n) { set_global_pool_threads(n); }, nb::arg("n"),
+      "Use n threads (n <= 0: physical cores). The pool is created on first use.");
+
+  m.def("matmul", &matmul_py, nb::arg("weight"), nb::arg("ggml_type"), nb::arg("rows"), nb::arg("cols"), nb::arg("x"),
+        nb::arg("out") = nb::none(),
+        "y = W x. weight: the GGUF bytes of a [rows, cols] matrix (any dtype, C-contiguous); x: [T, cols] or [cols] "
+        "float32/bfloat16; returns float32 [T, rows] (or [rows]), written into out if given.");
+  m.def("quantize_activations", &quantize_act_py, nb::arg("x"), nb::arg("ggml_type"),
+        "The activation blocks matmul dots x with for weights of ggml_type: uint8 [T, row bytes].");
+  m.def("dequantize", &dequantize_py, nb::arg("data"), nb::arg("ggml_type"), nb::arg("out"),
+        "Dequantize GGUF blocks into out (float32 or bfloat16 with as many elements); returns out.");
+
+  m.def(
+      "read_bandwidth",
+      [](const Array& buf, int repeats) {
+        if (!c_contiguous(buf)) fail("buffer must be C-contiguous");
+        if (repeats < 1) fail("repeats must be >= 1");
+        if (!cpu_features().avx2) throw std::runtime_error("read_bandwidth needs AVX2");
+        const auto* p = static_cast<const uint8_t*>(buf.data());
+        const int64_t n = nbytes(buf);
+        nb::gil_scoped_release release;
+        auto pool = global_pool();
+        return read_bandwidth_gbs(p, n, repeats, *pool);
+      },
+      nb::arg("buffer"), nb::arg("repeats") = 5,
+      "STREAM-like read of buffer with all kernel threads; best of `repeats` passes in GB/s.");
+
+  nb::class_<MoeExperts>(m, "MoeExperts",
+                         "Routed experts of one MoE layer from stacked GGUF tensors (zero-copy): gate and up "
+                         "[experts, inter, hidden], down [experts, hidden, inter].")
+      .def(nb::init<Array, int, Array, int, Array, int, int64_t, int64_t, int64_t>(), nb::arg("gate"),
+           nb::arg("gate_type"), nb::arg("up"), nb::arg("up_type"), nb::arg("down"), nb::arg("down_type"),
+           nb::arg("experts"), nb::arg("hidden"), nb::arg("inter"))
+      .def_prop_ro("experts", &MoeExperts::experts)
+      .def_prop_ro("hidden", &MoeExperts::hidden)
+      .def_prop_ro("inter", &MoeExperts::inter)
+      .def(
+          "forward",
+          [](const MoeExperts& self, const Array& x, const Array& ids, const Array& weights, nb::object out) {
+            MoeExperts::Call c = self.prepare(x, ids, weights, out);
+            const Isa isa = active_isa();
+            {
+              nb::gil_scoped_release release;
+              self.run(c, isa);
+            }
+            return c.result;
+          },
+          nb::arg("x"), nb::arg("ids"), nb::arg("weights"), nb::arg("out") = nb::none(),
+          "out[t] = sum_j weights[t,j] * down(silu(gate x[t]) * up x[t]) of expert ids[t,j]. x [T, hidden] "
+          "float32/bfloat16, ids [T, k] int32/int64, weights [T, k] float32; returns float32 [T, hidden].")
+      .def(
+          "submit",
+          [](nb::object self_obj, const Array& x, const Array& ids, const Array& weights, nb::object out) {
+            const MoeExperts& self = nb::cast<const MoeExperts&>(self_obj);
+            auto call = std::make_unique<MoeExperts::Call>(self.prepare(x, ids, weights, out));
+            const Isa isa = active_isa();
+            const MoeExperts* sp = &self;
+            const MoeExperts::Call* cp = call.get();
+            auto job = submit_async([sp, cp, isa] { sp->run(*cp, isa); });
+            return new MoeJob(std::move(job), std::move(call), self_obj, x, ids, weights);
+          },
+          nb::arg("x"), nb::arg("ids"), nb::arg("weights"), nb::arg("out") = nb::none(),
+          "Like forward, but returns a MoeJob at once; the work runs on the kernel threads.");
+
+  nb::class_<MoeJob>(m, "MoeJob", "A submitted MoE call.")
+      .def("done", &MoeJob::done, "True once the result is ready.")
+      .def("wait", &MoeJob::wait, "Block (without the GIL) until done; returns the float32 [T, hidden] output.");
 }

@@ -1,0 +1,225 @@
+"""`moebox bench kernels`: speed of the native CPU kernels on random GGUF blocks.
+
+Prints, per weight format, the GEMV (one token) effective read bandwidth next to
+a STREAM-like read of a buffer far larger than the last-level cache on the same
+threads, then the fused MoE experts call for decode (T=1) and prefill (T=512)
+on DeepSeek-V3 and Qwen3-30B-A3B expert shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+# Byte offsets of fp16 scale fields per block: random bytes there would be NaN/inf.
+_FP16_SCALE_OFFSETS = {
+    "Q8_0": (0,),
+    "Q4_0": (0,),
+    "Q4_1": (0, 2),
+    "Q5_0": (0,),
+    "Q5_1": (0, 2),
+    "Q2_K": (80, 82),
+    "Q3_K": (108,),
+    "Q4_K": (0, 2),
+    "Q5_K": (0, 2),
+    "Q6_K": (208,),
+    "IQ1_S": (0,),
+    "IQ2_XXS": (0,),
+    "IQ2_XS": (0,),
+    "IQ2_S": (0,),
+    "IQ3_XXS": (0,),
+    "IQ3_S": (0,),
+    "IQ4_NL": (0,),
+    "IQ4_XS": (0,),
+}
+_IQ1_M_SCALE_WORDS = slice(48, 56)  # IQ1_M: fp16 scale in the top nibbles of these four uint16
+DEFAULT_FORMATS = [
+    "Q4_K",
+    "Q2_K",
+    "Q3_K",
+    "Q5_K",
+    "Q6_K",
+    "Q8_0",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "BF16",
+    "F16",
+    "IQ1_S",
+    "IQ1_M",
+    "IQ2_XXS",
+    "IQ2_XS",
+    "IQ2_S",
+    "IQ3_XXS",
+    "IQ3_S",
+    "IQ4_NL",
+    "IQ4_XS",
+]
+
+
+@dataclass
+class MoeShape:
+    name: str
+    hidden: int
+    inter: int
+    experts: int
+    k: int
+
+
+DEEPSEEK_V3 = MoeShape("DeepSeek-V3", 7168, 2048, 256, 8)
+QWEN3_30B_A3B = MoeShape("Qwen3-30B-A3B", 2048, 768, 128, 8)
+
+
+def random_matrix(fmt: str, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [rows, row_bytes] of random blocks with modest finite scales."""
+    elems, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType[fmt]]
+    if fmt in ("F32", "F16", "BF16"):
+        vals = rng.standard_normal((rows, cols), dtype=np.float32)
+        if fmt == "F16":
+            return vals.astype(np.float16).view(np.uint8)
+        if fmt == "BF16":
+            return (vals.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+        return vals.view(np.uint8)
+    blocks = rng.integers(0, 256, size=(rows, cols // elems, nbytes), dtype=np.uint8)
+    for off in _FP16_SCALE_OFFSETS.get(fmt, ()):
+        scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16)
+        blocks[:, :, off : off + 2] = scale.view(np.uint8).reshape(*blocks.shape[:2], 2)
+    if fmt == "IQ1_M":
+        scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16).view(np.uint16)
+        words = blocks[:, :, _IQ1_M_SCALE_WORDS].copy().view(np.uint16)
+        for k in range(4):
+            words[..., k] = (words[..., k] & 0x0FFF) | (((scale >> (4 * k)) & 0xF) << 12)
+        blocks[:, :, _IQ1_M_SCALE_WORDS] = words.view(np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+def _best_time(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_gemv(native, fmt: str, cols: int, total_bytes: int, repeats: int, rng) -> tuple[float, float]:
+    """(seconds per GEMV, GB/s): 4 matrices of total_bytes / 4, used in turn, so that
+    none is still in the last-level cache when its turn comes (keep total_bytes >> L3)."""
+    elems, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType[fmt]]
+    rows = max(1, total_bytes // 4 // (cols // elems * nbytes))
+    mats = [random_matrix(fmt, rows, cols, rng) for _ in range(4)]
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    t = int(GGMLQuantizationType[fmt])
+    for w in mats:  # warm-up: page faults, pool start
+        native.matmul(w, t, rows, cols, x)
+    best = float("inf")
+    for i in range(4 * repeats):
+        t0 = time.perf_counter()
+        native.matmul(mats[i % 4], t, rows, cols, x)
+        best = min(best, time.perf_counter() - t0)
+    return best, mats[0].nbytes / best / 1e9
+
+
+def bench_moe(
+    native, shape: MoeShape, experts: int, fmt: str, tokens: int, repeats: int, rng
+) -> tuple[float, float]:
+    """(seconds per call, GB/s of distinct expert weights read) with random routing over `experts`."""
+    t = int(GGMLQuantizationType[fmt])
+    gate = random_matrix(fmt, experts * shape.inter, shape.hidden, rng)
+    up = random_matrix(fmt, experts * shape.inter, shape.hidden, rng)
+    down = random_matrix(fmt, experts * shape.hidden, shape.inter, rng)
+    moe = native.MoeExperts(gate, t, up, t, down, t, experts, shape.hidden, shape.inter)
+    per_expert = (gate.nbytes + up.nbytes + down.nbytes) // experts
+    x = rng.standard_normal((tokens, shape.hidden)).astype(np.float32)
+    k = shape.k
+    routings = []
+    for _ in range(repeats + 1):
+        ids = np.stack([rng.choice(experts, size=k, replace=False) for _ in range(tokens)]).astype(np.int32)
+        routings.append((ids, rng.uniform(0.05, 1.0, size=(tokens, k)).astype(np.float32)))
+    moe.forward(x, *routings[0])  # warm-up (pool start, page faults)
+    best, best_bytes = float("inf"), 0
+    for ids, weights in routings[1:]:  # fresh routing each time: no expert stays in cache
+        t0 = time.perf_counter()
+        moe.forward(x, ids, weights)
+        s = time.perf_counter() - t0
+        if s < best:
+            best, best_bytes = s, len(np.unique(ids)) * per_expert
+    return best, best_bytes / best / 1e9
+
+
+def run(args: argparse.Namespace) -> int:
+    import moebox_native as native
+
+    if args.threads:
+        native.set_num_threads(args.threads)
+    if args.isa:
+        native.set_isa(args.isa)
+    rng = np.random.default_rng(0)
+    threads = native.num_threads()
+    print(f"CPU: {native.cpu_features()['brand']}  ISA: {native.isa()}  threads: {threads}")
+
+    buf = rng.integers(0, 256, size=args.read_mib << 20, dtype=np.uint8)
+    read_gbs = native.read_bandwidth(buf, 5)
+    del buf
+    print(f"memory read bandwidth ({args.read_mib} MiB buffer, {threads} threads): {read_gbs:.1f} GB/s\n")
+
+    print(f"GEMV, one token, {args.cols} columns, 4 matrices of ~{args.gemv_mib // 4} MiB used in turn")
+    print(f"{'format':<8}{'ms':>9}{'GB/s':>9}{'% of read':>11}")
+    for fmt in args.formats:
+        s, gbs = bench_gemv(native, fmt, args.cols, args.gemv_mib << 20, args.repeats, rng)
+        print(f"{fmt:<8}{s * 1e3:>9.2f}{gbs:>9.2f}{100 * gbs / read_gbs:>10.0f}%")
+
+    shapes = [(DEEPSEEK_V3, args.ds_experts), (QWEN3_30B_A3B, args.qwen_experts)]
+    print(f"\nMoE experts ({args.moe_format} gate/up/down), top-{DEEPSEEK_V3.k}, random routing")
+    print(f"{'shape':<15}{'hidden x inter':>16}{'experts':>9}{'tokens':>8}{'ms':>10}{'tok/s':>9}{'GB/s':>8}")
+    for shape, experts in shapes:
+        experts = min(experts, shape.experts)
+        for tokens in args.moe_tokens:
+            reps = args.repeats if tokens == 1 else 1
+            s, gbs = bench_moe(native, shape, experts, args.moe_format, tokens, reps, rng)
+            print(
+                f"{shape.name:<15}{f'{shape.hidden} x {shape.inter}':>16}{experts:>9}{tokens:>8}"
+                f"{s * 1e3:>10.1f}{tokens / s:>9.1f}{gbs if tokens == 1 else float('nan'):>8.1f}"
+            )
+    print(
+        "(GB/s at T=1: bytes of the distinct experts read / time; Qwen3's 128 experts are ~0.3 GiB at Q4_K,"
+    )
+    print(" so part of them can sit in a large L3)")
+    if args.ds_experts < DEEPSEEK_V3.experts:
+        print(
+            f"(DeepSeek-V3 with {args.ds_experts} of its 256 experts in RAM: the same bytes per token;"
+            " at T=512 each expert gets more tokens than with 256)"
+        )
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=0, help="kernel threads (default: physical cores)")
+    p.add_argument("--isa", default=None, help="force scalar|avx2|avx512|amx (default: MOEBOX_ISA or best)")
+    p.add_argument("--formats", nargs="+", default=DEFAULT_FORMATS, help="weight formats for the GEMV table")
+    p.add_argument("--cols", type=int, default=7168, help="GEMV columns (default: DeepSeek-V3 hidden size)")
+    p.add_argument(
+        "--gemv-mib",
+        type=int,
+        default=1024,
+        help="weight bytes of the 4 GEMV matrices together, far above L3",
+    )
+    p.add_argument("--read-mib", type=int, default=1024, help="buffer for the read-bandwidth measurement")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions (best is reported)")
+    p.add_argument("--moe-format", default="Q4_K", help="format of the expert tensors")
+    p.add_argument(
+        "--moe-tokens", type=int, nargs="+", default=[1, 512], help="token counts for the MoE call"
+    )
+    p.add_argument(
+        "--ds-experts",
+        type=int,
+        default=32,
+        help="DeepSeek-V3 experts held in RAM (256 = all, about 6.3 GiB at Q4_K)",
+    )
+    p.add_argument("--qwen-experts", type=int, default=128, help="Qwen3-30B-A3B experts held in RAM")

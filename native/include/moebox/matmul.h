@@ -1,0 +1,33 @@
+// y = W x for a weight matrix in any registered format.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "moebox/formats.h"
+#include "moebox/thread_pool.h"
+
+namespace moebox {
+
+// Activation rows as the caller hands them in: f32 or bf16, row-major, `stride` elements apart.
+struct ActivationRows {
+  const void* data = nullptr;
+  bool bf16 = false;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;
+  const float* row_f32(int64_t t, float* scratch) const;  // f32 view of row t (converts bf16 into scratch)
+};
+
+// Quantize activation rows into `act_type` blocks: dst [rows, act_row_bytes(act_type, cols)].
+void quantize_activations(const ActivationRows& x, GgmlType act_type, uint8_t* dst, ThreadPool& pool, Isa isa);
+
+// W: rows x cols in format f (rows contiguous, row_bytes(f, cols) apart); x: T x cols;
+// y: T x rows f32 (row stride y_stride). Activations are quantized once; rows are
+// split over the pool's threads and tokens blocked so weights stream from RAM once.
+void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const ActivationRows& x, float* y, int64_t y_stride,
+            ThreadPool& pool, Isa isa);
+
+// Dequantize n elements (multiple of block_elems) to f32 or bf16 using the pool.
+void dequantize(const FormatOps& f, const uint8_t* src, int64_t n, float* dst_f32, uint16_t* dst_bf16, ThreadPool& pool);
+
+}  // namespace moebox

@@ -1,0 +1,190 @@
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: scalar reference dequantizers and AVX2 dot
+// products against Q8_0 activation blocks.
+#include "legacy_quants.h"
+
+#include <immintrin.h>
+
+#include "simd_avx2.h"
+
+namespace moebox {
+namespace {
+
+// --- scalar reference (ggml's dequantize_row_*) ---
+void dequant_q8_0(const void* src, float* y, int64_t n) {
+  const auto* x = static_cast<const block_q8_0*>(src);
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int j = 0; j < QK8_0; ++j) y[i * QK8_0 + j] = d * x[i].qs[j];
+  }
+}
+
+void dequant_q4_0(const void* src, float* y, int64_t n) {
+  const auto* x = static_cast<const block_q4_0*>(src);
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int j = 0; j < QK8_0 / 2; ++j) {
+      y[i * QK8_0 + j] = ((x[i].qs[j] & 0x0F) - 8) * d;
+      y[i * QK8_0 + j + 16] = ((x[i].qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void dequant_q4_1(const void* src, float* y, int64_t n) {
+  const auto* x = static_cast<const block_q4_1*>(src);
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float d = fp16_to_f32(x[i].d), m = fp16_to_f32(x[i].m);
+    for (int j = 0; j < QK8_0 / 2; ++j) {
+      y[i * QK8_0 + j] = (x[i].qs[j] & 0x0F) * d + m;
+      y[i * QK8_0 + j + 16] = (x[i].qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void dequant_q5_0(const void* src, float* y, int64_t n) {
+  const auto* x = static_cast<const block_q5_0*>(src);
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    uint32_t qh;
+    std::memcpy(&qh, x[i].qh, 4);
+    for (int j = 0; j < QK8_0 / 2; ++j) {
+      const int h0 = ((qh >> j) << 4) & 0x10;
+      const int h1 = (qh >> (j + 12)) & 0x10;
+      y[i * QK8_0 + j] = (((x[i].qs[j] & 0x0F) | h0) - 16) * d;
+      y[i * QK8_0 + j + 16] = (((x[i].qs[j] >> 4) | h1) - 16) * d;
+    }
+  }
+}
+
+void dequant_q5_1(const void* src, float* y, int64_t n) {
+  const auto* x = static_cast<const block_q5_1*>(src);
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float d = fp16_to_f32(x[i].d), m = fp16_to_f32(x[i].m);
+    uint32_t qh;
+    std::memcpy(&qh, x[i].qh, 4);
+    for (int j = 0; j < QK8_0 / 2; ++j) {
+      const int h0 = ((qh >> j) << 4) & 0x10;
+      const int h1 = (qh >> (j + 12)) & 0x10;
+      y[i * QK8_0 + j] = ((x[i].qs[j] & 0x0F) | h0) * d + m;
+      y[i * QK8_0 + j + 16] = ((x[i].qs[j] >> 4) | h1) * d + m;
+    }
+  }
+}
+
+// --- AVX2 ---
+// Per block: acc += d_w * d_x * sum(q_w * q_x)  (+ m_w * d_x * sum(q_x) for the offset formats).
+MOEBOX_TARGET_AVX2 float vec_dot_q8_0_avx2(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const block_q8_0*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const __m256 d = _mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d));
+    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx2::dot_s8(qx, qy)), acc);
+  }
+  return avx2::hsum(acc);
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_q4_0_avx2(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const block_q4_0*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const __m256 d = _mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d));
+    const __m256i qx = _mm256_sub_epi8(avx2::bytes_from_nibbles_32(x[i].qs), _mm256_set1_epi8(8));
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx2::dot_s8(qx, qy)), acc);
+  }
+  return avx2::hsum(acc);
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_q4_1_avx2(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const block_q4_1*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float dy = avx2::fp16(y[i].d);
+    const __m256i qx = avx2::bytes_from_nibbles_32(x[i].qs);
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
+    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
+  }
+  return avx2::hsum(_mm256_add_ps(acc, acc_m));
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_q5_0_avx2(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const block_q5_0*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const __m256 d = _mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d));
+    // q - 16 as int8: where the high bit is clear, set the top nibble (nibble - 16).
+    const __m256i hi = _mm256_andnot_si256(avx2::bytes_from_bits_32(x[i].qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
+    const __m256i qx = _mm256_or_si256(avx2::bytes_from_nibbles_32(x[i].qs), hi);
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx2::dot_s8(qx, qy)), acc);
+  }
+  return avx2::hsum(acc);
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_q5_1_avx2(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const block_q5_1*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const float dy = avx2::fp16(y[i].d);
+    const __m256i hi = _mm256_and_si256(avx2::bytes_from_bits_32(x[i].qh), _mm256_set1_epi8(0x10));
+    const __m256i qx = _mm256_or_si256(avx2::bytes_from_nibbles_32(x[i].qs), hi);
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
+    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
+  }
+  return avx2::hsum(_mm256_add_ps(acc, acc_m));
+}
+
+MOEBOX_TARGET_AVX512 inline __m512i join(const int8_t* p, const int8_t* q) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), 1);
+}
+
+// --- AVX-512 + VNNI: two blocks per register; (x + 128) * y - 128 * sum(y) keeps vpdpbusd's u8 x s8 form ---
+MOEBOX_TARGET_AVX512 float vec_dot_q8_0_avx512(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const block_q8_0*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  const int64_t nb = n / QK8_0;
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(1);
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m512i qx = join(x[i].qs, x[i + 1].qs), qy = join(y[i].qs, y[i + 1].qs);
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(qx, bias), qy);
+    const __m512i sy = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qy);
+    const __m512i s = _mm512_sub_epi32(dot, _mm512_slli_epi32(sy, 7));
+    const __m512 d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d)),
+                                          _mm512_set1_ps(_cvtsh_ss(x[i + 1].d) * _cvtsh_ss(y[i + 1].d)));
+    acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc);
+  }
+  float r = _mm512_reduce_add_ps(acc);
+  for (; i < nb; ++i) {
+    int s = 0;
+    for (int j = 0; j < QK8_0; ++j) s += x[i].qs[j] * y[i].qs[j];
+    r += _cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d) * static_cast<float>(s);
+  }
+  return r;
+}
+
+}  // namespace
+
+#define MOEBOX_LEGACY(NAME, BLOCK, LOWER, AVX512)                                                   \
+  extern const FormatOps kFormat##NAME = {                                                          \
+      #NAME, GgmlType::NAME, QK8_0, sizeof(BLOCK), GgmlType::Q8_0, dequant_##LOWER,                 \
+      {vec_dot_ref<dequant_##LOWER, QK8_0, sizeof(BLOCK), GgmlType::Q8_0>, vec_dot_##LOWER##_avx2, \
+       AVX512, nullptr}};
+MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0, vec_dot_q8_0_avx512)
+MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0, nullptr)
+MOEBOX_LEGACY(Q4_1, block_q4_1, q4_1, nullptr)
+MOEBOX_LEGACY(Q5_0, block_q5_0, q5_0, nullptr)
+MOEBOX_LEGACY(Q5_1, block_q5_1, q5_1, nullptr)
+#undef MOEBOX_LEGACY
+
+}  // namespace moebox

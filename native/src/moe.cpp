@@ -1,0 +1,182 @@
+#include "moebox/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace moebox {
+namespace {
+
+constexpr int64_t kTokenBlock = 32;  // tokens per pass over a chunk of expert rows (see matmul.cpp)
+constexpr int64_t kMinRowChunk = 4;  // expert rows per task, at least
+constexpr int64_t kTasksPerThread = 16;
+
+inline float silu(float v) { return v / (1.f + std::exp(-v)); }
+
+// Tokens routed to each expert, grouped: slots [begin[e], begin[e+1]) of `token` / `slot`.
+struct Routing {
+  std::vector<int64_t> begin;      // experts + 1
+  std::vector<int32_t> token;      // token index per grouped assignment
+  std::vector<int64_t> slot_of;    // T*k: grouped position of assignment (t, j), -1 if skipped
+  std::vector<int32_t> active;     // experts with at least one token
+};
+
+Routing group_by_expert(const int32_t* ids, const float* weights, int64_t T, int64_t k, int64_t experts) {
+  Routing r;
+  r.begin.assign(static_cast<size_t>(experts + 1), 0);
+  for (int64_t a = 0; a < T * k; ++a)
+    if (weights[a] != 0.f) ++r.begin[ids[a] + 1];
+  for (int64_t e = 0; e < experts; ++e) {
+    if (r.begin[e + 1] > 0) r.active.push_back(static_cast<int32_t>(e));
+    r.begin[e + 1] += r.begin[e];
+  }
+  std::vector<int64_t> fill(r.begin.begin(), r.begin.end() - 1);
+  r.token.resize(static_cast<size_t>(r.begin[experts]));
+  r.slot_of.assign(static_cast<size_t>(T * k), -1);
+  for (int64_t a = 0; a < T * k; ++a) {
+    if (weights[a] == 0.f) continue;
+    const int64_t pos = fill[ids[a]]++;
+    r.token[pos] = static_cast<int32_t>(a / k);
+    r.slot_of[a] = pos;
+  }
+  return r;
+}
+
+// Tasks = (active expert, chunk of its rows), about kTasksPerThread per thread
+// so the threads finish together without paying for many tiny tasks.
+struct ExpertChunk {
+  int32_t expert;
+  int64_t r0, r1;
+};
+std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows, int threads) {
+  const int64_t total = rows * static_cast<int64_t>(r.active.size());
+  const int64_t chunk = std::min(rows, std::max(kMinRowChunk, total / (threads * kTasksPerThread)));
+  std::vector<ExpertChunk> tasks;
+  for (int32_t e : r.active)
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) tasks.push_back({e, r0, std::min(rows, r0 + chunk)});
+  return tasks;
+}
+
+}  // namespace
+
+void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* ids, const float* weights, int64_t k,
+                 float* out, ThreadPool& pool, Isa isa) {
+  const int64_t T = x.rows, hidden = m.gate.cols, inter = m.gate.rows;
+  const Routing r = group_by_expert(ids, weights, T, k, m.gate.experts);
+  const int64_t n_assign = static_cast<int64_t>(r.token.size());
+
+  // 1. Token activations in the gate's (and, if different, the up's) dot type.
+  const GgmlType gate_act = m.gate.format->vec_dot_type, up_act = m.up.format->vec_dot_type;
+  const int64_t gate_abytes = act_row_bytes(gate_act, hidden), up_abytes = act_row_bytes(up_act, hidden);
+  std::vector<uint8_t> xq_gate(static_cast<size_t>(T * gate_abytes)), xq_up;
+  quantize_activations(x, gate_act, xq_gate.data(), pool, isa);
+  if (up_act != gate_act) {
+    xq_up.resize(static_cast<size_t>(T * up_abytes));
+    quantize_activations(x, up_act, xq_up.data(), pool, isa);
+  }
+  const uint8_t* xu = up_act != gate_act ? xq_up.data() : xq_gate.data();
+
+  // 2. h = silu(gate x) * up x per grouped assignment: [n_assign, inter].
+  std::vector<float> h(static_cast<size_t>(n_assign * inter));
+  {
+    const VecDotFn gate_dot = select_vec_dot(*m.gate.format, isa), up_dot = select_vec_dot(*m.up.format, isa);
+    const VecDotMultiFn gate_multi = select_vec_dot_multi(*m.gate.format, isa);
+    const VecDotMultiFn up_multi = select_vec_dot_multi(*m.up.format, isa);
+    const int64_t gate_rb = row_bytes(*m.gate.format, hidden), up_rb = row_bytes(*m.up.format, hidden);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, inter, pool.size());
+    pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
+      const ExpertChunk& c = tasks[i];
+      const uint8_t* gw = m.gate.data + c.expert * m.gate.expert_bytes();
+      const uint8_t* uw = m.up.data + c.expert * m.up.expert_bytes();
+      for (int64_t p0 = r.begin[c.expert]; p0 < r.begin[c.expert + 1]; p0 += kTokenBlock) {
+        const int64_t p1 = std::min(r.begin[c.expert + 1], p0 + kTokenBlock);
+        for (int64_t row = c.r0; row < c.r1; ++row) {
+          const uint8_t* g_row = gw + row * gate_rb;
+          const uint8_t* u_row = uw + row * up_rb;
+          int64_t p = p0;
+          if (gate_multi && up_multi) {
+            for (; p + kMultiTokens <= p1; p += kMultiTokens) {
+              const void* ag[kMultiTokens];
+              const void* au[kMultiTokens];
+              float g[kMultiTokens], u[kMultiTokens];
+              for (int k = 0; k < kMultiTokens; ++k) {
+                ag[k] = xq_gate.data() + r.token[p + k] * gate_abytes;
+                au[k] = xu + r.token[p + k] * up_abytes;
+              }
+              gate_multi(hidden, g_row, ag, g);
+              up_multi(hidden, u_row, au, u);
+              for (int k = 0; k < kMultiTokens; ++k) h[(p + k) * inter + row] = silu(g[k]) * u[k];
+            }
+          }
+          for (; p < p1; ++p) {
+            const int64_t t = r.token[p];
+            const float g = gate_dot(hidden, g_row, xq_gate.data() + t * gate_abytes);
+            const float u = up_dot(hidden, u_row, xu + t * up_abytes);
+            h[p * inter + row] = silu(g) * u;
+          }
+        }
+      }
+    });
+  }
+
+  // 3. h in the down projection's dot type.
+  const GgmlType down_act = m.down.format->vec_dot_type;
+  const int64_t down_abytes = act_row_bytes(down_act, inter);
+  std::vector<uint8_t> hq(static_cast<size_t>(n_assign * down_abytes));
+  ActivationRows h_rows;
+  h_rows.data = h.data();
+  h_rows.rows = n_assign;
+  h_rows.cols = inter;
+  h_rows.stride = inter;
+  quantize_activations(h_rows, down_act, hq.data(), pool, isa);
+
+  // 4. d = down h per grouped assignment: [n_assign, hidden].
+  std::vector<float> d(static_cast<size_t>(n_assign * hidden));
+  {
+    const VecDotFn down_dot = select_vec_dot(*m.down.format, isa);
+    const VecDotMultiFn down_multi = select_vec_dot_multi(*m.down.format, isa);
+    const int64_t down_rb = row_bytes(*m.down.format, inter);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden, pool.size());
+    pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
+      const ExpertChunk& c = tasks[i];
+      const uint8_t* dw = m.down.data + c.expert * m.down.expert_bytes();
+      for (int64_t p0 = r.begin[c.expert]; p0 < r.begin[c.expert + 1]; p0 += kTokenBlock) {
+        const int64_t p1 = std::min(r.begin[c.expert + 1], p0 + kTokenBlock);
+        for (int64_t row = c.r0; row < c.r1; ++row) {
+          const uint8_t* d_row = dw + row * down_rb;
+          int64_t p = p0;
+          if (down_multi) {
+            for (; p + kMultiTokens <= p1; p += kMultiTokens) {
+              const void* a[kMultiTokens];
+              float o[kMultiTokens];
+              for (int k = 0; k < kMultiTokens; ++k) a[k] = hq.data() + (p + k) * down_abytes;
+              down_multi(inter, d_row, a, o);
+              for (int k = 0; k < kMultiTokens; ++k) d[(p + k) * hidden + row] = o[k];
+            }
+          }
+          for (; p < p1; ++p) d[p * hidden + row] = down_dot(inter, d_row, hq.data() + p * down_abytes);
+        }
+      }
+    });
+  }
+
+  // 5. out[t] = sum_j w[t,j] * d[slot(t,j)], in slot order j for a fixed summation order.
+  auto reduce = [&](int64_t t, int) {
+    float* o = out + t * hidden;
+    std::fill(o, o + hidden, 0.f);
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t p = r.slot_of[t * k + j];
+      if (p < 0) continue;
+      const float wj = weights[t * k + j];
+      const float* dp = d.data() + p * hidden;
+      for (int64_t i = 0; i < hidden; ++i) o[i] += wj * dp[i];
+    }
+  };
+  if (T == 1)
+    reduce(0, 0);
+  else
+    pool.parallel_for(T, reduce);
+}
+
+}  // namespace moebox
