@@ -123,6 +123,8 @@ def webui_environment(api_base: str, api_key: str, admin_password: str, data_dir
     # The image's start script makes a key when this is empty; `open-webui serve` refuses empty.
     env["WEBUI_SECRET_KEY"] = env["WEBUI_SECRET_KEY"] or secrets.token_hex(32)
     env["DATA_DIR"] = str(data_dir)
+    # Open WebUI logs a failure to parse the engine's stream only at DEBUG level.
+    env["GLOBAL_LOG_LEVEL"] = "DEBUG"
     keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     return {**keep, **env}
 
@@ -196,7 +198,10 @@ def test_sign_in_pick_model_chat_and_see_the_answer_stream(browser, tmp_path: Pa
         with _webui(env, "chat") as base:
             page, answer, lengths = _sign_in_and_ask(browser, base, password, "Say hello.", "chat")
             text = answer.inner_text().strip()
-            assert text, f"no answer shown; see {ARTIFACTS}/chat-webui.log and chat-engine.log"
+            assert text, (
+                f"no answer shown; see {ARTIFACTS}/chat-engine.log and chat-webui.log "
+                "(stream_body_handler's 'Error:' lines say why Open WebUI dropped the stream)"
+            )
             # The answer grew in steps on screen: it was streamed, not delivered whole.
             assert len([n for n in lengths if n > 0]) >= 2, lengths
             page.close()
