@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from engine import __version__
@@ -20,6 +21,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from engine.inspect import print_inspect
 
     print_inspect(args.model)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    # The gateway depends on the engine, never the other way: import it only here.
+    from engine.default_model import embedded_model_path
+    from gateway.server import serve
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(
+        model_name=args.model_name,
+        api_key=args.api_key or os.environ.get("MOEBOX_API_KEY") or None,
+        reasoning_format=args.reasoning_format,
+        cors_origins=tuple(args.cors_origin or ()),
+        max_tokens_limit=args.max_tokens_limit,
+        max_running=args.max_running,
+        max_waiting=args.max_waiting,
+    )
+    model = args.model or embedded_model_path()
+    serve(model, settings, host=args.host, port=args.port, threads=args.threads, context_length=args.ctx_size)
     return 0
 
 
@@ -46,6 +67,44 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_path(model: str | None) -> str:
+    if model:
+        return model
+    from engine.default_model import embedded_model_path
+
+    return str(embedded_model_path())
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    import logging
+
+    from engine.chat import chat
+    from engine.llm import LLM
+    from engine.sampling_params import SamplingParams
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    llm = LLM.from_gguf(_model_path(args.model), threads=args.threads, context_length=args.context)
+    params = SamplingParams(
+        max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    chat(llm, params=params, system=args.system, force_think=args.force_think)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from engine.bench import run_bench
+
+    run_bench(
+        _model_path(args.model),
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        threads=args.threads,
+        repeat=args.repeat,
+        llama_cpp=not args.no_llama_cpp,
+    )
+    return 0
+
+
 def _cmd_bench_kernels(args: argparse.Namespace) -> int:
     from engine.bench_kernels import run
 
@@ -65,6 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a GGUF model: config, tokenizer, tensor groups")
     p.add_argument("model", help="a .gguf file, the first part of a split set, or a directory")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("serve", help="serve a model over OpenAI- and Ollama-compatible HTTP APIs")
+    p.add_argument(
+        "model", nargs="?", help="a .gguf file, split set or directory (default: the embedded SmolLM2)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--api-key", help="require `Authorization: Bearer KEY` (default: $MOEBOX_API_KEY, else none)"
+    )
+    p.add_argument("--model-name", help="model id shown by /v1/models (default: the GGUF's name)")
+    p.add_argument(
+        "--reasoning-format",
+        choices=("deepseek", "none"),
+        default="deepseek",
+        help="deepseek: <think> text goes to reasoning_content; none: it stays in content",
+    )
+    p.add_argument(
+        "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; * for any)"
+    )
+    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument("--ctx-size", type=int, help="tokens per sequence (default: the model's context)")
+    p.add_argument("--max-tokens-limit", type=int, help="cap on generated tokens per request")
+    p.add_argument("--max-running", type=int, default=32, help="requests generated at once (default 32)")
+    p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429 (default 64)")
+    p.set_defaults(func=_cmd_serve)
 
     from engine.synth import SHAPES
 
@@ -88,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_synth)
 
+    p = sub.add_parser("chat", help="chat with a model in the terminal (streaming, with history)")
+    p.add_argument("model", nargs="?", help="GGUF model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per answer at most")
+    p.add_argument(
+        "--force-think", action="store_true", help="open the reasoning block (<think>) for R1-style models"
+    )
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--context", type=int, default=None, help="context length (default: the model's)")
+    p.set_defaults(func=_cmd_chat)
+
     p = sub.add_parser("bench", help="benchmarks that print figures")
     bench = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     from engine.bench_kernels import add_arguments as add_bench_kernels_arguments
@@ -97,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_kernels_arguments(q)
     q.set_defaults(func=_cmd_bench_kernels)
+
+    q = bench.add_parser(
+        "model", help="prefill and decode tok/s of a GGUF model, beside llama.cpp on the same file"
+    )
+    q.add_argument("model", nargs="?", help="GGUF model (default: the embedded SmolLM2-135M-Instruct)")
+    q.add_argument("-p", "--prompt-tokens", type=int, nargs="+", default=[128], help="prompt lengths")
+    q.add_argument("-n", "--gen-tokens", type=int, default=64, help="tokens to decode")
+    q.add_argument("-r", "--repeat", type=int, default=3, help="runs per test (best is reported)")
+    q.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: physical cores)")
+    q.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
+    q.set_defaults(func=_cmd_bench)
     return parser
 
 

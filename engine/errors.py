@@ -23,3 +23,31 @@ class ChatTemplateError(MoeboxError):
 
 class NativeUnavailableError(MoeboxError):
     """The native kernels are missing or this CPU cannot run them."""
+
+
+class PromptError(MoeboxError):
+    """A prompt that cannot be run as given (the gateway answers 400)."""
+
+
+class EmptyPromptError(PromptError):
+    """The prompt has no tokens."""
+
+
+class ContextLengthError(PromptError):
+    """Prompt plus requested tokens do not fit the model's context."""
+
+
+class InvalidTokenError(PromptError):
+    """A prompt token id lies outside the model's vocabulary."""
+
+
+class QueueFullError(MoeboxError):
+    """Too many requests are already waiting for the model (the gateway answers 429)."""
+
+
+class EngineStoppedError(MoeboxError):
+    """The engine was shut down while a request was waiting or running."""
+
+
+class GenerationError(MoeboxError):
+    """The model failed while generating for a request (a bug: see the server log)."""

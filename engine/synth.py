@@ -23,6 +23,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from tqdm import tqdm
 
 from engine.errors import MoeboxError
+from engine.tokenizer import BYTE_DECODER
 
 Q = GGMLQuantizationType
 
@@ -459,28 +460,12 @@ def _write_hparams(w: gguf.GGUFWriter, spec: SynthSpec, vocab_size: int, file_ty
             w.add_expert_shared_feed_forward_length(spec.shared_expert_intermediate_size)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
-
-
 def write_byte_vocab(w: gguf.GGUFWriter) -> int:
     """A minimal real byte-level BPE vocabulary (256 byte tokens, a few merges, BOS/EOS).
     Used when no Hugging Face tokenizer is given; returns the vocabulary size."""
     merges = ["t h", "h e", "i n", "e r", "a n", "Ġ t", "Ġ a", "o n"]
-    tokens = [_bytes_to_unicode()[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
+    byte_chars = {b: c for c, b in BYTE_DECODER.items()}
+    tokens = [byte_chars[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     types = [gguf.TokenType.NORMAL] * len(tokens) + [gguf.TokenType.CONTROL] * 2
     tokens += ["<|bos|>", "<|eos|>"]
     w.add_tokenizer_model("gpt2")

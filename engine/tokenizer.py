@@ -202,11 +202,11 @@ def _byte_level_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars, strict=True)}
 
 
-_BYTE_DECODER = _byte_level_decoder()
+BYTE_DECODER = _byte_level_decoder()
 # str.translate table to the Latin-1 character of each byte, so that .encode("latin-1") gives the bytes.
 # Latin-1 characters outside GPT-2's alphabet map to a character Latin-1 cannot encode, so that
 # they take the slow path below instead of passing as one byte.
-_TO_LATIN1 = {cp: "\uffff" for cp in range(0x80, 0x100)} | {ord(c): b for c, b in _BYTE_DECODER.items()}
+_TO_LATIN1 = {cp: "\uffff" for cp in range(0x80, 0x100)} | {ord(c): b for c, b in BYTE_DECODER.items()}
 
 
 class Tokenizer:
@@ -356,7 +356,7 @@ class Tokenizer:
         except UnicodeEncodeError:
             # Characters outside GPT-2's byte alphabet cannot come from a byte-level vocabulary;
             # keep them as UTF-8 rather than dropping them.
-            return b"".join(bytes([_BYTE_DECODER[c]]) if c in _BYTE_DECODER else c.encode() for c in text)
+            return b"".join(bytes([BYTE_DECODER[c]]) if c in BYTE_DECODER else c.encode() for c in text)
 
     def _build_bpe(self, merges: Sequence[str], scores: Sequence[float]) -> HFTokenizer:
         # A repeated text keeps its last id, as in llama.cpp.

@@ -66,6 +66,7 @@ void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const Activation
       const int64_t t1 = std::min(T, t0 + kTokenBlock);
       for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* wr = w + r * w_row_bytes;
+        if (r + 1 < r1) prefetch_row_start(wr + w_row_bytes, w_row_bytes);
         int64_t t = t0;
         if (multi) {
           for (; t + kMultiTokens <= t1; t += kMultiTokens) {

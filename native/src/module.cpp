@@ -25,14 +25,17 @@ using namespace moebox;
 
 namespace {
 
-// Any CPU array, read-only allowed (GGUF memmaps are).
-using Array = nb::ndarray<nb::ro, nb::device::cpu>;
-using MutArray = nb::ndarray<nb::device::cpu>;
+// Any array, read-only allowed (GGUF memmaps are); the device is checked below
+// so that a GPU tensor gets a ValueError that says so.
+using Array = nb::ndarray<nb::ro>;
+using MutArray = nb::ndarray<>;
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
+// Row-major and in CPU memory (the layout every kernel assumes).
 template <typename A>
 bool c_contiguous(const A& a) {
+  if (a.device_type() != nb::device::cpu::value) fail("arrays must be in CPU memory (got a device array)");
   int64_t expect = 1;
   for (int64_t d = static_cast<int64_t>(a.ndim()) - 1; d >= 0; --d) {
     if (a.shape(d) != 1 && a.stride(d) != expect) return false;

@@ -94,6 +94,10 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
         for (int64_t row = c.r0; row < c.r1; ++row) {
           const uint8_t* g_row = gw + row * gate_rb;
           const uint8_t* u_row = uw + row * up_rb;
+          if (row + 1 < c.r1) {
+            prefetch_row_start(g_row + gate_rb, gate_rb);
+            prefetch_row_start(u_row + up_rb, up_rb);
+          }
           int64_t p = p0;
           if (gate_multi && up_multi) {
             for (; p + kMultiTokens <= p1; p += kMultiTokens) {
@@ -145,6 +149,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
         const int64_t p1 = std::min(r.begin[c.expert + 1], p0 + kTokenBlock);
         for (int64_t row = c.r0; row < c.r1; ++row) {
           const uint8_t* d_row = dw + row * down_rb;
+          if (row + 1 < c.r1) prefetch_row_start(d_row + down_rb, down_rb);
           int64_t p = p0;
           if (down_multi) {
             for (; p + kMultiTokens <= p1; p += kMultiTokens) {

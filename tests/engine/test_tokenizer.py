@@ -312,8 +312,11 @@ _INTERESTING = (
         alphabet=st.one_of(
             st.sampled_from(_INTERESTING),
             # Characters unassigned in Python's Unicode database are left out: oniguruma (in
-            # tokenizers) and llama.cpp classify some recent additions differently.
-            st.characters(exclude_categories=("Cs", "Cn"), max_codepoint=0x3FFFF),
+            # tokenizers) and llama.cpp classify some recent additions differently. Control
+            # characters (Cc) are left out too: SmolLM2's vocabulary lacks some byte tokens
+            # (e.g. 0x16); llama.cpp drops such a byte after splitting words, `tokenizers`
+            # before merging ('"\x16[' gives [18, 75] there and [39661] here).
+            st.characters(exclude_categories=("Cs", "Cn", "Cc"), max_codepoint=0x3FFFF),
         ),
         max_size=40,
     )

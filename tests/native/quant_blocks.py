@@ -41,6 +41,14 @@ Q8_K_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
 Q8_0_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
 
 
+def available_isas() -> list[str]:
+    """ISA levels the kernels run at on this CPU, lowest first (AVX-512 / AMX only where present)."""
+    import moebox_native
+
+    order = ["scalar", "avx2", "avx512", "amx"]
+    return order[: order.index(moebox_native.best_isa()) + 1]
+
+
 def qtype(name: str) -> GGMLQuantizationType:
     return GGMLQuantizationType[name]
 

@@ -17,16 +17,21 @@
 //   2. Add one line X(IQ2_XXS) to MOEBOX_FORMAT_LIST in native/src/formats/registry.cpp.
 //   The scalar slot must be filled (vec_dot_ref gives it for free from the
 //   dequantizer); ISA slots left nullptr fall back to the best lower ISA.
+//   Optionally a format adds vec_dot_multi kernels (one weight row against
+//   kMultiTokens activation rows, for prefill) as a last initializer
+//   {nullptr, avx2_multi, avx512_multi, nullptr}; they must return bitwise the
+//   results of the vec_dot of the same ISA (tests check this).
 //   ISA variants are plain functions marked MOEBOX_TARGET_AVX2 / MOEBOX_TARGET_AVX512
 //   (never compile with -march=native: one binary serves every x86-64 CPU).
-//   Tests: tests/native/test_formats.py lists the formats it checks against
-//   gguf.quants.dequantize; add the new format's random-block generator there.
+//   Tests: tests/native/quant_blocks.py lists the formats the tests check against
+//   gguf.quants.dequantize (FP16_SCALE_OFFSETS: where the fp16 scales of a block
+//   are, so random blocks get sane scales); add the new format there.
 //
 // Activation types (vec_dot_type):
 //   Q8_K  - block_q8_K, 256 values: every 256-element format (k-quants and IQ*).
 //   Q8_0  - block_q8_0, 32 values: the 32-element formats (Q4_0..Q8_0, IQ4_NL).
 //   F32   - plain float rows: F32, F16, BF16 weights.
-// Activation rows are quantized once per matmul / MoE call (quantize_act).
+// Activation rows are quantized once per matmul / MoE call (quantize_act_row).
 #pragma once
 #include <cstddef>
 #include <cstdint>

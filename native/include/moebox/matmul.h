@@ -27,6 +27,13 @@ void quantize_activations(const ActivationRows& x, GgmlType act_type, uint8_t* d
 void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const ActivationRows& x, float* y, int64_t y_stride,
             ThreadPool& pool, Isa isa);
 
+// Hardware prefetchers stop at 4 KiB page borders, and a weight row of a few KiB
+// starts on a new page: ask for the start of the next row while this one is dotted.
+inline void prefetch_row_start(const uint8_t* row, int64_t row_bytes) {
+  const int64_t n = row_bytes < 1024 ? row_bytes : 1024;
+  for (int64_t off = 0; off < n; off += 64) __builtin_prefetch(row + off, 0, 3);
+}
+
 // Dequantize n elements (multiple of block_elems) to f32 or bf16 using the pool.
 void dequantize(const FormatOps& f, const uint8_t* src, int64_t n, float* dst_f32, uint16_t* dst_bf16, ThreadPool& pool);
 

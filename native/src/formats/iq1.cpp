@@ -58,7 +58,8 @@ float vec_dot_iq1_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
 // (maddubs / dpbusd) gives sum(u * q8) = 8 * sum((grid ± 1/8) * q8) + 9 * sum(q8),
 // and sum(q8) per 16 activations is in bsums. All integer, exact.
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+template <bool kPdep>
+MOEBOX_TARGET_AVX2 static float iq1_s_avx2(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_s*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
   const uint64_t* grid = iq::iq1s_grid_x8p9;
@@ -71,10 +72,18 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, c
     __m256i sumi = _mm256_setzero_si256();
     for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, q8 += 64) {
       const uint32_t h1 = qh[ib], h2 = qh[ib + 1];
-      __m256i u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 >> 1) & 0x700)], grid[qs[2] | ((h1 << 2) & 0x700)],
-                                     grid[qs[1] | ((h1 << 5) & 0x700)], grid[qs[0] | ((h1 << 8) & 0x700)]);
-      __m256i u2 = _mm256_set_epi64x(grid[qs[7] | ((h2 >> 1) & 0x700)], grid[qs[6] | ((h2 << 2) & 0x700)],
-                                     grid[qs[5] | ((h2 << 5) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      __m256i u1, u2;
+      if constexpr (kPdep) {  // four 11-bit indices as 16-bit fields of one word
+        const uint64_t p1 = _pdep_u64(iq::load_u32(qs), 0x00ff00ff00ff00ffULL) | _pdep_u64(h1, 0x0700070007000700ULL);
+        const uint64_t p2 = _pdep_u64(iq::load_u32(qs + 4), 0x00ff00ff00ff00ffULL) | _pdep_u64(h2, 0x0700070007000700ULL);
+        u1 = _mm256_set_epi64x(grid[p1 >> 48], grid[(p1 >> 32) & 0xffff], grid[(p1 >> 16) & 0xffff], grid[p1 & 0xffff]);
+        u2 = _mm256_set_epi64x(grid[p2 >> 48], grid[(p2 >> 32) & 0xffff], grid[(p2 >> 16) & 0xffff], grid[p2 & 0xffff]);
+      } else {
+        u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 >> 1) & 0x700)], grid[qs[2] | ((h1 << 2) & 0x700)],
+                               grid[qs[1] | ((h1 << 5) & 0x700)], grid[qs[0] | ((h1 << 8) & 0x700)]);
+        u2 = _mm256_set_epi64x(grid[qs[7] | ((h2 >> 1) & 0x700)], grid[qs[6] | ((h2 << 2) & 0x700)],
+                               grid[qs[5] | ((h2 << 5) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      }
       u1 = _mm256_add_epi8(u1, _mm256_set1_epi8(h1 & 0x8000 ? -1 : 1));
       u2 = _mm256_add_epi8(u2, _mm256_set1_epi8(h2 & 0x8000 ? -1 : 1));
       const __m256i d1 = _mm256_maddubs_epi16(u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
@@ -97,6 +106,10 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, c
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
   return 0.125f * iq::hsum_f32x8(acc);
+}
+
+float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+  return iq::fast_pdep() ? iq1_s_avx2<true>(n, w_row, act_row) : iq1_s_avx2<false>(n, w_row, act_row);
 }
 
 // ---------------------------------------------------------------- IQ1_M
@@ -167,7 +180,8 @@ static inline int iq1_m_delta_bits(uint32_t h0, uint32_t h1) {
   return ((h0 >> 3) & 1) | ((h0 >> 6) & 2) | ((h1 >> 1) & 4) | ((h1 >> 4) & 8);
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+template <bool kPdep>
+MOEBOX_TARGET_AVX2 static float iq1_m_avx2(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_m*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
   const uint64_t* grid = iq::iq1s_grid_x8p9;
@@ -180,14 +194,30 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, c
     uint64_t sc;
     std::memcpy(&sc, x[i].scales, 8);
     alignas(32) int16_t ls[16];  // one odd scale per 16 weights
-    for (int k = 0; k < 16; ++k) ls[k] = static_cast<int16_t>(2 * ((sc >> (3 * (k % 4) + 16 * (k / 4))) & 7) + 1);
+    if constexpr (kPdep) {  // the four 3-bit scales of each word into four 16-bit fields
+      uint64_t f[4];
+      for (int w = 0; w < 4; ++w) f[w] = (_pdep_u64(sc >> (16 * w), 0x0007000700070007ULL) << 1) | 0x0001000100010001ULL;
+      std::memcpy(ls, f, sizeof(ls));
+    } else {
+      for (int k = 0; k < 16; ++k) ls[k] = static_cast<int16_t>(2 * ((sc >> (3 * (k % 4) + 16 * (k / 4))) & 7) + 1);
+    }
     __m256i sumi = _mm256_setzero_si256();
     for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, qh += 4, q8 += 64) {
       const uint32_t h0 = qh[0], h1 = qh[1], h2 = qh[2], h3 = qh[3];
-      __m256i u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 << 4) & 0x700)], grid[qs[2] | ((h1 << 8) & 0x700)],
-                                     grid[qs[1] | ((h0 << 4) & 0x700)], grid[qs[0] | ((h0 << 8) & 0x700)]);
-      __m256i u2 = _mm256_set_epi64x(grid[qs[7] | ((h3 << 4) & 0x700)], grid[qs[6] | ((h3 << 8) & 0x700)],
-                                     grid[qs[5] | ((h2 << 4) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      __m256i u1, u2;
+      if constexpr (kPdep) {  // four 11-bit indices as 16-bit fields of one word
+        const uint64_t p1 = _pdep_u64(iq::load_u32(qs), 0x00ff00ff00ff00ffULL) |
+                            _pdep_u64((h0 | (h1 << 8)) & 0x7777, 0x0f000f000f000f00ULL);
+        const uint64_t p2 = _pdep_u64(iq::load_u32(qs + 4), 0x00ff00ff00ff00ffULL) |
+                            _pdep_u64((h2 | (h3 << 8)) & 0x7777, 0x0f000f000f000f00ULL);
+        u1 = _mm256_set_epi64x(grid[p1 >> 48], grid[(p1 >> 32) & 0xffff], grid[(p1 >> 16) & 0xffff], grid[p1 & 0xffff]);
+        u2 = _mm256_set_epi64x(grid[p2 >> 48], grid[(p2 >> 32) & 0xffff], grid[(p2 >> 16) & 0xffff], grid[p2 & 0xffff]);
+      } else {
+        u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 << 4) & 0x700)], grid[qs[2] | ((h1 << 8) & 0x700)],
+                               grid[qs[1] | ((h0 << 4) & 0x700)], grid[qs[0] | ((h0 << 8) & 0x700)]);
+        u2 = _mm256_set_epi64x(grid[qs[7] | ((h3 << 4) & 0x700)], grid[qs[6] | ((h3 << 8) & 0x700)],
+                               grid[qs[5] | ((h2 << 4) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
+      }
       u1 = _mm256_add_epi8(u1, _mm256_load_si256(deltas + iq1_m_delta_bits(h0, h1)));
       u2 = _mm256_add_epi8(u2, _mm256_load_si256(deltas + iq1_m_delta_bits(h2, h3)));
       const __m256i d1 = _mm256_maddubs_epi16(u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
@@ -206,6 +236,10 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, c
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
   return 0.125f * iq::hsum_f32x8(acc);
+}
+
+float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+  return iq::fast_pdep() ? iq1_m_avx2<true>(n, w_row, act_row) : iq1_m_avx2<false>(n, w_row, act_row);
 }
 
 // ---------------------------------------------------------------- AVX-512 VNNI

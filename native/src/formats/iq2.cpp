@@ -166,22 +166,33 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w_row, 
   const auto* x = static_cast<const block_iq2_xs*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
   const uint64_t* grid = iq::iq2xs_grid;
-  const uint64_t* sgn = iq::ksigns_bytes;
+  // Sign bytes computed, not looked up: 7 stored bits plus their parity as bit 7
+  // (0x80 where the 4-bit fold s ^ (s >> 4) has odd parity).
+  const __m128i odd_parity = _mm_setr_epi8(0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0);
+  // Byte b of the 32 weights of groups 0..3 (4..7) takes the sign byte of group b / 8: the
+  // low byte of 16-bit lane b / 8 (+ 4), then bit b % 8 of it.
+  const __m256i spread_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4,
+                                             6, 6, 6, 6, 6, 6, 6, 6);
+  const __m256i spread_hi = _mm256_add_epi8(spread_lo, _mm256_set1_epi8(8));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const int8_t* q8 = y[i].qs;
-    uint16_t q[QK_K / 8];
-    std::memcpy(q, x[i].qs, sizeof(q));
     __m256i sumi1 = _mm256_setzero_si256();
     __m256i sumi2 = _mm256_setzero_si256();
     for (int ib = 0; ib < QK_K / 32; ib += 2, q8 += 64) {
-      const uint16_t* a = q + 4 * ib;
-      const __m256i w1 = _mm256_set_epi64x(grid[a[3] & 511], grid[a[2] & 511], grid[a[1] & 511], grid[a[0] & 511]);
-      const __m256i w2 = _mm256_set_epi64x(grid[a[7] & 511], grid[a[6] & 511], grid[a[5] & 511], grid[a[4] & 511]);
-      const __m256i s1 = _mm256_set_epi64x(sgn[a[3] >> 9], sgn[a[2] >> 9], sgn[a[1] >> 9], sgn[a[0] >> 9]);
-      const __m256i s2 = _mm256_set_epi64x(sgn[a[7] >> 9], sgn[a[6] >> 9], sgn[a[5] >> 9], sgn[a[4] >> 9]);
-      const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s1);
-      const __m256i y2 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s2);
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 4 * ib));  // 8 x (index | signs << 9)
+      alignas(16) uint16_t gi[8];
+      _mm_store_si128(reinterpret_cast<__m128i*>(gi), _mm_and_si128(q, _mm_set1_epi16(511)));
+      const __m256i w1 = _mm256_set_epi64x(grid[gi[3]], grid[gi[2]], grid[gi[1]], grid[gi[0]]);
+      const __m256i w2 = _mm256_set_epi64x(grid[gi[7]], grid[gi[6]], grid[gi[5]], grid[gi[4]]);
+      const __m128i s7 = _mm_srli_epi16(q, 9);
+      const __m128i full = _mm_or_si128(s7, _mm_shuffle_epi8(odd_parity, _mm_xor_si128(s7, _mm_srli_epi16(q, 13))));
+      const __m256i both = _mm256_broadcastsi128_si256(full);
+      const __m256i m1 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_lo), bit), bit);
+      const __m256i m2 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_hi), bit), bit);
+      const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
+      const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
       const __m256i d1 = _mm256_maddubs_epi16(w1, y1);
       const __m256i d2 = _mm256_maddubs_epi16(w2, y2);
       sumi1 = _mm256_add_epi32(sumi1, _mm256_madd_epi16(d1, split_scales(x[i].scales[ib])));

@@ -1,0 +1,57 @@
+"""Per-sequence KV cache: one growing buffer per layer and cached part.
+
+What a layer caches is its own business: GQA attention stores K and V
+([tokens, kv_heads, head_dim] each); MLA stores only the compressed latent
+([tokens, kv_lora_rank]) and the shared rope key ([tokens, rope_dim]).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.errors import ContextLengthError
+
+
+class KVCache:
+    """Cached keys/values of one sequence, up to `capacity` tokens."""
+
+    def __init__(self, n_layers: int, capacity: int, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+        self.capacity = capacity
+        self.dtype = dtype
+        self.device = device
+        self.length = 0  # tokens whose entries are committed
+        self._layers: list[list[torch.Tensor] | None] = [None] * n_layers
+
+    def update(self, layer: int, *parts: torch.Tensor) -> list[torch.Tensor]:
+        """Write the new tokens' parts (each [T, ...]) after the committed ones and
+        return every part for all tokens so far ([length + T, ...] views)."""
+        t = parts[0].shape[0]
+        end = self.length + t
+        if end > self.capacity:
+            raise ContextLengthError(
+                f"the sequence needs {end} tokens but the context holds {self.capacity}; "
+                "shorten the prompt or lower max_tokens."
+            )
+        bufs = self._layers[layer]
+        if bufs is None or bufs[0].shape[0] < end:
+            size = min(self.capacity, max(end, 256, 2 * (bufs[0].shape[0] if bufs else 0)))
+            grown = [torch.empty((size, *p.shape[1:]), dtype=self.dtype, device=self.device) for p in parts]
+            if bufs is not None:
+                for g, b in zip(grown, bufs, strict=True):
+                    g[: self.length] = b[: self.length]
+            self._layers[layer] = bufs = grown
+        for b, p in zip(bufs, parts, strict=True):
+            b[self.length : end] = p
+        return [b[:end] for b in bufs]
+
+    def advance(self, n: int) -> None:
+        """Commit n tokens written by the layers in this forward pass."""
+        self.length += n
+
+    def free(self) -> None:
+        """Drop the buffers (the sequence is finished or cancelled)."""
+        self._layers = [None] * len(self._layers)
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for layer in self._layers if layer for b in layer)

@@ -1,0 +1,66 @@
+"""Grouped-query attention with rotary positions (llama, qwen2, qwen2moe, qwen3moe)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from engine.kv_cache import KVCache
+from engine.layers.linear import Linear
+from engine.layers.rmsnorm import RMSNorm
+from engine.layers.rotary_embedding import RotaryEmbedding
+
+
+def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor | None:
+    """Boolean [q_len, k_len] mask (True = may attend) for queries that are the last
+    q_len of k_len positions; None when plain causal or single-query attention suffices."""
+    if q_len == 1:
+        return None
+    offset = k_len - q_len
+    i = torch.arange(q_len, device=device).unsqueeze(1)
+    j = torch.arange(k_len, device=device).unsqueeze(0)
+    return j <= i + offset
+
+
+class Attention:
+    def __init__(
+        self,
+        layer: int,
+        qkv: Linear,  # q, k and v rows stacked: [(heads + 2 * kv_heads) * head_dim, hidden]
+        o: Linear,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        rope: RotaryEmbedding,
+        q_norm: RMSNorm | None = None,
+        k_norm: RMSNorm | None = None,
+    ):
+        self.layer = layer
+        self.qkv, self.o = qkv, o
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.rope = rope
+        self.q_norm, self.k_norm = q_norm, k_norm
+        self.scale = head_dim**-0.5
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        t = x.shape[0]
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(t, self.n_heads, self.head_dim)  # [T, heads, head_dim]
+        k = k.view(t, self.n_kv_heads, self.head_dim)
+        v = v.view(t, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rope.apply(q, positions), self.rope.apply(k, positions)
+        k_all, v_all = cache.update(self.layer, k, v)  # [S, kv_heads, head_dim]
+        s = k_all.shape[0]
+        mask = causal_mask(t, s, x.device)
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1),  # [heads, T, head_dim]
+            k_all.transpose(0, 1).to(q.dtype),
+            v_all.transpose(0, 1).to(q.dtype),
+            attn_mask=mask,
+            scale=self.scale,
+            enable_gqa=self.n_heads != self.n_kv_heads,
+        )  # [heads, T, head_dim]
+        return self.o(out.transpose(0, 1).reshape(t, self.n_heads * self.head_dim))

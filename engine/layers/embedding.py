@@ -1,0 +1,34 @@
+"""Token embeddings read row-wise from the GGUF: only the rows of the tokens
+asked for are dequantized, never the whole table (hundreds of MB for big vocabularies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
+
+
+class Embedding:
+    def __init__(self, rows: np.ndarray, ggml_type: GGMLQuantizationType, dim: int, dtype=torch.float32):
+        """rows: the table as [vocab, bytes per row] (quantized) or [vocab, dim] (float) view."""
+        self.rows = rows
+        self.ggml_type = GGMLQuantizationType(ggml_type)
+        self.dim = dim
+        self.dtype = dtype
+        self.num_embeddings = rows.shape[0]
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: [T] int64 → [T, dim]."""
+        picked = self.rows[ids.numpy()]
+        if self.ggml_type == GGMLQuantizationType.F32:
+            values = picked
+        elif self.ggml_type == GGMLQuantizationType.F16:
+            values = picked.astype(np.float32)
+        else:
+            values = dequantize(picked, self.ggml_type)
+        return (
+            torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+            .reshape(-1, self.dim)
+            .to(self.dtype)
+        )

@@ -1,0 +1,163 @@
+"""Mixture-of-Experts block: router, routed experts, shared experts.
+
+Routers, by the file's expert_gating_func:
+  - softmax (DeepSeek-V2, Qwen): top-k of softmax(logits); with n_group > 1,
+    DeepSeek-V2's group-limited greedy keeps the topk_group groups with the
+    highest single expert score first;
+  - sigmoid (DeepSeek-V3/R1): choice = sigmoid(logits) + exp_probs_b; groups
+    ranked by the sum of their two best choices, top-k inside the kept groups;
+    weights are the sigmoid scores (bias not included).
+Then optional normalization of the k weights (norm_topk_prob) and the routed
+scaling factor.
+
+Routed experts run through a RoutedExperts object: `submit()` starts them
+(on the CPU kernels they run asynchronously) so the shared experts are computed
+at the same time; `wait()` returns their sum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.layers.linear import Linear, native_module
+from engine.layers.mlp import GatedMLP
+
+
+class Router:
+    def __init__(
+        self,
+        weight: torch.Tensor,  # [experts, hidden] f32
+        top_k: int,
+        *,
+        gating: str = "softmax",
+        bias: torch.Tensor | None = None,  # exp_probs_b [experts]
+        n_groups: int = 1,
+        n_groups_used: int = 1,
+        normalize: bool = False,
+        scale: float = 1.0,
+    ):
+        self.weight = weight.float()
+        self.top_k = top_k
+        self.gating = gating
+        self.bias = bias.float() if bias is not None else None
+        self.n_groups, self.n_groups_used = n_groups, n_groups_used
+        self.normalize = normalize
+        self.scale = scale
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [T, hidden] → (ids [T, k] int64, weights [T, k] f32)."""
+        logits = F.linear(x.float(), self.weight)  # [T, experts]
+        if self.gating == "sigmoid":
+            scores = logits.sigmoid()
+            choice = scores + self.bias if self.bias is not None else scores
+        else:
+            scores = logits.softmax(dim=-1)
+            choice = scores
+        if self.n_groups > 1 and self.n_groups_used < self.n_groups:
+            t, e = choice.shape
+            grouped = choice.view(t, self.n_groups, e // self.n_groups)
+            if self.gating == "sigmoid":
+                group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)  # [T, groups]
+            else:
+                group_scores = grouped.max(dim=-1).values
+            keep = torch.zeros_like(group_scores, dtype=torch.bool)
+            keep.scatter_(1, group_scores.topk(self.n_groups_used, dim=-1).indices, True)
+            choice = choice.masked_fill(~keep.repeat_interleave(e // self.n_groups, dim=1), float("-inf"))
+        ids = choice.topk(self.top_k, dim=-1).indices
+        weights = scores.gather(1, ids)
+        if self.normalize:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return ids, weights * self.scale
+
+
+class _Done:
+    def __init__(self, value: torch.Tensor):
+        self.value = value
+
+    def wait(self) -> torch.Tensor:
+        return self.value
+
+
+class _NativeJob:
+    def __init__(self, job, out: torch.Tensor, keep: tuple, device: torch.device):
+        self.job, self.out, self.keep, self.device = job, out, keep, device
+
+    def wait(self) -> torch.Tensor:
+        self.job.wait()
+        return self.out.to(self.device, non_blocking=True)
+
+
+class RoutedExperts:
+    """The routed experts of one layer: stacked gate/up [E, inter, hidden] and
+    down [E, hidden, inter], either torch tensors or GGUF blocks for the native kernels."""
+
+    def __init__(self, gate, up, down, *, native: tuple[int, int, int] | None = None, shape=None):
+        """Torch: gate, up, down are tensors. Native: uint8 views of the GGUF tensors,
+        native = their ggml types, shape = (experts, hidden, inter)."""
+        self.gate, self.up, self.down = gate, up, down
+        self.native = None
+        if native is not None:
+            experts, hidden, inter = shape
+            mod = native_module()
+            self.native = mod.MoeExperts(
+                np.ascontiguousarray(gate),
+                native[0],
+                np.ascontiguousarray(up),
+                native[1],
+                np.ascontiguousarray(down),
+                native[2],
+                experts,
+                hidden,
+                inter,
+            )
+            self.hidden = hidden
+        else:
+            self.hidden = down.shape[1]
+
+    def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor):
+        """Start out[t] = Σ_j weights[t,j] · expert_{ids[t,j]}(x[t]); returns an object with wait()."""
+        if self.native is not None:
+            # the routed experts live in RAM: activations and routing go to the CPU kernels
+            xs = x.float().contiguous().cpu()
+            ids32 = ids.to(torch.int32).contiguous().cpu()
+            w32 = weights.float().contiguous().cpu()
+            out = torch.empty((x.shape[0], self.hidden), dtype=torch.float32)
+            job = self.native.submit(xs, ids32, w32, out=out)
+            return _NativeJob(job, out, (xs, ids32, w32), x.device)
+        return _Done(self._torch_forward(x, ids, weights))
+
+    def _torch_forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((x.shape[0], self.hidden), dtype=torch.float32, device=x.device)
+        for e in ids.unique().tolist():
+            tok, slot = (ids == e).nonzero(as_tuple=True)
+            xe = x[tok].to(self.gate.dtype)
+            h = F.silu(xe @ self.gate[e].t()) * (xe @ self.up[e].t())
+            y = (h @ self.down[e].t()).float()
+            out.index_add_(0, tok, y * weights[tok, slot, None])
+        return out
+
+
+class MoE:
+    """Router → routed experts (+ shared experts, computed meanwhile) → sum."""
+
+    def __init__(
+        self,
+        router: Router,
+        experts: RoutedExperts,
+        shared: GatedMLP | None = None,
+        shared_gate: Linear | None = None,  # qwen2moe: sigmoid(x · g) scales the shared expert
+    ):
+        self.router, self.experts, self.shared, self.shared_gate = router, experts, shared, shared_gate
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        ids, weights = self.router(x)
+        job = self.experts.submit(x, ids, weights)
+        shared = None
+        if self.shared is not None:
+            shared = self.shared(x)
+            if self.shared_gate is not None:
+                shared = shared * torch.sigmoid(self.shared_gate(x))
+        out = job.wait().to(x.dtype)
+        return out + shared if shared is not None else out

@@ -1,0 +1,189 @@
+"""The generation API: load a GGUF model, turn prompts into tokens, generate.
+
+    llm = LLM.from_gguf("model.gguf")
+    for chunk in llm.generate([{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=64)):
+        print(chunk.text, end="", flush=True)
+
+A server drives several requests at once with `new_sequence()` and calls
+`step()` on each in turn (see engine/sequence.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.errors import ContextLengthError, EmptyPromptError, InvalidTokenError, PromptError
+from engine.outputs import GenerationChunk
+from engine.sampling_params import SamplingParams
+from engine.sequence import Sequence
+
+log = logging.getLogger("moebox.llm")
+
+Prompt = str | list[dict] | list[int]
+
+
+class LLM:
+    """A loaded model with its tokenizer and chat template.
+
+    Public attributes: `config` (engine.config.ModelConfig), `tokenizer`
+    (engine.tokenizer.Tokenizer), `chat_template` (engine.chat_template.ChatTemplate),
+    `context_length` (int: tokens a sequence may hold, prompt + output),
+    `model_name` (str), `eos_token_ids` (tuple[int, ...]).
+    """
+
+    def __init__(self, gguf, config, model, tokenizer, chat_template, context_length: int, threads: int):
+        self.gguf = gguf
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.context_length = context_length
+        self.threads = threads
+        self.model_name = config.name or Path(gguf.path).stem
+        self.eos_token_ids: tuple[int, ...] = tuple(sorted(tokenizer.eos_ids))
+
+    @classmethod
+    def from_gguf(
+        cls,
+        path: str | os.PathLike,
+        *,
+        threads: int | None = None,
+        context_length: int | None = None,
+        progress: bool = True,
+    ) -> LLM:
+        """Open a GGUF file, split set or directory and load the model.
+
+        threads: CPU threads for torch and the native kernels (default: physical cores).
+        context_length: tokens per sequence (default and maximum: the model's own).
+        progress: show a progress bar while loading.
+        Raises GGUFError / UnsupportedModelError / TokenizerError with a message that says what to do.
+        """
+        from engine.chat_template import ChatTemplate
+        from engine.config import model_config
+        from engine.gguf_file import open_gguf
+        from engine.models import load_model
+        from engine.placement import Placement
+        from engine.tokenizer import Tokenizer
+
+        threads = threads or _physical_cores()
+        _set_threads(threads)
+        gguf = open_gguf(path)
+        config = model_config(gguf)
+        ctx = config.context_length if not context_length else min(context_length, config.context_length)
+        tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
+        chat_template = ChatTemplate.from_gguf_metadata(gguf.metadata)
+        placement = Placement.preset(config)
+        model = load_model(gguf, config, placement, progress=progress)
+        log.info(
+            "loaded %s (%s, %d layers), context %d, %d threads",
+            config.name,
+            config.variant,
+            config.n_layers,
+            ctx,
+            threads,
+        )
+        return cls(gguf, config, model, tokenizer, chat_template, ctx, threads)
+
+    # --- prompts -------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: Prompt, *, force_think: bool = False) -> list[int]:
+        """Token ids for a prompt: text (encoded as is), chat messages (rendered with the
+        chat template and a generation prompt; force_think opens the reasoning block)
+        or token ids (checked against the vocabulary)."""
+        if not prompt:
+            raise EmptyPromptError("the prompt is empty; send some text, a message or token ids.")
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt)
+        elif prompt and all(isinstance(m, dict) for m in prompt):
+            text = self.chat_template.render(prompt, add_generation_prompt=True, force_think=force_think)
+            # Templates usually write the BOS text themselves; add it only where they did not.
+            ids = self.tokenizer.encode(text, add_special=False)
+            bos = self.tokenizer.bos_id
+            if self.tokenizer.add_bos and bos is not None and (not ids or ids[0] != bos):
+                ids.insert(0, bos)
+        else:
+            ids = [int(t) for t in prompt]
+        return ids
+
+    def check_prompt(self, prompt_ids: list[int], params: SamplingParams | None = None) -> None:
+        """Raise a PromptError subclass for an empty, too long or out-of-vocabulary prompt."""
+        if not prompt_ids:
+            raise EmptyPromptError("the prompt is empty; send at least one token of text.")
+        vocab = self.config.vocab_size
+        bad = [t for t in prompt_ids if not 0 <= t < vocab]
+        if bad:
+            raise InvalidTokenError(
+                f"prompt token id {bad[0]} is outside the vocabulary (0..{vocab - 1}); "
+                "send ids produced by this model's tokenizer."
+            )
+        if len(prompt_ids) >= self.context_length:
+            raise ContextLengthError(
+                f"the prompt has {len(prompt_ids)} tokens but the context holds {self.context_length} "
+                "(one more is needed to generate); shorten the prompt."
+            )
+
+    # --- generation ----------------------------------------------------------------------
+
+    def new_sequence(
+        self, prompt_ids: list[int], params: SamplingParams, *, prefill_chunk: int = 0
+    ) -> Sequence:
+        """A sequence to run step by step (see Sequence.step). prefill_chunk > 0 splits
+        the prompt's prefill into steps of that many tokens so other sequences can
+        run in between. Raises a PromptError subclass for a prompt that cannot run."""
+        self.check_prompt(prompt_ids, params)
+        return Sequence(self, prompt_ids, params, prefill_chunk=prefill_chunk)
+
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, force_think: bool = False
+    ) -> Iterator[GenerationChunk]:
+        """Generate for one prompt, yielding chunks as tokens are produced; the last one
+        has finish_reason and timings set. Closing the iterator early frees the KV cache."""
+        params = params or SamplingParams()
+        seq = self.new_sequence(self.encode_prompt(prompt, force_think=force_think), params)
+        try:
+            while not seq.finished:
+                chunk = seq.step()
+                if chunk.token_ids or chunk.text or chunk.finish_reason:
+                    yield chunk
+        finally:
+            if not seq.finished:
+                seq.cancel()
+
+    def new_detokenizer(self, prompt_ids: list[int]):
+        """An incremental detokenizer for one sequence (`add(id) -> str`, `flush() -> str`)."""
+        from engine.detokenizer import IncrementalDetokenizer
+
+        return IncrementalDetokenizer(self.tokenizer)
+
+    def close(self) -> None:
+        """Release the model and unmap the file."""
+        self.model = None
+        self.gguf.close()
+
+
+def _physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    from engine.layers.linear import native_available
+
+    if native_available():
+        import moebox_native
+
+        moebox_native.set_num_threads(threads)
+        # The native pool (the calling thread included) does the heavy CPU work; a second
+        # pool of torch threads spinning beside it only steals its cores.
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(threads)
+
+
+__all__ = ["LLM", "Prompt", "PromptError", "Sequence"]

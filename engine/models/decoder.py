@@ -1,0 +1,55 @@
+"""The decoder skeleton every supported model shares:
+embedding → N × (norm → attention → residual, norm → FFN or MoE → residual) → norm → logits."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.kv_cache import KVCache
+from engine.layers.embedding import Embedding
+from engine.layers.linear import Linear
+from engine.layers.rmsnorm import RMSNorm
+
+
+class DecoderLayer:
+    def __init__(self, attn_norm: RMSNorm, attn, ffn_norm: RMSNorm, ffn):
+        self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        h = x + self.attn(self.attn_norm(x), positions, cache)
+        return h + self.ffn(self.ffn_norm(h))
+
+
+class DecoderModel:
+    """A loaded model. `forward(ids, cache)` runs new tokens after what the cache holds."""
+
+    def __init__(
+        self,
+        config,
+        embed: Embedding,
+        layers: list[DecoderLayer],
+        norm: RMSNorm,
+        lm_head: Linear,
+        device: str = "cpu",
+        cache_dtype: torch.dtype = torch.float32,
+    ):
+        self.config = config
+        self.embed, self.layers, self.norm, self.lm_head = embed, layers, norm, lm_head
+        self.device = device
+        self.cache_dtype = cache_dtype
+
+    def new_cache(self, capacity: int) -> KVCache:
+        return KVCache(len(self.layers), capacity, dtype=self.cache_dtype, device=self.device)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, cache: KVCache, *, all_logits: bool = False) -> torch.Tensor:
+        """ids: [T] int64 → logits [T, vocab] f32 (all_logits) or [1, vocab] for the last token."""
+        t = ids.shape[0]
+        positions = torch.arange(cache.length, cache.length + t, device=self.device)
+        x = self.embed(ids).to(self.device)  # [T, hidden]
+        for layer in self.layers:
+            x = layer(x, positions, cache)
+        cache.advance(t)
+        if not all_logits:
+            x = x[-1:]
+        return self.lm_head(self.norm(x)).float()

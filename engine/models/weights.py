@@ -1,0 +1,127 @@
+"""Turning GGUF tensors into layer weights as the placement says."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
+
+from engine.errors import GGUFError
+from engine.layers.embedding import Embedding
+from engine.layers.linear import Linear, NativeMatrix, native_available
+from engine.layers.moe import RoutedExperts
+from engine.layers.rmsnorm import RMSNorm
+from engine.placement import Placement
+
+log = logging.getLogger("moebox.load")
+
+Q = GGMLQuantizationType
+_FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
+_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+
+
+class _SplitLinear(Linear):
+    """Several linears behind the fused interface when their formats cannot be stacked."""
+
+    def __init__(self, parts: list[Linear]):
+        self.parts = parts
+        self.bias = None
+        self.in_features = parts[0].in_features
+        self.out_features = sum(p.out_features for p in parts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts], dim=-1)
+
+
+class Weights:
+    """Reads named tensors of an opened GGUF model (engine.gguf_file.GGUFModel)."""
+
+    def __init__(self, gguf, placement: Placement):
+        self.gguf = gguf
+        self.placement = placement
+        self.native = native_available()
+        if not self.native:
+            log.warning(
+                "moebox_native has no matmul kernels: quantized matrices are dequantized to f32 instead"
+            )
+
+    def has(self, name: str) -> bool:
+        return name in self.gguf
+
+    def _format(self, name: str) -> tuple[str, str]:
+        device, fmt = self.placement.resolve(name)
+        if fmt == "native" and not self.native:
+            fmt = "f32"
+        return device, fmt
+
+    def tensor(self, name: str, dtype: torch.dtype | None = None, device: str | None = None) -> torch.Tensor:
+        """The whole tensor dequantized, in its numpy-order shape."""
+        info = self.gguf.tensor(name)
+        view = self.gguf.view(name)
+        if info.ggml_type == Q.F32:
+            array = np.array(view, dtype=np.float32)
+        elif info.ggml_type == Q.F16:
+            array = view.astype(np.float32)
+        else:
+            array = dequantize(view, info.ggml_type)
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).reshape(info.shape)
+        pdevice, fmt = self._format(name)
+        return t.to(device=device or pdevice, dtype=dtype or _DTYPES.get(fmt, torch.float32))
+
+    def linear(self, name: str, bias: str | None = None, *, placed_as: str | None = None) -> Linear:
+        """placed_as: the name the placement sees (a tied output head is token_embd used as output)."""
+        info = self.gguf.tensor(name)
+        if len(info.shape) != 2:
+            raise GGUFError(f"{self.gguf.path}: {name} has shape {info.shape}; a matrix was expected")
+        device, fmt = self._format(placed_as or name)
+        b = self.tensor(bias, torch.float32) if bias and self.has(bias) else None
+        if fmt == "native" and info.ggml_type not in (Q.F32,):
+            weight = NativeMatrix(self.gguf.view(name), info.ggml_type, *info.shape)
+        else:
+            weight = self.tensor(name, _DTYPES.get(fmt, torch.float32), device)
+        return Linear(weight, b)
+
+    def fused_linear(self, names: list[str], biases: list[str | None] | None = None) -> Linear:
+        """One linear for several matrices that read the same input (q/k/v, gate/up): their
+        rows stacked, so one kernel call streams them all. Native blocks of one type are
+        stacked as bytes (in memory, no requantization); anything else as torch tensors."""
+        parts = [self.linear(n, b) for n, b in zip(names, biases or [None] * len(names), strict=True)]
+        weights = [p.weight for p in parts]
+        if all(isinstance(w, NativeMatrix) for w in weights):
+            if len({w.ggml_type for w in weights}) != 1:
+                return _SplitLinear(parts)
+            data = np.concatenate([w.data for w in weights], axis=0)
+            weight = NativeMatrix(data, weights[0].ggml_type, sum(w.rows for w in weights), weights[0].cols)
+        elif any(isinstance(w, NativeMatrix) for w in weights):
+            return _SplitLinear(parts)
+        else:
+            weight = torch.cat(weights, dim=0)
+        if any(p.bias is not None for p in parts):
+            bias = torch.cat([p.bias if p.bias is not None else torch.zeros(p.out_features) for p in parts])
+        else:
+            bias = None
+        return Linear(weight, bias)
+
+    def norm(self, name: str, eps: float) -> RMSNorm:
+        return RMSNorm(self.tensor(name, torch.float32), eps)
+
+    def embedding(self, name: str) -> Embedding:
+        info = self.gguf.tensor(name)
+        return Embedding(self.gguf.view(name), info.ggml_type, info.shape[-1])
+
+    def experts(self, prefix: str) -> RoutedExperts:
+        """Routed experts of one layer: `{prefix}ffn_{gate,up,down}_exps.weight`."""
+        names = [f"{prefix}ffn_{p}_exps.weight" for p in ("gate", "up", "down")]
+        infos = [self.gguf.tensor(n) for n in names]
+        _, fmt = self._format(names[0])
+        if fmt == "native":
+            experts, inter, hidden = infos[0].shape
+            return RoutedExperts(
+                *(self.gguf.view(n) for n in names),
+                native=tuple(int(i.ggml_type) for i in infos),
+                shape=(experts, hidden, inter),
+            )
+        return RoutedExperts(*(self.tensor(n) for n in names))

@@ -1,0 +1,283 @@
+"""From an API request to engine chunks and back: prompt, sampling, one running generation.
+
+Both API surfaces (OpenAI, Ollama) build a `PreparedPrompt`, turn their fields
+into SamplingParams with `sampling_params`, and read the output through a
+`GenerationRun`, which splits reasoning from the answer, counts tokens and
+feeds the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from litestar.types import Receive
+
+from engine.llm import LLM
+from engine.outputs import Timings
+from engine.sampling_params import SamplingParams
+from engine.scheduler import RequestStream, Scheduler
+from gateway.errors import ClientDisconnectedError, InvalidRequestError
+from gateway.metrics import GatewayMetrics
+from gateway.reasoning import THINK_OPEN, SplitDelta, ThinkSplitter, prompt_opens_think
+from gateway.schemas import CompletionTokensDetails, TimingsBody, Usage
+from gateway.settings import GatewaySettings
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPrompt:
+    ids: list[int]
+    think_prefix: str | None  # the prompt's tail from an unclosed "<think>" on, if it ended inside one
+
+
+def chat_prompt(llm: LLM, messages: list[dict], *, force_think: bool = False) -> PreparedPrompt:
+    """Render chat messages with the model's template (plus generation prompt) and encode them."""
+    text = llm.chat_template.render(messages, add_generation_prompt=True, force_think=force_think)
+    return text_prompt(llm, text)
+
+
+def text_prompt(llm: LLM, text: str) -> PreparedPrompt:
+    """Encode text as is (no template)."""
+    prefix = text[text.rindex(THINK_OPEN) :] if prompt_opens_think(text) else None
+    return PreparedPrompt(llm.encode_prompt(text), prefix)
+
+
+def sampling_params(
+    llm: LLM,
+    settings: GatewaySettings,
+    prompt_len: int,
+    *,
+    max_tokens: int | None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    stop: str | list[str] | None = None,
+    seed: int | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
+    repeat_penalty: float | None = None,
+) -> SamplingParams:
+    """SamplingParams for a request. max_tokens defaults to (and is cut at) what the
+    context has room for after the prompt, and at the server's --max-tokens-limit."""
+    room = max(llm.context_length - prompt_len, 1)
+    limit = min(room, settings.max_tokens_limit or room)
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    defaults = SamplingParams()
+    return SamplingParams(
+        max_tokens=min(max_tokens, limit) if max_tokens else limit,
+        temperature=defaults.temperature if temperature is None else temperature,
+        top_p=defaults.top_p if top_p is None else top_p,
+        top_k=defaults.top_k if top_k is None else top_k,
+        min_p=defaults.min_p if min_p is None else min_p,
+        stop=tuple(s for s in stops if s),
+        seed=seed,
+        presence_penalty=presence_penalty or 0.0,
+        frequency_penalty=frequency_penalty or 0.0,
+        repetition_penalty=repeat_penalty or 1.0,
+    )
+
+
+def message_text(content: object, *, where: str) -> str:
+    """The text of a message content: a string, or an array of text parts (images: 400)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:  # list[ContentPart]
+        if part.type != "text":
+            raise InvalidRequestError(
+                f"content part of type {part.type!r} in {where} is not supported: this server's models read "
+                "text only; send the text parts alone.",
+                param=where,
+            )
+        parts.append(part.text or "")
+    return "".join(parts)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (the request body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class GenerationRun:
+    """One request's output as reasoning/answer deltas, with its counts and timings."""
+
+    def __init__(
+        self,
+        stream: RequestStream,
+        *,
+        api: str,
+        metrics: GatewayMetrics,
+        split_reasoning: bool,
+        think_prefix: str | None,
+        started: float,
+    ):
+        self._stream = stream
+        self._api = api
+        self._metrics = metrics
+        self._splitter = ThinkSplitter(started_in_think=think_prefix is not None) if split_reasoning else None
+        # Raw mode when the prompt opened the think: show the opening tag, so the content
+        # reads as the model's complete output.
+        self._raw_prefix = think_prefix if not split_reasoning and think_prefix else ""
+        self._started = started
+        self.prompt_tokens = stream.prompt_tokens
+        self.completion_tokens = 0
+        self.reasoning_tokens = 0
+        self.finish_reason: str | None = None
+        self.timings: Timings | None = None
+        self.first_token_at: float | None = None
+
+    @classmethod
+    def start(
+        cls,
+        scheduler: Scheduler,
+        prompt: PreparedPrompt,
+        params: SamplingParams,
+        *,
+        api: str,
+        metrics: GatewayMetrics,
+        split_reasoning: bool,
+        started: float,
+    ) -> GenerationRun:
+        """Queue the request (raises PromptError / QueueFullError before anything is sent)."""
+        stream = scheduler.submit(prompt.ids, params)
+        return cls(
+            stream,
+            api=api,
+            metrics=metrics,
+            split_reasoning=split_reasoning,
+            think_prefix=prompt.think_prefix,
+            started=started,
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    async def deltas(self, keepalive: float | None = None) -> AsyncIterator[SplitDelta | None]:
+        """Reasoning/answer deltas as tokens arrive; None each `keepalive` seconds without any."""
+        if self._raw_prefix:
+            yield SplitDelta(content=self._raw_prefix)
+        it = aiter(self._stream)
+        pending: asyncio.Future | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(it))
+                done, _ = await asyncio.wait({pending}, timeout=keepalive)
+                if not done:
+                    yield None
+                    continue
+                fut, pending = pending, None
+                try:
+                    chunk = fut.result()
+                except StopAsyncIteration:
+                    return
+                except Exception:
+                    self._finish("error", None)  # the engine failed this request; the caller reports it
+                    raise
+                if chunk.token_ids and self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                    self._metrics.ttft.observe(self.first_token_at - self._started)
+                self.completion_tokens = max(self.completion_tokens, chunk.completion_tokens)
+                delta = self._split(chunk.text, len(chunk.token_ids))
+                if chunk.finish_reason is not None:
+                    tail = self._splitter.finish() if self._splitter else SplitDelta()
+                    delta = SplitDelta(delta.reasoning + tail.reasoning, delta.content + tail.content)
+                    self._finish(chunk.finish_reason, chunk.timings)
+                if delta:
+                    yield delta
+                if chunk.finish_reason is not None:
+                    return
+        finally:
+            if pending is not None:
+                pending.cancel()
+            if not self.done:
+                self.cancel()
+
+    def _split(self, text: str, n_tokens: int) -> SplitDelta:
+        if self._splitter is None:
+            return SplitDelta(content=text)
+        was_thinking = self._splitter.in_think
+        delta = self._splitter.feed(text)
+        if was_thinking or self._splitter.in_think:
+            self.reasoning_tokens += n_tokens
+        return delta
+
+    def _finish(self, reason: str, timings: Timings | None) -> None:
+        self.finish_reason = reason
+        self.timings = timings
+        self._metrics.observe_generation(
+            self._api, reason, self.prompt_tokens, self.completion_tokens, self.reasoning_tokens, timings
+        )
+
+    def cancel(self) -> None:
+        """Stop generating (client gone, or an error while sending); frees the KV cache."""
+        if not self.done:
+            self.finish_reason = "cancelled"
+            self._stream.cancel()
+            self._metrics.observe_generation(
+                self._api,
+                "cancelled",
+                self.prompt_tokens,
+                self.completion_tokens,
+                self.reasoning_tokens,
+                None,
+            )
+
+    async def collect(self, receive: Receive | None = None) -> tuple[str, str]:
+        """Run to the end; (reasoning, content). With the request's ASGI `receive`,
+        a client that disconnects meanwhile cancels the generation."""
+        work = asyncio.ensure_future(self._collect())
+        if receive is None:
+            return await work
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not work.done():
+            work.cancel()
+            self.cancel()
+            raise ClientDisconnectedError("the client closed the connection before the answer was ready.")
+        return work.result()
+
+    async def _collect(self) -> tuple[str, str]:
+        reasoning, content = [], []
+        async for delta in self.deltas():
+            if delta is not None:
+                reasoning.append(delta.reasoning)
+                content.append(delta.content)
+        return "".join(reasoning), "".join(content)
+
+    @property
+    def openai_finish_reason(self) -> str:
+        return "length" if self.finish_reason == "length" else "stop"
+
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+            completion_tokens_details=CompletionTokensDetails(reasoning_tokens=self.reasoning_tokens),
+        )
+
+    def timings_body(self) -> TimingsBody | None:
+        t = self.timings
+        if t is None:
+            return None
+        return TimingsBody(
+            prompt_n=t.prompt_n,
+            prompt_ms=t.prompt_ms,
+            prompt_per_token_ms=t.prompt_ms / t.prompt_n if t.prompt_n else 0.0,
+            prompt_per_second=t.prompt_per_second,
+            predicted_n=t.predicted_n,
+            predicted_ms=t.predicted_ms,
+            predicted_per_token_ms=t.predicted_ms / t.predicted_n if t.predicted_n else 0.0,
+            predicted_per_second=t.predicted_per_second,
+        )

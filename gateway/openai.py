@@ -1,0 +1,303 @@
+"""The OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/models.
+
+Streaming follows OpenAI's wire format: `chat.completion.chunk` objects with one
+id, the first delta carries the role, reasoning streams as `reasoning_content`
+deltas (DeepSeek's and llama-server's convention), the last choice chunk has
+finish_reason, `stream_options.include_usage` adds a chunk with usage and
+`choices: []`, then `data: [DONE]`. While nothing arrives (a long prefill) an
+SSE comment keeps proxies from closing the connection. An error after the
+stream started is sent as a chunk holding an `error` object.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
+from litestar.response.sse import ServerSentEventMessage
+
+from gateway.errors import InvalidRequestError, describe
+from gateway.generation import (
+    GenerationRun,
+    PreparedPrompt,
+    chat_prompt,
+    message_text,
+    sampling_params,
+    text_prompt,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.model_host import ModelHost
+from gateway.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ErrorBody,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+)
+from gateway.settings import GatewaySettings
+from gateway.streaming import EventStream, SSEOperation
+
+_ERRORS = {
+    code: ResponseSpec(data_container=ErrorBody, description=desc)
+    for code, desc in {
+        400: "Invalid body or parameter, or a prompt longer than the context.",
+        401: "Missing or wrong API key.",
+        404: "Unknown model.",
+        413: "Body too large.",
+        429: "Too many requests waiting.",
+        503: "The model is still loading.",
+    }.items()
+}
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _data(obj: msgspec.Struct) -> str:
+    return _encode(obj).decode()
+
+
+def _check_n(data: SamplingFields) -> None:
+    if data.n != 1:
+        raise InvalidRequestError("n must be 1: this server generates one choice per request.", param="n")
+
+
+def _params(llm, settings: GatewaySettings, data: SamplingFields, prompt_len: int, max_tokens: int | None):
+    return sampling_params(
+        llm,
+        settings,
+        prompt_len,
+        max_tokens=max_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+        top_k=data.top_k,
+        min_p=data.min_p,
+        stop=data.stop,
+        seed=data.seed,
+        presence_penalty=data.presence_penalty,
+        frequency_penalty=data.frequency_penalty,
+        repeat_penalty=data.repeat_penalty,
+    )
+
+
+def _prompt_text(prompt: str | list[str | int]) -> str | None:
+    """The prompt's text, or None for a list of token ids."""
+    if isinstance(prompt, str):
+        return prompt
+    if all(isinstance(p, int) for p in prompt):
+        return None
+    if len(prompt) == 1:
+        return prompt[0]
+    raise InvalidRequestError(
+        "prompt must be a string, a list of one string, or a list of token ids: this server "
+        "completes one prompt per request.",
+        param="prompt",
+    )
+
+
+def _keepalive() -> ServerSentEventMessage:
+    return ServerSentEventMessage(comment="keep-alive", data=None)
+
+
+class OpenAIController(Controller):
+    path = "/v1"
+    tags = ["OpenAI"]
+
+    @get("/models", responses=_ERRORS)
+    async def list_models(self, host: NamedDependency[ModelHost]) -> ModelList:
+        host.require_ready()
+        return ModelList(data=[ModelCard(id=host.name or "", created=host.created)])
+
+    @post(
+        "/chat/completions",
+        status_code=200,
+        operation_class=SSEOperation,
+        responses=_ERRORS,
+        description="Chat completion; with `stream: true` the answer is `text/event-stream` of "
+        "`chat.completion.chunk` objects ending with `data: [DONE]`.",
+    )
+    async def chat_completions(
+        self,
+        request: Request,
+        data: JSONBody[ChatCompletionRequest],
+        host: NamedDependency[ModelHost],
+        settings: NamedDependency[GatewaySettings],
+        metrics: NamedDependency[GatewayMetrics],
+    ) -> ChatCompletion:
+        started = time.perf_counter()
+        _check_n(data)
+        llm, scheduler = host.resolve(data.model)
+        messages = [
+            {"role": m.role, "content": message_text(m.content, where=f"messages[{i}].content")}
+            for i, m in enumerate(data.messages)
+        ]
+        prompt = chat_prompt(llm, messages, force_think=data.force_think)
+        params = _params(llm, settings, data, len(prompt.ids), data.max_completion_tokens or data.max_tokens)
+        split = (data.reasoning_format or settings.reasoning_format) == "deepseek"
+        run = GenerationRun.start(
+            scheduler,
+            prompt,
+            params,
+            api="openai.chat",
+            metrics=metrics,
+            split_reasoning=split,
+            started=started,
+        )
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        model = host.name or ""
+        if data.stream:
+            include_usage = bool(data.stream_options and data.stream_options.include_usage)
+            events = _chat_events(run, cid, created, model, include_usage, settings, request)
+            return EventStream(events)  # type: ignore[return-value]
+        reasoning, content = await run.collect(request.receive)
+        return ChatCompletion(
+            id=cid,
+            created=created,
+            model=model,
+            choices=[
+                ChatChoice(
+                    index=0,
+                    message=AssistantMessage(
+                        role="assistant", content=content, reasoning_content=reasoning or None
+                    ),
+                    finish_reason=run.openai_finish_reason,
+                )
+            ],
+            usage=run.usage(),
+            timings=run.timings_body(),
+        )
+
+    @post(
+        "/completions",
+        status_code=200,
+        operation_class=SSEOperation,
+        responses=_ERRORS,
+        description="Text completion of a raw prompt (no chat template); `stream: true` gives "
+        "`text/event-stream` of `text_completion` chunks ending with `data: [DONE]`.",
+    )
+    async def completions(
+        self,
+        request: Request,
+        data: JSONBody[CompletionRequest],
+        host: NamedDependency[ModelHost],
+        settings: NamedDependency[GatewaySettings],
+        metrics: NamedDependency[GatewayMetrics],
+    ) -> Completion:
+        started = time.perf_counter()
+        _check_n(data)
+        llm, scheduler = host.resolve(data.model)
+        text = _prompt_text(data.prompt)
+        if text is not None:
+            prompt = text_prompt(llm, text)
+        else:
+            prompt = PreparedPrompt(ids=[int(t) for t in data.prompt], think_prefix=None)
+        # OpenAI's default for this endpoint is 16 tokens.
+        params = _params(llm, settings, data, len(prompt.ids), data.max_tokens or 16)
+        run = GenerationRun.start(
+            scheduler,
+            prompt,
+            params,
+            api="openai.completions",
+            metrics=metrics,
+            split_reasoning=False,
+            started=started,
+        )
+        cid = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        model = host.name or ""
+        echo = text if data.echo and text is not None else ""
+        if data.stream:
+            include_usage = bool(data.stream_options and data.stream_options.include_usage)
+            events = _completion_events(run, cid, created, model, include_usage, echo, settings, request)
+            return EventStream(events)  # type: ignore[return-value]
+        _, content = await run.collect(request.receive)
+        return Completion(
+            id=cid,
+            created=created,
+            model=model,
+            choices=[CompletionChoice(index=0, text=echo + content, finish_reason=run.openai_finish_reason)],
+            usage=run.usage(),
+            timings=run.timings_body(),
+        )
+
+
+async def _chat_events(
+    run: GenerationRun,
+    cid: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    settings: GatewaySettings,
+    request: Request,
+) -> AsyncIterator[str | ServerSentEventMessage]:
+    def chunk(delta: ChatDelta, finish_reason=None, **extra) -> str:
+        choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
+        return _data(ChatCompletionChunk(id=cid, created=created, model=model, choices=[choice], **extra))
+
+    try:
+        yield chunk(ChatDelta(role="assistant", content=""))
+        async for d in run.deltas(settings.keepalive_seconds):
+            if d is None:
+                yield _keepalive()
+                continue
+            if d.reasoning:
+                yield chunk(ChatDelta(reasoning_content=d.reasoning))
+            if d.content:
+                yield chunk(ChatDelta(content=d.content))
+        yield chunk(ChatDelta(), run.openai_finish_reason, timings=run.timings_body())
+        if include_usage:
+            yield _data(
+                ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=run.usage())
+            )
+    except Exception as exc:
+        run.cancel()
+        _, detail = describe(exc, request.scope.get("state", {}).get("request_id"))
+        yield _data(ErrorBody(error=detail))
+    yield "[DONE]"
+
+
+async def _completion_events(
+    run: GenerationRun,
+    cid: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    echo: str,
+    settings: GatewaySettings,
+    request: Request,
+) -> AsyncIterator[str | ServerSentEventMessage]:
+    def chunk(text: str, finish_reason=None, **extra) -> str:
+        choice = CompletionChoice(index=0, text=text, finish_reason=finish_reason)
+        return _data(Completion(id=cid, created=created, model=model, choices=[choice], **extra))
+
+    try:
+        if echo:
+            yield chunk(echo)
+        async for d in run.deltas(settings.keepalive_seconds):
+            if d is None:
+                yield _keepalive()
+            elif d.content:
+                yield chunk(d.content)
+        yield chunk("", run.openai_finish_reason, timings=run.timings_body())
+        if include_usage:
+            yield _data(Completion(id=cid, created=created, model=model, choices=[], usage=run.usage()))
+    except Exception as exc:
+        run.cancel()
+        _, detail = describe(exc, request.scope.get("state", {}).get("request_id"))
+        yield _data(ErrorBody(error=detail))
+    yield "[DONE]"

@@ -1,0 +1,331 @@
+"""Request and response bodies of the OpenAI- and Ollama-compatible APIs.
+
+Unknown request fields are ignored (clients send many we do not use); the
+constraints here become the OpenAPI schema and are checked when a body is
+decoded, so a wrong type or an out-of-range value is a 400 before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+ReasoningFormat = Literal["deepseek", "none"]
+Role = Literal["system", "user", "assistant", "tool", "developer"]
+
+Temperature = Annotated[float, Meta(ge=0.0, le=100.0)]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+TopK = Annotated[int, Meta(ge=0)]
+MaxTokens = Annotated[int, Meta(ge=1)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+StopList = Annotated[list[str], Meta(max_length=4)]
+
+
+# --- OpenAI: requests --------------------------------------------------------------------
+
+
+class ContentPart(Struct, kw_only=True):
+    """One part of a message's content. Only "text" parts can be read by the model."""
+
+    type: str
+    text: str | None = None
+    image_url: Any = None
+
+
+class ChatMessage(Struct, kw_only=True):
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    reasoning_content: str | None = None
+
+
+class StreamOptions(Struct, kw_only=True):
+    include_usage: bool = False
+
+
+class SamplingFields(Struct, kw_only=True):
+    """Fields shared by /v1/chat/completions and /v1/completions."""
+
+    model: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_k: TopK | None = None
+    min_p: Probability | None = None
+    max_tokens: MaxTokens | None = None
+    stop: str | StopList | None = None
+    seed: Seed | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repeat_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
+    n: Annotated[int, Meta(ge=1, le=128)] = 1
+    user: str | None = None
+
+
+class ChatCompletionRequest(SamplingFields, kw_only=True):
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_completion_tokens: MaxTokens | None = None
+    reasoning_format: ReasoningFormat | None = None  # per request: "none" keeps <think> in content
+    force_think: bool = False  # open the reasoning block in the prompt if the template has not
+
+
+class CompletionRequest(SamplingFields, kw_only=True):
+    # text, a one-element list of text, or token ids (n = 1: one prompt per request)
+    prompt: str | Annotated[list[str | Annotated[int, Meta(ge=0)]], Meta(min_length=1)]
+    echo: bool = False
+
+
+# --- OpenAI: responses -------------------------------------------------------------------
+
+
+class CompletionTokensDetails(Struct, kw_only=True):
+    reasoning_tokens: int = 0
+
+
+class Usage(Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    completion_tokens_details: CompletionTokensDetails
+
+
+class TimingsBody(Struct, kw_only=True):
+    """llama-server's per-request speed figures."""
+
+    prompt_n: int
+    prompt_ms: float
+    prompt_per_token_ms: float
+    prompt_per_second: float
+    predicted_n: int
+    predicted_ms: float
+    predicted_per_token_ms: float
+    predicted_per_second: float
+
+
+class AssistantMessage(Struct, kw_only=True, omit_defaults=True):
+    role: Literal["assistant"]
+    content: str | None
+    reasoning_content: str | None = None  # present when the model reasoned
+
+
+class ChatChoice(Struct, kw_only=True):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: None = None
+
+
+class ChatCompletion(Struct, kw_only=True):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    object: Literal["chat.completion"] = "chat.completion"
+    system_fingerprint: str | None = None
+    timings: TimingsBody | None = None
+
+
+class ChatDelta(Struct, kw_only=True, omit_defaults=True):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChatChunkChoice(Struct, kw_only=True):
+    index: int
+    delta: ChatDelta
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(Struct, kw_only=True):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    system_fingerprint: str | None = None
+    usage: Usage | None = None
+    timings: TimingsBody | None = None
+
+
+class CompletionChoice(Struct, kw_only=True):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: None = None
+
+
+class Completion(Struct, kw_only=True):
+    """A /v1/completions response, and (with object "text_completion" too) each streamed chunk."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    object: Literal["text_completion"] = "text_completion"
+    system_fingerprint: str | None = None
+    usage: Usage | None = None
+    timings: TimingsBody | None = None
+
+
+class ModelCard(Struct, kw_only=True):
+    id: str
+    created: int
+    object: Literal["model"] = "model"
+    owned_by: str = "moebox"
+
+
+class ModelList(Struct, kw_only=True):
+    data: list[ModelCard]
+    object: Literal["list"] = "list"
+
+
+class ErrorDetail(Struct, kw_only=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(Struct, kw_only=True):
+    """OpenAI's error shape; also sent as an SSE chunk when a stream fails after it started."""
+
+    error: ErrorDetail
+
+
+class Health(Struct, kw_only=True):
+    status: Literal["ok", "loading", "error"]
+    model: str | None = None
+    message: str | None = None
+
+
+# --- Ollama ------------------------------------------------------------------------------
+
+
+class OllamaOptions(Struct, kw_only=True):
+    """The `options` object; unknown options (num_ctx, num_gpu, ...) are ignored."""
+
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_k: TopK | None = None
+    min_p: Probability | None = None
+    num_predict: Annotated[int, Meta(ge=-2)] | None = None  # -1: until the context is full
+    stop: list[str] | None = None
+    seed: Seed | None = None
+    repeat_penalty: Annotated[float, Meta(gt=0.0, le=10.0)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+
+
+class OllamaMessage(Struct, kw_only=True, omit_defaults=True):
+    role: Role
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+
+
+class OllamaReply(Struct, kw_only=True, omit_defaults=True):
+    """The assistant message of an /api/chat answer."""
+
+    role: Literal["assistant"]
+    content: str
+    thinking: str | None = None
+
+
+class OllamaChatRequest(Struct, kw_only=True):
+    model: str
+    messages: list[OllamaMessage] = msgspec.field(default_factory=list)
+    stream: bool = True
+    options: OllamaOptions | None = None
+    think: bool | None = None  # false: keep the think block raw in content
+
+
+class OllamaGenerateRequest(Struct, kw_only=True):
+    model: str
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False  # true: the prompt is sent as is, without the chat template
+    stream: bool = True
+    options: OllamaOptions | None = None
+    think: bool | None = None
+    images: list[str] | None = None
+
+
+class OllamaChatResponse(Struct, kw_only=True, omit_defaults=True):
+    model: str
+    created_at: str
+    message: OllamaReply
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class OllamaGenerateResponse(Struct, kw_only=True, omit_defaults=True):
+    model: str
+    created_at: str
+    response: str
+    done: bool
+    thinking: str | None = None
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class OllamaModelDetails(Struct, kw_only=True):
+    format: str
+    family: str
+    families: list[str]
+    parameter_size: str
+    quantization_level: str
+    parent_model: str = ""
+
+
+class OllamaModel(Struct, kw_only=True):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: OllamaModelDetails
+
+
+class OllamaTags(Struct, kw_only=True):
+    models: list[OllamaModel]
+
+
+class OllamaShowRequest(Struct, kw_only=True):
+    model: str | None = None
+    name: str | None = None  # older clients
+
+
+class OllamaShowResponse(Struct, kw_only=True):
+    modelfile: str
+    parameters: str
+    template: str
+    details: OllamaModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class OllamaVersion(Struct, kw_only=True):
+    version: str
+
+
+class OllamaError(Struct, kw_only=True):
+    error: str

@@ -1,0 +1,20 @@
+"""What a gateway instance is configured with (the `moebox serve` flags)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
+    model_name: str | None = None  # name shown by /v1/models (default: the GGUF's)
+    api_key: str | None = None  # when set, every route but /health wants `Authorization: Bearer KEY`
+    reasoning_format: Literal["deepseek", "none"] = "deepseek"  # "none": <think> stays in content
+    cors_origins: tuple[str, ...] = ()  # e.g. ("http://localhost:3000",) or ("*",)
+    max_body_bytes: int = 8 * 1024 * 1024  # larger bodies get 413
+    keepalive_seconds: float = 5.0  # SSE comment while a long prefill runs
+    max_tokens_limit: int | None = None  # cap on generated tokens per request (default: the context)
+    max_running: int = 32  # sequences generated at once (each holds a KV cache)
+    max_waiting: int = 64  # queued requests beyond that get 429
+    prefill_chunk: int = 256  # prompt tokens per scheduler step, so others keep decoding

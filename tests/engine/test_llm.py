@@ -1,0 +1,116 @@
+"""The generation API on the embedded SmolLM2-135M-Instruct Q4_1 model:
+stopping rules, seeds, step-by-step sequences, cancellation and prompt errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.default_model import embedded_model_path
+from engine.errors import ContextLengthError, EmptyPromptError, InvalidTokenError
+from engine.llm import LLM
+from engine.sampling_params import SamplingParams
+
+MESSAGES = [{"role": "user", "content": "Write a short poem about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM.from_gguf(embedded_model_path(), context_length=256, progress=False)
+
+
+def run(llm, prompt, **params):
+    chunks = list(llm.generate(prompt, SamplingParams(**params)))
+    ids = [t for c in chunks for t in c.token_ids]
+    return "".join(c.text for c in chunks), ids, chunks[-1]
+
+
+def test_attributes(llm):
+    assert llm.context_length == 256
+    assert llm.model_name
+    assert llm.config.architecture == "llama"
+    assert llm.eos_token_ids and all(0 <= t < llm.config.vocab_size for t in llm.eos_token_ids)
+
+
+def test_greedy_is_deterministic_and_text_matches_tokens(llm):
+    text, ids, last = run(llm, MESSAGES, temperature=0, max_tokens=24, ignore_eos=True)
+    assert len(ids) == 24 and last.finish_reason == "length"
+    assert text == llm.tokenizer.decode(ids)
+    assert last.timings.prompt_n > 0 and last.timings.predicted_n == 24
+    assert run(llm, MESSAGES, temperature=0, max_tokens=24, ignore_eos=True)[1] == ids
+
+
+def test_seed_gives_the_same_sample(llm):
+    a = run(llm, MESSAGES, temperature=1.0, seed=7, max_tokens=16, ignore_eos=True)[1]
+    b = run(llm, MESSAGES, temperature=1.0, seed=7, max_tokens=16, ignore_eos=True)[1]
+    others = [run(llm, MESSAGES, temperature=1.0, seed=s, max_tokens=16, ignore_eos=True)[1] for s in (8, 9)]
+    assert a == b
+    assert any(o != a for o in others)
+
+
+def test_stop_string_across_token_boundary(llm):
+    text, ids, _ = run(llm, MESSAGES, temperature=0, max_tokens=32, ignore_eos=True)
+    pieces = [llm.tokenizer.decode(ids[: i + 1]) for i in range(len(ids))]
+    # a stop string made of the end of token 5's text and the start of token 6's
+    cut = len(pieces[4])
+    assert len(pieces[4]) - len(pieces[3]) >= 2 and len(pieces[5]) - len(pieces[4]) >= 2
+    stop = text[cut - 2 : cut + 2]
+    first = text.find(stop)
+    got, got_ids, last = run(llm, MESSAGES, temperature=0, max_tokens=32, ignore_eos=True, stop=(stop,))
+    assert last.finish_reason == "stop"
+    assert got == text[:first]
+    assert stop not in got
+
+
+def test_stop_token_ids_and_eos(llm):
+    _, ids, _ = run(llm, MESSAGES, temperature=0, max_tokens=12, ignore_eos=True)
+    stop_id = ids[6]
+    _, got, last = run(
+        llm, MESSAGES, temperature=0, max_tokens=12, ignore_eos=True, stop_token_ids=(stop_id,)
+    )
+    assert last.finish_reason == "stop" and got == ids[: ids.index(stop_id) + 1]
+    _, got, last = run(
+        llm,
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>",
+        temperature=0,
+        max_tokens=40,
+    )
+    if last.finish_reason == "stop":
+        assert got[-1] in llm.eos_token_ids
+
+
+def test_interleaved_sequences_equal_separate_runs_and_cancel_frees(llm):
+    params = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+    prompts = [llm.encode_prompt(MESSAGES), llm.encode_prompt("The capital of France is")]
+    alone = [run(llm, p, temperature=0, max_tokens=10, ignore_eos=True)[1] for p in prompts]
+    seqs = [llm.new_sequence(p, params, prefill_chunk=8) for p in prompts]
+    third = llm.new_sequence(prompts[1], params)
+    third.step()
+    third.step()
+    assert third.cache is not None
+    final = third.cancel()
+    assert final.finish_reason == "cancelled" and third.cache is None and third.finished
+    while not all(s.finished for s in seqs):
+        for s in seqs:
+            if not s.finished:
+                s.step()
+    assert [s.output_ids for s in seqs] == alone
+
+
+def test_prompt_errors(llm):
+    with pytest.raises(EmptyPromptError):
+        llm.new_sequence([], SamplingParams())
+    with pytest.raises(EmptyPromptError):
+        list(llm.generate("", SamplingParams()))
+    with pytest.raises(InvalidTokenError, match="outside the vocabulary"):
+        llm.new_sequence([1, llm.config.vocab_size], SamplingParams())
+    with pytest.raises(InvalidTokenError):
+        llm.new_sequence([1, -3], SamplingParams())
+    with pytest.raises(ContextLengthError, match="256"):
+        llm.new_sequence([1] * 300, SamplingParams())
+
+
+def test_generation_stops_at_the_context_end(llm):
+    seq = llm.new_sequence([1] * 250, SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))
+    while not seq.finished:
+        last = seq.step()
+    assert last.finish_reason == "length" and len(seq.output_ids) == 6
