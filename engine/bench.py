@@ -1,7 +1,8 @@
-"""`moebox bench`: prefill and decode speed, side by side with llama.cpp on the same file.
+"""`moebox bench model`: prefill and decode speed, side by side with llama.cpp on the same file.
 
 Both run the same work: a prompt of random token ids in one batch (prefill), then
-single-token steps (decode), greedy, one sequence, the same number of threads.
+single-token greedy steps (decode), one sequence, the same number of threads. The
+two alternate run by run, so a machine whose load drifts treats both alike.
 """
 
 from __future__ import annotations
@@ -20,88 +21,94 @@ class Speed:
     prefill: float  # tok/s
     decode: float  # tok/s
 
+    def best(self, other: Speed) -> Speed:
+        return Speed(max(self.prefill, other.prefill), max(self.decode, other.decode))
+
 
 def _prompt(n: int, vocab: int, seed: int = 0) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(100, min(vocab, 30000), (n,), generator=g).tolist()
 
 
-def bench_moebox(llm: LLM, prompt_tokens: int, gen_tokens: int, repeat: int) -> Speed:
-    model = llm.model
-    ids = _prompt(prompt_tokens, llm.config.vocab_size)
-    best = Speed(0.0, 0.0)
-    model.forward(torch.tensor(ids[:8]), model.new_cache(prompt_tokens + gen_tokens + 1))  # warm-up
-    for _ in range(repeat):
-        cache = model.new_cache(prompt_tokens + gen_tokens + 1)
+class MoeboxRunner:
+    def __init__(self, llm: LLM):
+        self.model = llm.model
+
+    def run(self, ids: list[int], gen_tokens: int) -> Speed:
+        cache = self.model.new_cache(len(ids) + gen_tokens + 1)
         t0 = time.perf_counter()
-        logits = model.forward(torch.tensor(ids), cache)
+        token = int(self.model.forward(torch.tensor(ids), cache)[-1].argmax())
         t1 = time.perf_counter()
-        token = int(logits[-1].argmax())
         for _ in range(gen_tokens):
-            token = int(model.forward(torch.tensor([token]), cache)[-1].argmax())
+            token = int(self.model.forward(torch.tensor([token]), cache)[-1].argmax())
         t2 = time.perf_counter()
-        best = Speed(max(best.prefill, prompt_tokens / (t1 - t0)), max(best.decode, gen_tokens / (t2 - t1)))
-    return best
+        return Speed(len(ids) / (t1 - t0), gen_tokens / (t2 - t1))
 
 
-def bench_llama_cpp(path: str, vocab: int, prompt_tokens: int, gen_tokens: int, repeat: int, threads: int):
-    """The same measurement through llama-cpp-python, or None when it is not installed."""
-    try:
+class LlamaCppRunner:
+    """The same measurement through llama-cpp-python."""
+
+    def __init__(self, path: str, n_ctx: int, threads: int):
         import llama_cpp
-    except ImportError:
-        return None
-    lc = llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=prompt_tokens + gen_tokens + 8,
-        n_batch=max(prompt_tokens, 8),
-        n_ubatch=max(prompt_tokens, 8),
-        n_threads=threads,
-        n_threads_batch=threads,
-        verbose=False,
-    )
-    ids = _prompt(prompt_tokens, vocab)
-    n_vocab = lc.n_vocab()
 
-    def last_argmax() -> int:
-        logits = llama_cpp.llama_get_logits_ith(lc._ctx.ctx, -1)
-        return int(np.ctypeslib.as_array(logits, shape=(n_vocab,)).argmax())
+        self.llama_cpp = llama_cpp
+        self.lc = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+        self.n_vocab = self.lc.n_vocab()
 
-    best = Speed(0.0, 0.0)
-    for _ in range(repeat):
-        lc.reset()
+    def _last_argmax(self) -> int:
+        logits = self.llama_cpp.llama_get_logits_ith(self.lc._ctx.ctx, -1)
+        return int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+
+    def run(self, ids: list[int], gen_tokens: int) -> Speed:
+        self.lc.reset()
         t0 = time.perf_counter()
-        lc.eval(ids)
+        self.lc.eval(ids)
         t1 = time.perf_counter()
-        token = last_argmax()
+        token = self._last_argmax()
         for _ in range(gen_tokens):
-            lc.eval([token])
-            token = last_argmax()
+            self.lc.eval([token])
+            token = self._last_argmax()
         t2 = time.perf_counter()
-        best = Speed(max(best.prefill, prompt_tokens / (t1 - t0)), max(best.decode, gen_tokens / (t2 - t1)))
-    lc.close()
-    return best
+        return Speed(len(ids) / (t1 - t0), gen_tokens / (t2 - t1))
+
+    def close(self) -> None:
+        self.lc.close()
 
 
 def run_bench(
     path: str, *, prompt_tokens: list[int], gen_tokens: int, threads: int | None, repeat: int, llama_cpp: bool
 ) -> None:
-    llm = LLM.from_gguf(
-        path, threads=threads, context_length=max(prompt_tokens) + gen_tokens + 8, progress=True
-    )
+    n_ctx = max(prompt_tokens) + gen_tokens + 8
+    llm = LLM.from_gguf(path, threads=threads, context_length=n_ctx, progress=True)
+    ours = MoeboxRunner(llm)
+    ref = None
+    if llama_cpp:
+        try:
+            ref = LlamaCppRunner(path, n_ctx, llm.threads)
+        except ImportError:
+            print("llama-cpp-python is not installed: moebox figures only")
+    ours.run(_prompt(8, llm.config.vocab_size), 2)  # warm-up
     print(f"model {llm.model_name} ({llm.config.variant}), {llm.threads} threads, best of {repeat}")
     header = f"{'test':<12}{'moebox tok/s':>14}{'llama.cpp tok/s':>17}{'ratio':>8}"
     print(header)
     print("-" * len(header))
-    rows = []
     for n in prompt_tokens:
-        ours = bench_moebox(llm, n, gen_tokens, repeat)
-        ref = (
-            bench_llama_cpp(path, llm.config.vocab_size, n, gen_tokens, repeat, llm.threads)
-            if llama_cpp
-            else None
-        )
-        rows.append((f"pp{n}", ours.prefill, ref.prefill if ref else None))
-        rows.append((f"tg{gen_tokens}@{n}", ours.decode, ref.decode if ref else None))
-    for name, a, b in rows:
-        ref = f"{b:>17.1f}{a / b:>8.2f}" if b else f"{'-':>17}{'-':>8}"
-        print(f"{name:<12}{a:>14.1f}{ref}")
+        ids = _prompt(n, llm.config.vocab_size)
+        a, b = Speed(0, 0), Speed(0, 0)
+        for _ in range(repeat):
+            a = a.best(ours.run(ids, gen_tokens))
+            if ref is not None:
+                b = b.best(ref.run(ids, gen_tokens))
+        for name, x, y in ((f"pp{n}", a.prefill, b.prefill), (f"tg{gen_tokens}@{n}", a.decode, b.decode)):
+            cmp = f"{y:>17.1f}{x / y:>8.2f}" if y else f"{'-':>17}{'-':>8}"
+            print(f"{name:<12}{x:>14.1f}{cmp}", flush=True)
+    if ref is not None:
+        ref.close()

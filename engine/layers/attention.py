@@ -45,14 +45,17 @@ class Attention:
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         t = x.shape[0]
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(t, self.n_heads, self.head_dim)  # [T, heads, head_dim]
-        k = k.view(t, self.n_kv_heads, self.head_dim)
-        v = v.view(t, self.n_kv_heads, self.head_dim)
+        qk, v = self.qkv(x).split([q_size + kv_size, kv_size], dim=-1)
+        qk = qk.reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)  # [T, heads + kv_heads, head_dim]
+        v = v.reshape(t, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rope.apply(q, positions), self.rope.apply(k, positions)
+            q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)
+            qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=1)
+        # q and k heads rotate together: one rope call per layer
+        q, k = self.rope.apply(qk, positions).split([self.n_heads, self.n_kv_heads], dim=1)
         k_all, v_all = cache.update(self.layer, k, v)  # [S, kv_heads, head_dim]
+        if t == 1:
+            return self.o(self._decode(q, k_all, v_all))
         s = k_all.shape[0]
         mask = causal_mask(t, s, x.device)
         out = F.scaled_dot_product_attention(
@@ -64,3 +67,12 @@ class Attention:
             enable_gqa=self.n_heads != self.n_kv_heads,
         )  # [heads, T, head_dim]
         return self.o(out.transpose(0, 1).reshape(t, self.n_heads * self.head_dim))
+
+    def _decode(self, q: torch.Tensor, k_all: torch.Tensor, v_all: torch.Tensor) -> torch.Tensor:
+        """One query: the heads sharing a KV head form one small batched matmul."""
+        rep = self.n_heads // self.n_kv_heads
+        qg = q.view(self.n_kv_heads, rep, self.head_dim)  # [kv_heads, rep, head_dim]
+        k = k_all.to(q.dtype).transpose(0, 1)  # [kv_heads, S, head_dim]
+        v = v_all.to(q.dtype).transpose(0, 1)
+        probs = torch.softmax(torch.bmm(qg, k.transpose(1, 2)).float() * self.scale, dim=-1).to(q.dtype)
+        return torch.bmm(probs, v).reshape(1, self.n_heads * self.head_dim)  # [1, heads * head_dim]

@@ -51,9 +51,13 @@ class NativeMatrix:
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, cols] f32/bf16 on the CPU → [T, rows] f32."""
-        x = x.contiguous()
+        if x.dtype != torch.float32:
+            x = x.float()
         out = torch.empty((x.shape[0], self.rows), dtype=torch.float32)
-        self.native.matmul(self.data, self.ggml_type, self.rows, self.cols, x, out=out)
+        # numpy views of CPU tensors cross into the binding faster than DLPack capsules
+        self.native.matmul(
+            self.data, self.ggml_type, self.rows, self.cols, x.contiguous().numpy(), out=out.numpy()
+        )
         return out
 
 
@@ -73,7 +77,9 @@ class Linear:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if isinstance(self.weight, NativeMatrix):
-            y = self.weight.matmul(x2).to(x.dtype)
+            y = self.weight.matmul(x2)
+            if y.dtype != x.dtype:
+                y = y.to(x.dtype)
         else:
             y = torch.nn.functional.linear(x2.to(self.weight.dtype), self.weight).to(x.dtype)
         if self.bias is not None:
