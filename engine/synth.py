@@ -40,7 +40,7 @@ class SynthSpec:
     n_kv_heads: int
     head_dim: int
     intermediate_size: int  # dense FFN width
-    vocab_size: int = 0  # 0: the vocabulary's own size
+    vocab_size: int = 0  # size of the default byte vocabulary (padded); a given vocabulary keeps its own
     context_length: int = 4096
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
@@ -460,21 +460,26 @@ def _write_hparams(w: gguf.GGUFWriter, spec: SynthSpec, vocab_size: int, file_ty
             w.add_expert_shared_feed_forward_length(spec.shared_expert_intermediate_size)
 
 
-def write_byte_vocab(w: gguf.GGUFWriter) -> int:
-    """A minimal real byte-level BPE vocabulary (256 byte tokens, a few merges, BOS/EOS).
+def write_byte_vocab(w: gguf.GGUFWriter, size: int = 0) -> int:
+    """A minimal real byte-level BPE vocabulary (256 byte tokens, a few merges, BOS/EOS),
+    padded with unused `[PAD{i}]` tokens up to `size` as llama.cpp's converter pads.
     Used when no Hugging Face tokenizer is given; returns the vocabulary size."""
     merges = ["t h", "h e", "i n", "e r", "a n", "Ġ t", "Ġ a", "o n"]
     byte_chars = {b: c for c, b in BYTE_DECODER.items()}
     tokens = [byte_chars[b] for b in range(256)] + [m.replace(" ", "") for m in merges]
     types = [gguf.TokenType.NORMAL] * len(tokens) + [gguf.TokenType.CONTROL] * 2
     tokens += ["<|bos|>", "<|eos|>"]
+    bos, eos = len(tokens) - 2, len(tokens) - 1
+    pad = max(0, size - len(tokens))
+    tokens += [f"[PAD{i}]" for i in range(len(tokens), len(tokens) + pad)]
+    types += [gguf.TokenType.UNUSED] * pad
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)  # GGUFWriter drops empty arrays; a BPE vocabulary needs some merges
-    w.add_bos_token_id(len(tokens) - 2)
-    w.add_eos_token_id(len(tokens) - 1)
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
     w.add_add_bos_token(True)
     return len(tokens)
 
@@ -499,7 +504,7 @@ def write_synthetic_gguf(
     `qtype` is used for 2-D+ matrices whose rows fit its blocks (others fall back
     to F32, as llama.cpp's quantizer falls back for small rows); norms, biases and
     routers stay F32. `vocab` writes the tokenizer keys and returns the vocab size
-    (default: a byte-level vocabulary). `split_max_size` > 0 writes a split set.
+    (default: a byte-level vocabulary padded to the shape's vocab_size). `split_max_size` > 0 writes a split set.
     """
     if isinstance(spec, str):
         try:
@@ -517,9 +522,9 @@ def write_synthetic_gguf(
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(path, spec.architecture, split_max_size=split_max_size)
-    vocab_size = (vocab or write_byte_vocab)(w)
-    if spec.vocab_size:
-        vocab_size = max(vocab_size, spec.vocab_size)
+    # The embedding has exactly as many rows as the vocabulary has tokens (llama.cpp refuses
+    # a file where they differ); the shape's vocab_size only sizes the default vocabulary.
+    vocab_size = vocab(w) if vocab else write_byte_vocab(w, spec.vocab_size)
     _write_hparams(w, spec, vocab_size, qtype)
 
     plan = list(tensor_plan(spec, vocab_size))
