@@ -22,7 +22,7 @@
 //   {nullptr, avx2_multi, avx512_multi, nullptr}; they must return bitwise the
 //   results of the vec_dot of the same ISA (tests check this).
 //   ISA variants are plain functions marked MOEBOX_TARGET_AVX2 / MOEBOX_TARGET_AVX512
-//   (never compile with -march=native: one binary serves every x86-64 CPU).
+//   (never a -march flag for the build machine: one binary serves every x86-64 CPU).
 //   Tests: tests/native/quant_blocks.py lists the formats the tests check against
 //   gguf.quants.dequantize (FP16_SCALE_OFFSETS: where the fp16 scales of a block
 //   are, so random blocks get sane scales); add the new format there.
