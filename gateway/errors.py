@@ -12,6 +12,7 @@ import logging
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from engine.errors import (
     ChatTemplateError,
@@ -161,3 +162,21 @@ def exception_to_response(request: Request, exc: Exception) -> Response:
         OllamaError(error=detail.message) if is_ollama_path(request.url.path) else ErrorBody(error=detail)
     )
     return Response(content=content, status_code=status, headers=headers)
+
+
+# Error statuses every API route documents in the OpenAPI schema.
+ERROR_STATUSES = {
+    400: "Invalid body or parameter, or a prompt longer than the context.",
+    401: "Missing or wrong API key.",
+    404: "Unknown model.",
+    413: "Body too large.",
+    429: "Too many requests waiting.",
+    503: "The model is still loading.",
+}
+
+
+def error_responses(body: type) -> dict[int, ResponseSpec]:
+    """OpenAPI response specs for ERROR_STATUSES with the API's own error body type."""
+    return {
+        code: ResponseSpec(data_container=body, description=desc) for code, desc in ERROR_STATUSES.items()
+    }

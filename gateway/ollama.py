@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from engine import __version__
-from gateway.errors import InvalidRequestError, describe
+from gateway.errors import InvalidRequestError, describe, error_responses
 from gateway.generation import GenerationRun, chat_prompt, sampling_params, text_prompt
 from gateway.metrics import GatewayMetrics
 from gateway.model_host import ModelHost
@@ -43,17 +42,7 @@ from gateway.schemas import (
 from gateway.settings import GatewaySettings
 from gateway.streaming import NDJSONOperation, NDJSONStream
 
-_ERRORS = {
-    code: ResponseSpec(data_container=OllamaError, description=desc)
-    for code, desc in {
-        400: "Invalid body or parameter, or a prompt longer than the context.",
-        401: "Missing or wrong API key.",
-        404: "Unknown model.",
-        413: "Body too large.",
-        429: "Too many requests waiting.",
-        503: "The model is still loading.",
-    }.items()
-}
+_ERRORS = error_responses(OllamaError)
 
 _encode = msgspec.json.Encoder().encode
 # Ollama's version the API here follows (clients check it for features such as thinking).

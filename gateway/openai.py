@@ -18,11 +18,10 @@ from collections.abc import AsyncIterator
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response.sse import ServerSentEventMessage
 
-from gateway.errors import InvalidRequestError, describe
+from gateway.errors import InvalidRequestError, describe, error_responses
 from gateway.generation import (
     GenerationRun,
     PreparedPrompt,
@@ -52,17 +51,7 @@ from gateway.schemas import (
 from gateway.settings import GatewaySettings
 from gateway.streaming import EventStream, SSEOperation
 
-_ERRORS = {
-    code: ResponseSpec(data_container=ErrorBody, description=desc)
-    for code, desc in {
-        400: "Invalid body or parameter, or a prompt longer than the context.",
-        401: "Missing or wrong API key.",
-        404: "Unknown model.",
-        413: "Body too large.",
-        429: "Too many requests waiting.",
-        503: "The model is still loading.",
-    }.items()
-}
+_ERRORS = error_responses(ErrorBody)
 
 _encode = msgspec.json.Encoder().encode
 
