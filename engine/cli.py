@@ -26,7 +26,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     # The gateway depends on the engine, never the other way: import it only here.
+    from engine.config import model_config
     from engine.default_model import embedded_model_path
+    from engine.gguf_file import open_gguf
     from gateway.server import serve
     from gateway.settings import GatewaySettings
 
@@ -40,6 +42,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_waiting=args.max_waiting,
     )
     model = args.model or embedded_model_path()
+    # Headers only (milliseconds): a wrong path, a broken file or an unsupported model
+    # fails here with its message, before the port opens; the weights load in the background.
+    with open_gguf(model) as gguf:
+        model_config(gguf)
     serve(model, settings, host=args.host, port=args.port, threads=args.threads, context_length=args.ctx_size)
     return 0
 

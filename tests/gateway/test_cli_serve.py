@@ -57,3 +57,18 @@ def test_serve_default_model(tmp_path):
     assert any("moebox.generate" in line for line in lines), (
         lines
     )  # the engine thread's line for this request
+
+
+def test_serve_refuses_a_bad_model_before_opening_the_port(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 100)
+    for model, message in ((tmp_path / "missing.gguf", "no such file or directory"), (broken, "version 0")):
+        done = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "serve", str(model), "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert "Uvicorn running" not in done.stderr
