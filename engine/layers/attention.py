@@ -46,14 +46,16 @@ class Attention:
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         t = x.shape[0]
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        qk, v = self.qkv(x).split([q_size + kv_size, kv_size], dim=-1)
-        qk = qk.reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)  # [T, heads + kv_heads, head_dim]
-        v = v.reshape(t, self.n_kv_heads, self.head_dim)
+        # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
+        qkv = self.qkv(x)
+        qk = qkv[:, : q_size + kv_size].reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)
+        v = qkv[:, q_size + kv_size :].reshape(t, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)
             qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=1)
         # q and k heads rotate together: one rope call per layer
-        q, k = self.rope.apply(qk, positions).split([self.n_heads, self.n_kv_heads], dim=1)
+        qk = self.rope.apply(qk, positions)
+        q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
         k_all, v_all = cache.update(self.layer, k, v)  # [S, kv_heads, head_dim]
         if t == 1:
             return self.o(self._decode(q, k_all, v_all))
