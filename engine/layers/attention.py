@@ -36,7 +36,8 @@ class Attention:
         k_norm: RMSNorm | None = None,
     ):
         self.layer = layer
-        self.qkv, self.o = qkv, o
+        # qkv is consumed by rope and the cache write, o by the residual add: neither result outlives the step
+        self.qkv, self.o = qkv.reuse_row_output(), o.reuse_row_output()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.rope = rope
         self.q_norm, self.k_norm = q_norm, k_norm
@@ -45,14 +46,16 @@ class Attention:
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         t = x.shape[0]
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        qk, v = self.qkv(x).split([q_size + kv_size, kv_size], dim=-1)
-        qk = qk.reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)  # [T, heads + kv_heads, head_dim]
-        v = v.reshape(t, self.n_kv_heads, self.head_dim)
+        # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
+        qkv = self.qkv(x)
+        qk = qkv[:, : q_size + kv_size].reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)
+        v = qkv[:, q_size + kv_size :].reshape(t, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)
             qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=1)
         # q and k heads rotate together: one rope call per layer
-        q, k = self.rope.apply(qk, positions).split([self.n_heads, self.n_kv_heads], dim=1)
+        qk = self.rope.apply(qk, positions)
+        q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
         k_all, v_all = cache.update(self.layer, k, v)  # [S, kv_heads, head_dim]
         if t == 1:
             return self.o(self._decode(q, k_all, v_all))
@@ -72,7 +75,13 @@ class Attention:
         """One query: the heads sharing a KV head form one small batched matmul."""
         rep = self.n_heads // self.n_kv_heads
         qg = q.view(self.n_kv_heads, rep, self.head_dim)  # [kv_heads, rep, head_dim]
-        k = k_all.to(q.dtype).transpose(0, 1)  # [kv_heads, S, head_dim]
-        v = v_all.to(q.dtype).transpose(0, 1)
-        probs = torch.softmax(torch.bmm(qg, k.transpose(1, 2)).float() * self.scale, dim=-1).to(q.dtype)
+        if k_all.dtype != q.dtype:
+            k_all, v_all = k_all.to(q.dtype), v_all.to(q.dtype)
+        k = k_all.transpose(0, 1)  # [kv_heads, S, head_dim]
+        v = v_all.transpose(0, 1)
+        scores = torch.bmm(qg, k.transpose(1, 2))
+        if q.dtype == torch.float32:  # the common case: no conversions, scale in place
+            probs = torch.softmax(scores.mul_(self.scale), dim=-1)
+        else:
+            probs = torch.softmax(scores.float() * self.scale, dim=-1).to(q.dtype)
         return torch.bmm(probs, v).reshape(1, self.n_heads * self.head_dim)  # [1, heads * head_dim]

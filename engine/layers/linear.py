@@ -48,16 +48,27 @@ class NativeMatrix:
         self.ggml_type = int(ggml_type)
         self.rows = rows
         self.cols = cols
+        self._row_out: tuple[torch.Tensor, np.ndarray] | None = None
+
+    def reuse_row_output(self) -> None:
+        """Write single-row results into one buffer kept for this matrix, overwritten by
+        the next single-row call: for layers whose caller consumes the result at once."""
+        out = torch.empty((1, self.rows), dtype=torch.float32)
+        self._row_out = (out, out.numpy())
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, cols] f32/bf16 on the CPU → [T, rows] f32."""
         if x.dtype != torch.float32:
             x = x.float()
-        out = torch.empty((x.shape[0], self.rows), dtype=torch.float32)
+        if not x.is_contiguous():
+            x = x.contiguous()
+        if self._row_out is not None and x.shape[0] == 1:
+            out, out_np = self._row_out
+        else:
+            out = torch.empty((x.shape[0], self.rows), dtype=torch.float32)
+            out_np = out.numpy()
         # numpy views of CPU tensors cross into the binding faster than DLPack capsules
-        self.native.matmul(
-            self.data, self.ggml_type, self.rows, self.cols, x.contiguous().numpy(), out=out.numpy()
-        )
+        self.native.matmul(self.data, self.ggml_type, self.rows, self.cols, x.numpy(), out=out_np)
         return out
 
 
@@ -67,16 +78,27 @@ class Linear:
     def __init__(self, weight: torch.Tensor | NativeMatrix, bias: torch.Tensor | None = None):
         self.weight = weight
         self.bias = bias
-        if isinstance(weight, NativeMatrix):
+        self.native = isinstance(weight, NativeMatrix)
+        if self.native:
             self.out_features, self.in_features = weight.rows, weight.cols
         else:
             self.out_features, self.in_features = weight.shape
 
+    def reuse_row_output(self) -> Linear:
+        """See NativeMatrix.reuse_row_output (decode steps allocate no output); no-op for torch weights."""
+        if self.native:
+            self.weight.reuse_row_output()
+        return self
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., in] → [..., out] in x's dtype."""
+        if self.native and x.dim() == 2 and x.dtype == torch.float32:
+            # the decode path: [T, in] f32 straight into the kernel, nothing to convert or reshape
+            y = self.weight.matmul(x)
+            return y if self.bias is None else y + self.bias
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        if isinstance(self.weight, NativeMatrix):
+        if self.native:
             y = self.weight.matmul(x2)
             if y.dtype != x.dtype:
                 y = y.to(x.dtype)

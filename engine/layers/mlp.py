@@ -11,7 +11,8 @@ from engine.layers.linear import Linear
 class GatedMLP:
     def __init__(self, gate_up: Linear, down: Linear):
         """gate_up: the gate and up rows stacked, [2 * inter, hidden]."""
-        self.gate_up, self.down = gate_up, down
+        # gate_up is consumed by silu * up at once; down by the caller's residual add or sum
+        self.gate_up, self.down = gate_up.reuse_row_output(), down.reuse_row_output()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
