@@ -15,28 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-# Byte offsets of fp16 scale fields per block: random bytes there would be NaN/inf.
-_FP16_SCALE_OFFSETS = {
-    "Q8_0": (0,),
-    "Q4_0": (0,),
-    "Q4_1": (0, 2),
-    "Q5_0": (0,),
-    "Q5_1": (0, 2),
-    "Q2_K": (80, 82),
-    "Q3_K": (108,),
-    "Q4_K": (0, 2),
-    "Q5_K": (0, 2),
-    "Q6_K": (208,),
-    "IQ1_S": (0,),
-    "IQ2_XXS": (0,),
-    "IQ2_XS": (0,),
-    "IQ2_S": (0,),
-    "IQ3_XXS": (0,),
-    "IQ3_S": (0,),
-    "IQ4_NL": (0,),
-    "IQ4_XS": (0,),
-}
-_IQ1_M_SCALE_WORDS = slice(48, 56)  # IQ1_M: fp16 scale in the top nibbles of these four uint16
+from engine.synth import random_tensor_bytes
+
 DEFAULT_FORMATS = [
     "Q4_K",
     "Q2_K",
@@ -77,25 +57,8 @@ QWEN3_30B_A3B = MoeShape("Qwen3-30B-A3B", 2048, 768, 128, 8)
 
 def random_matrix(fmt: str, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
     """uint8 [rows, row_bytes] of random blocks with modest finite scales."""
-    elems, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType[fmt]]
-    if fmt in ("F32", "F16", "BF16"):
-        vals = rng.standard_normal((rows, cols), dtype=np.float32)
-        if fmt == "F16":
-            return vals.astype(np.float16).view(np.uint8)
-        if fmt == "BF16":
-            return (vals.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
-        return vals.view(np.uint8)
-    blocks = rng.integers(0, 256, size=(rows, cols // elems, nbytes), dtype=np.uint8)
-    for off in _FP16_SCALE_OFFSETS.get(fmt, ()):
-        scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16)
-        blocks[:, :, off : off + 2] = scale.view(np.uint8).reshape(*blocks.shape[:2], 2)
-    if fmt == "IQ1_M":
-        scale = rng.uniform(0.002, 0.02, size=blocks.shape[:2]).astype(np.float16).view(np.uint16)
-        words = blocks[:, :, _IQ1_M_SCALE_WORDS].copy().view(np.uint16)
-        for k in range(4):
-            words[..., k] = (words[..., k] & 0x0FFF) | (((scale >> (4 * k)) & 0xF) << 12)
-        blocks[:, :, _IQ1_M_SCALE_WORDS] = words.view(np.uint8)
-    return blocks.reshape(rows, -1)
+    data = random_tensor_bytes(GGMLQuantizationType[fmt], (rows, cols), rng, std=0.02)
+    return np.ascontiguousarray(data).view(np.uint8).reshape(rows, -1)
 
 
 def _best_time(fn, repeats: int) -> float:
