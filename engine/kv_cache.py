@@ -3,13 +3,38 @@
 What a layer caches is its own business: GQA attention stores K and V
 ([tokens, kv_heads, head_dim] each); MLA stores only the compressed latent
 ([tokens, kv_lora_rank]) and the shared rope key ([tokens, rope_dim]).
+
+Entries are stored in `dtype` (f16 by default, as llama.cpp stores K and V: half
+the memory of f32) and widened to the compute dtype when attention reads them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from engine.errors import ContextLengthError
+from engine.errors import ContextLengthError, InvalidOptionError
+
+KV_CACHE_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
+
+
+def cache_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a `--kv-cache-dtype` name."""
+    try:
+        return KV_CACHE_DTYPES[name]
+    except KeyError:
+        raise InvalidOptionError(
+            f"unknown KV cache dtype {name!r}; choose one of {', '.join(KV_CACHE_DTYPES)}"
+        ) from None
+
+
+def cache_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes one token's entries take over all layers: K and V per KV head (GQA), or
+    the latent and rope key (MLA)."""
+    if config.mla is not None:
+        per_layer = config.mla.kv_lora_rank + config.mla.qk_rope_head_dim
+    else:
+        per_layer = 2 * config.n_kv_heads * config.head_dim
+    return config.n_layers * per_layer * torch.empty(0, dtype=dtype).element_size()
 
 
 class KVCache:

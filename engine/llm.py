@@ -53,21 +53,25 @@ class LLM:
         threads: int | None = None,
         context_length: int | None = None,
         progress: bool = True,
+        kv_cache_dtype: str = "f16",
     ) -> LLM:
         """Open a GGUF file, split set or directory and load the model.
 
         threads: CPU threads for torch and the native kernels (default: physical cores).
         context_length: tokens per sequence (default and maximum: the model's own).
         progress: show a progress bar while loading.
+        kv_cache_dtype: "f16" (default, as llama.cpp), "bf16" or "f32": how keys/values are stored.
         Raises GGUFError / UnsupportedModelError / TokenizerError with a message that says what to do.
         """
         from engine.chat_template import ChatTemplate
         from engine.config import model_config
         from engine.gguf_file import open_gguf
+        from engine.kv_cache import cache_bytes_per_token, cache_dtype
         from engine.models import load_model
         from engine.placement import Placement
         from engine.tokenizer import Tokenizer
 
+        dtype = cache_dtype(kv_cache_dtype)  # an unknown name fails before the weights load
         threads = threads or _physical_cores()
         _set_threads(threads)
         gguf = open_gguf(path)
@@ -76,7 +80,15 @@ class LLM:
         tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
         chat_template = ChatTemplate.from_gguf_metadata(gguf.metadata)
         placement = Placement.preset(config)
-        model = load_model(gguf, config, placement, progress=progress)
+        model = load_model(gguf, config, placement, progress=progress, kv_cache_dtype=dtype)
+        per_token = cache_bytes_per_token(config, dtype)
+        log.info(
+            "KV cache: %s, %.1f KiB per token, %.1f MiB per sequence at the full context of %d tokens",
+            kv_cache_dtype,
+            per_token / 2**10,
+            per_token * ctx / 2**20,
+            ctx,
+        )
         log.info(
             "loaded %s (%s, %d layers), context %d, %d threads",
             config.name,
