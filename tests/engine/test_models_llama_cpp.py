@@ -7,8 +7,11 @@ tolerances are mean |Δ| and top-1 agreement, with max |Δ| only for the dense
 llama model. Quantized files: both sides quantize activations to the format's
 dot-product type (Q8_0/Q8_1/Q8_K), so logits agree closely too.
 
-SmolLM2-135M-Instruct Q4_1 (real weights): greedy continuations must be equal
-token for token for 64 tokens.
+SmolLM2-135M-Instruct Q4_1 (real weights): greedy continuations equal up to the
+first near tie, prompt logits within tolerance, and no further from a float64
+reference than llama.cpp's. Full 64-token equality is an xfail whose docstring
+carries the measurements that show why two correct implementations cannot reach it.
+Both sides store the KV cache in f16 (llama.cpp's default and ours).
 """
 
 from __future__ import annotations
@@ -172,7 +175,7 @@ def test_smollm2_greedy_follows_llama_cpp(smollm2, prompt):
 
     # Per-position logits over the prompt. Both sides quantize activations for Q4_1 weights,
     # with their own rounding, and the noise compounds over 30 layers: measured, moebox vs
-    # llama.cpp mean |Δ| 0.17-0.26, and moebox with f32-dequantized weights vs llama.cpp
+    # llama.cpp mean |Δ| 0.12-0.26, and moebox with f32-dequantized weights vs llama.cpp
     # 0.23 (logit std ~3.4). Hence mean < 0.5 and top-1 >= 85 %.
     got = llm.model.forward(torch.tensor(ids), llm.model.new_cache(512), all_logits=True)
     delta = (got - prompt_ref).abs()
