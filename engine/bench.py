@@ -97,7 +97,7 @@ def run_bench(
     threads: int | None,
     repeat: int,
     llama_cpp: bool,
-    kv_cache_dtype: str = "f16",
+    kv_cache_dtype: str = "auto",
 ) -> None:
     n_ctx = max(prompt_tokens) + gen_tokens + 8
     llm = LLM.from_gguf(
@@ -107,13 +107,13 @@ def run_bench(
     ref = None
     if llama_cpp:
         try:
-            ref = LlamaCppRunner(path, n_ctx, llm.threads, kv_cache_dtype)
+            ref = LlamaCppRunner(path, n_ctx, llm.threads, llm.kv_cache_dtype)
         except ImportError:
             print("llama-cpp-python is not installed: moebox figures only")
     ours.run(_prompt(8, llm.config.vocab_size), 2)  # warm-up
     print(
         f"model {llm.model_name} ({llm.config.variant}), {llm.threads} threads, "
-        f"KV cache {kv_cache_dtype}, best of {repeat}"
+        f"KV cache {llm.kv_cache_dtype}, best of {repeat}"
     )
     header = f"{'test':<12}{'moebox tok/s':>14}{'llama.cpp tok/s':>17}{'ratio':>8}"
     print(header)

@@ -132,15 +132,16 @@ def _cmd_bench_kernels(args: argparse.Namespace) -> int:
 
 
 # engine.kv_cache.KV_CACHE_DTYPES holds the dtypes; named here so that --help needs no torch
-KV_CACHE_DTYPE_NAMES = ("f16", "bf16", "f32")
+KV_CACHE_DTYPE_NAMES = ("auto", "f16", "bf16", "f32")
 
 
 def _add_kv_cache_dtype(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kv-cache-dtype",
         choices=KV_CACHE_DTYPE_NAMES,
-        default="f16",
-        help="how the KV cache stores keys and values (default f16, as llama.cpp: half the memory of f32)",
+        default="auto",
+        help="how the KV cache stores keys and values; auto (default): f16 on a GPU, as llama.cpp "
+        "(half the memory of f32), f32 in RAM (faster decode with the CPU attention)",
     )
 
 

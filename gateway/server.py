@@ -34,7 +34,7 @@ def serve(
     port: int = 8080,
     threads: int | None = None,
     context_length: int | None = None,
-    kv_cache_dtype: str = "f16",
+    kv_cache_dtype: str = "auto",
 ) -> None:
     """Serve until interrupted. The port opens at once; /health answers 503 until the model is loaded."""
     from engine.llm import LLM

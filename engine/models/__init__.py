@@ -16,7 +16,7 @@ def load_model(
     placement: Placement,
     *,
     progress: bool = True,
-    kv_cache_dtype: torch.dtype = torch.float16,
+    kv_cache_dtype: torch.dtype = torch.float32,
 ) -> DecoderModel:
     """Build the model of an opened GGUF file with tensors placed as `placement` says;
     its caches store keys/values (or MLA latents) in `kv_cache_dtype`."""
