@@ -98,8 +98,16 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
       const int ng = static_cast<int>(std::min<int64_t>(kMaxGroups, groups - g0));
       std::memset(acc, 0, sizeof(acc));
       for (int64_t i = 0; i < nb; ++i) {
-        for (int r = 0; r < nr; ++r)
-          unpack_q4_K(reinterpret_cast<const block_q4_K*>(w + (r0 + r) * row_bytes)[i], r, u);
+        for (int r = 0; r < nr; ++r) {
+          const uint8_t* row = w + (r0 + r) * row_bytes;
+          // The 16 rows are 16 streams across page borders: fetch the next row block's
+          // super-block while this one is computed.
+          if (g0 == 0 && r0 + kRows + r < rows) {
+            const uint8_t* next = row + kRows * row_bytes + i * static_cast<int64_t>(sizeof(block_q4_K));
+            for (int off = 0; off < static_cast<int>(sizeof(block_q4_K)); off += 64) __builtin_prefetch(next + off, 0, 3);
+          }
+          unpack_q4_K(reinterpret_cast<const block_q4_K*>(row)[i], r, u);
+        }
         compiler_barrier();
         for (int g = 0; g < ng; ++g) {
           const AmxActBlock& b = act[(g0 + g) * nb + i];
