@@ -71,7 +71,7 @@ struct ScaleIndex {
   }
 };
 
-MOEBOX_TARGET_AMX inline void unpack_q4_K(const block_q4_K& x, int r, Q4KRows& u, const ScaleIndex& si) {
+MOEBOX_TARGET_AMX void unpack_q4_K(const block_q4_K& x, int r, Q4KRows& u, const ScaleIndex& si) {
   u.d[r] = _cvtsh_ss(x.d);
   u.dmin[r] = _cvtsh_ss(x.dmin);
   uint32_t utmp[4];
@@ -98,7 +98,7 @@ MOEBOX_TARGET_AMX inline void unpack_q4_K(const block_q4_K& x, int r, Q4KRows& u
 }
 
 // acc[r][t] += d_x[t] (d[r] S - dmin[r] M) from the stored C_l, C_h of one token group.
-MOEBOX_TARGET_AMX inline void fold_q4_K(const Q4KRows& u, const AmxActBlock& b, const int32_t (*cl)[kAmxTokens],
+MOEBOX_TARGET_AMX void fold_q4_K(const Q4KRows& u, const AmxActBlock& b, const int32_t (*cl)[kAmxTokens],
                                  const int32_t (*ch)[kAmxTokens], float (*acc)[kAmxTokens]) {
   const __m512 dx = _mm512_load_ps(b.d);
   __m512i bs[4];
@@ -113,28 +113,6 @@ MOEBOX_TARGET_AMX inline void fold_q4_K(const Q4KRows& u, const AmxActBlock& b, 
   }
 }
 
-// Super-block i of rows r0..r0+nr-1 into u.
-MOEBOX_TARGET_AMX inline void unpack_rows(const uint8_t* w, int64_t row_bytes, int64_t r0, int nr, int64_t rows, int64_t i,
-                                          bool prefetch, Q4KRows& u, const ScaleIndex& si) {
-  for (int r = 0; r < nr; ++r) {
-    const uint8_t* row = w + (r0 + r) * row_bytes;
-    // The 16 rows are 16 streams across page borders: fetch the next row block's
-    // super-block while this one is computed.
-    if (prefetch && r0 + kRows + r < rows) {
-      const uint8_t* next = row + kRows * row_bytes + i * static_cast<int64_t>(sizeof(block_q4_K));
-      for (int off = 0; off < static_cast<int>(sizeof(block_q4_K)); off += 64) __builtin_prefetch(next + off, 0, 3);
-    }
-    unpack_q4_K(reinterpret_cast<const block_q4_K*>(row)[i], r, u, si);
-  }
-  compiler_barrier();
-}
-
-// fold_q4_K for ng token groups; act: the first group's block of this super-block (groups nb apart).
-MOEBOX_TARGET_AMX inline void fold_groups(const AmxActBlock* act, int64_t nb, int ng, const Q4KRows& u,
-                                          const int32_t (*c)[2][kRows][kAmxTokens], float (*acc)[kRows][kAmxTokens]) {
-  for (int g = 0; g < ng; ++g) fold_q4_K(u, act[g * nb], c[g][0], c[g][1], acc[g]);
-}
-
 }  // namespace
 
 MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act,
@@ -143,23 +121,27 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
   const int64_t groups = amx_groups(n_tokens);
   load_tile_config();
   const ScaleIndex si;
-  // Software pipeline over super-blocks: fold(i-1), unpack(i+1), tiles(i). Tile loads
-  // and tile stores are not forwarded from / to vector accesses; this way each waits
-  // on memory written an iteration earlier, not on the instructions just before it.
-  Q4KRows u[2];
-  alignas(64) int32_t c[2][kMaxGroups][2][kRows][kAmxTokens];  // [i % 2][group][C_l, C_h]
-  alignas(64) float acc[kMaxGroups][kRows][kAmxTokens];       // [group][row][token]
+  Q4KRows u;
+  alignas(64) int32_t c[2][2][kRows][kAmxTokens];        // [group of the pair][C_l, C_h]
+  alignas(64) float acc[kMaxGroups][kRows][kAmxTokens];  // [group][row][token]
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
     const int nr = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    if (nr < kRows) std::memset(u, 0, sizeof(u));  // rows past the end stay zero
+    if (nr < kRows) std::memset(&u, 0, sizeof(u));  // rows past the end stay zero
     for (int64_t g0 = 0; g0 < groups; g0 += kMaxGroups) {
       const int ng = static_cast<int>(std::min<int64_t>(kMaxGroups, groups - g0));
       std::memset(acc, 0, sizeof(acc));
-      unpack_rows(w, row_bytes, r0, nr, rows, 0, g0 == 0, u[0], si);
       for (int64_t i = 0; i < nb; ++i) {
-        if (i > 0) fold_groups(act + g0 * nb + i - 1, nb, ng, u[(i - 1) & 1], c[(i - 1) & 1], acc);
-        if (i + 1 < nb) unpack_rows(w, row_bytes, r0, nr, rows, i + 1, g0 == 0, u[(i + 1) & 1], si);
-        const Q4KRows& ui = u[i & 1];
+        for (int r = 0; r < nr; ++r) {
+          const uint8_t* row = w + (r0 + r) * row_bytes;
+          // The 16 rows are 16 streams across page borders: fetch the next row block's
+          // super-block while this one is computed.
+          if (g0 == 0 && r0 + kRows + r < rows) {
+            const uint8_t* next = row + kRows * row_bytes + i * static_cast<int64_t>(sizeof(block_q4_K));
+            for (int off = 0; off < static_cast<int>(sizeof(block_q4_K)); off += 64) __builtin_prefetch(next + off, 0, 3);
+          }
+          unpack_q4_K(reinterpret_cast<const block_q4_K*>(row)[i], r, u, si);
+        }
+        compiler_barrier();
         for (int g = 0; g < ng; g += 2) {
           const AmxActBlock& b0 = act[(g0 + g) * nb + i];
           const bool pair = g + 1 < ng;
@@ -171,8 +153,8 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
             _tile_zero(7);
           }
           for (int k = 0; k < 4; ++k) {  // elements 64k..64k+63
-            _tile_loadd(0, ui.lo[k][0], 64);
-            _tile_loadd(1, ui.hi[k][0], 64);
+            _tile_loadd(0, u.lo[k][0], 64);
+            _tile_loadd(1, u.hi[k][0], 64);
             _tile_loadd(2, b0.qs[16 * k], 64);
             _tile_dpbusd(4, 0, 2);
             _tile_dpbusd(5, 1, 2);
@@ -182,15 +164,16 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
               _tile_dpbusd(7, 1, 3);
             }
           }
-          _tile_stored(4, c[i & 1][g][0], 64);
-          _tile_stored(5, c[i & 1][g][1], 64);
+          _tile_stored(4, c[0][0], 64);
+          _tile_stored(5, c[0][1], 64);
           if (pair) {
-            _tile_stored(6, c[i & 1][g + 1][0], 64);
-            _tile_stored(7, c[i & 1][g + 1][1], 64);
+            _tile_stored(6, c[1][0], 64);
+            _tile_stored(7, c[1][1], 64);
           }
+          fold_q4_K(u, b0, c[0][0], c[0][1], acc[g]);
+          if (pair) fold_q4_K(u, b1, c[1][0], c[1][1], acc[g + 1]);
         }
       }
-      fold_groups(act + g0 * nb + nb - 1, nb, ng, u[(nb - 1) & 1], c[(nb - 1) & 1], acc);
       for (int g = 0; g < ng; ++g)
         for (int t = 0; t < kAmxTokens; ++t) {
           const int64_t token = (g0 + g) * kAmxTokens + t;
