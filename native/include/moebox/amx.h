@@ -5,9 +5,10 @@
 // C [16 x 16]. Weights are A: the kernels unpack 16 weight rows of one
 // super-block to one byte per element; activations (Q8_K) are B, repacked once
 // per call into AmxActBlocks (16 tokens per block) by amx_pack_q8_K. Sub-block
-// scales change every 16 or 32 elements, so a tile product covers one sub-block
-// and its int32 result is scaled per weight row after the tile store (still in
-// integers, as in the vec_dot); block minimums come from the activation block sums.
+// scales change every 32 elements (Q4_K), so the kernel multiplies them into the
+// unpacked quants (split in two byte planes so that each product fits a byte)
+// and the tiles accumulate exact int32 sums over a whole super-block; block
+// minimums come from the activation block sums, as in the vec_dot.
 //
 // Formats with an AMX kernel: Q4_K. Every other format keeps its AVX-512 vec_dot
 // at the AMX level.
