@@ -4,9 +4,9 @@ They run only where the CPU has AMX (and Linux granted the tile state); elsewher
 every test here skips and says so.
 
 Tolerance: the tile kernels compute the same integer sums as the vec_dot (per
-32-element sub-block, exact in int32: TDPBUSD products of 4-bit weights and
-int8 activations, scaled per row in integers) and then one float32 product and
-fused add per super-block, like the vec_dot; only the order of the float
+super-block, exact in int32: TDPBUSD / TDPBSSD products of byte planes that hold
+the quants times digits of the sub-block scales, recombined by shifts) and then
+one float32 product and fused add per super-block, like the vec_dot; only the order of the float
 accumulation differs. So the AMX results are held to the very bounds of the
 other kernels against the float64 reference (test_formats.check_matmul:
 2e-5 sum |w x_hat| against W_deq @ x_hat; test_moe.check: the worst-case
@@ -38,29 +38,38 @@ def amx():
     moebox_native.set_isa(before)
 
 
-def test_q4_K_has_a_tile_kernel():
-    entry = next(f for f in moebox_native.formats() if f["name"] == "Q4_K")
+# The k-quants of Q4_K_M (Q4_K, Q6_K) and of the Unsloth UD-Q2_K_XL / UD-IQ1 quants (Q2_K, Q3_K).
+TILE_FORMATS = ["Q2_K", "Q3_K", "Q4_K", "Q6_K"]
+
+
+@pytest.mark.parametrize("name", TILE_FORMATS)
+def test_format_has_a_tile_kernel(name):
+    entry = next(f for f in moebox_native.formats() if f["name"] == name)
     assert "amx" in entry["isas"]
 
 
+@pytest.mark.parametrize("name", TILE_FORMATS)
 @pytest.mark.parametrize("tokens", [4, 16, 17, 33, 300, 512])
 @pytest.mark.parametrize("rows", [37, 64])
-def test_amx_matmul_q4_K(tokens, rows, amx):
+def test_amx_matmul(name, tokens, rows, amx):
+    """Random blocks span every scale and quant value (Q6_K scales over all of int8, Q3_K's
+    -32 * -4 corner), so each byte plane's range is exercised."""
     rng = np.random.default_rng(tokens * 7 + rows)
     cols = 256 * 3
-    w = random_weights("Q4_K", rows, cols, rng)
+    w = random_weights(name, rows, cols, rng)
     x = (rng.standard_normal((tokens, cols)) * rng.uniform(0.1, 3.0, size=(tokens, 1))).astype(np.float32)
-    check_matmul("Q4_K", w, rows, cols, x)
+    check_matmul(name, w, rows, cols, x)
 
 
-def test_amx_matmul_runs_the_tile_kernel(amx):
+@pytest.mark.parametrize("name", TILE_FORMATS)
+def test_amx_matmul_runs_the_tile_kernel(name, amx):
     """The tiles add in another order than the AVX-512 dot, so some output differs in its
     last bits; if every one matched bitwise, the AMX level would be running the AVX-512 code."""
     rng = np.random.default_rng(3)
     rows, cols, tokens = 48, 2048, 64
-    w = random_weights("Q4_K", rows, cols, rng)
+    w = random_weights(name, rows, cols, rng)
     x = rng.standard_normal((tokens, cols)).astype(np.float32)
-    t = int(qtype("Q4_K"))
+    t = int(qtype(name))
     y_amx = moebox_native.matmul(w, t, rows, cols, x)
     moebox_native.set_isa("avx512")
     y_avx512 = moebox_native.matmul(w, t, rows, cols, x)
@@ -69,7 +78,17 @@ def test_amx_matmul_runs_the_tile_kernel(amx):
 
 
 @pytest.mark.parametrize(
-    "fmts", [("Q4_K", "Q4_K", "Q4_K"), ("Q4_K", "Q4_K", "Q6_K"), ("Q4_K", "Q4_K", "F32")], ids="-".join
+    "fmts",
+    [
+        ("Q4_K", "Q4_K", "Q4_K"),
+        ("Q4_K", "Q4_K", "Q6_K"),  # Q4_K_M
+        ("Q2_K", "Q2_K", "Q3_K"),  # UD-Q2_K_XL
+        ("Q3_K", "Q3_K", "Q4_K"),
+        ("Q6_K", "Q6_K", "Q2_K"),
+        ("Q4_K", "Q6_K", "Q4_K"),  # gate and up in different tile formats
+        ("Q4_K", "Q4_K", "F32"),
+    ],
+    ids="-".join,
 )
 @pytest.mark.parametrize("T", [16, 17, 33, 300, 512])
 def test_amx_moe(fmts, T, amx):

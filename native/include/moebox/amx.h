@@ -5,13 +5,14 @@
 // C [16 x 16]. Weights are A: the kernels unpack 16 weight rows of one
 // super-block to one byte per element; activations (Q8_K) are B, repacked once
 // per call into AmxActBlocks (16 tokens per block) by amx_pack_q8_K. Sub-block
-// scales change every 32 elements (Q4_K), so the kernel multiplies them into the
-// unpacked quants (split in two byte planes so that each product fits a byte)
-// and the tiles accumulate exact int32 sums over a whole super-block; block
-// minimums come from the activation block sums, as in the vec_dot.
+// scales change every 32 (Q4_K) or 16 (Q2_K, Q3_K, Q6_K) elements, so the kernels
+// multiply them into the unpacked quants (split in byte planes so that each
+// product fits a byte: two for Q4_K, three for Q6_K, one for Q2_K/Q3_K) and the
+// tiles accumulate exact int32 sums over a whole super-block; block minimums come
+// from the activation block sums, as in the vec_dot.
 //
-// Formats with an AMX kernel: Q4_K. Every other format keeps its AVX-512 vec_dot
-// at the AMX level.
+// Formats with an AMX kernel: Q2_K, Q3_K, Q4_K, Q6_K. Every other format keeps its
+// AVX-512 vec_dot at the AMX level.
 #pragma once
 #include <cstdint>
 
@@ -44,7 +45,13 @@ void amx_pack_q8_K(int64_t n, const void* const* rows, int n_tokens, AmxActBlock
 // AmxGemmFn (formats.h) reads the amx_groups(n_tokens) groups of a batch one
 // after the other: group g's super-block i at act[g * (n / 256) + i].
 // Formats' tile kernels (native/src/formats/k_quants_amx.cpp).
+void gemm_q2_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                   int64_t y_stride);
+void gemm_q3_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                   int64_t y_stride);
 void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                   int64_t y_stride);
+void gemm_q6_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
                    int64_t y_stride);
 
 }  // namespace moebox

@@ -113,6 +113,255 @@ MOEBOX_TARGET_AMX void fold_q4_K(const Q4KRows& u, const AmxActBlock& b, const i
   }
 }
 
+
+// --- Q2_K, Q3_K, Q6_K: sub-blocks of 16, scales folded into P byte planes ---
+//
+// One token group per pass over the unpacked planes (tiles: tmm0 A, tmm1 B,
+// tmm2..tmm2+P-1 C): C_p += A_p B over the 4 chunks of 64 elements, then
+// S = sum_p weight_p C_p exactly in int32 and one float fold per super-block.
+//   Q2_K: A = sl q (<= 45) unsigned, TDPBUSD; S = sum sc q x; the minimums as in Q4_K
+//         (M = sum_j min_j bsum16_j by vpdpwssd), y += d_x (d S - dmin M).
+//   Q3_K: v = q - 4 (1 - hbit) in [-4, 3], s = scale - 32 in [-32, 31]: s v does not
+//         always fit a signed byte (-32 * -4 = 128) but s (-v) in [-128, 124] does, so
+//         A = s (-v) signed, TDPBSSD, S = -C.
+//   Q6_K: v = q - 32 in [-32, 31], sc in [-128, 127], balanced digits
+//         v = 8 vh + vl (vl in [-4, 3], vh in [-4, 4]), sc = 8 sh + sl (sl in [-4, 3],
+//         sh in [-16, 16]):  sc v = sl vl + 8 (sh vl + sl vh) + 64 sh vh, three planes
+//         in [-12, 16], [-80, 80], [-64, 64], signed, TDPBSSD.
+
+// Bytes of v times the word multipliers s (one per byte pair), each product within
+// a byte (signed or unsigned): a 16-bit product's low byte is exact mod 256, and the
+// high byte alone times s is exact mod 256 in its high byte.
+MOEBOX_TARGET_AMX inline __m512i mul_bytes(__m512i v, __m512i s) {
+  const __m512i lo = _mm512_mullo_epi16(v, s);
+  const __m512i hi = _mm512_mullo_epi16(_mm512_and_si512(v, _mm512_set1_epi16(static_cast<int16_t>(0xFF00))), s);
+  return _mm512_mask_blend_epi8(0xAAAAAAAAAAAAAAAAull, lo, hi);
+}
+
+// Word index vectors for vpermw over 16 sub-block scales (words): chunk c's 32 words
+// (64 elements) take the scales of sub-blocks 4c .. 4c+3, 8 words each.
+struct ScaleIndex16 {
+  __m512i idx[4];
+  MOEBOX_TARGET_AMX ScaleIndex16() {
+    alignas(64) int16_t v[32];
+    for (int c = 0; c < 4; ++c) {
+      for (int i = 0; i < 32; ++i) v[i] = static_cast<int16_t>(4 * c + i / 8);
+      idx[c] = _mm512_load_si512(v);
+    }
+  }
+};
+
+// Q2_K/Q3_K 2-bit quants of chunk c (elements 64c..64c+63): element 128h + 32s + l is
+// bits 2s of qs[32h + l]; the chunk holds s = 2(c & 1), 2(c & 1) + 1 of h = c / 2.
+MOEBOX_TARGET_AMX inline __m512i q2_bits(const uint8_t* qs, int c) {
+  const __m512i bits = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (c / 2))));
+  const int s0 = 2 * (c & 1);
+  const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(2 * s0)),
+                                           _mm256_set1_epi16(static_cast<int16_t>(2 * s0 + 2)), 1);
+  return _mm512_and_si512(_mm512_srlv_epi16(bits, shift), _mm512_set1_epi8(3));
+}
+
+struct Q2KTiles {
+  using Block = block_q2_K;
+  static constexpr int kPlanes = 1;
+  static constexpr bool kSigned = false;
+  struct Rows {
+    alignas(64) uint8_t plane[1][4][kRows][64];
+    alignas(64) int32_t mins[kRows][8];  // (min 2p, min 2p+1) as int16 pairs
+    alignas(64) float d[kRows], dmin[kRows];
+  };
+  MOEBOX_TARGET_AMX static void unpack(const Block& x, int r, Rows& u, const ScaleIndex16& si) {
+    u.d[r] = _cvtsh_ss(x.d);
+    u.dmin[r] = _cvtsh_ss(x.dmin);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales));
+    const __m128i mins = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0xF));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(u.mins[r]), _mm256_cvtepu8_epi16(mins));
+    const __m512i sl = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0xF))));
+    for (int c = 0; c < 4; ++c)  // products <= 45: no carry between the bytes of a word
+      _mm512_store_si512(u.plane[0][c][r], _mm512_mullo_epi16(q2_bits(x.qs, c), _mm512_permutexvar_epi16(si.idx[c], sl)));
+  }
+  MOEBOX_TARGET_AMX static void fold(const Rows& u, const AmxActBlock& b, const int32_t (*c)[kRows][kAmxTokens],
+                                     float (*acc)[kAmxTokens]) {
+    const __m512 dx = _mm512_load_ps(b.d);
+    __m512i bs[8];
+    for (int p = 0; p < 8; ++p) bs[p] = _mm512_load_si512(b.bsums16[p]);
+    for (int r = 0; r < kRows; ++r) {
+      __m512i m = _mm512_setzero_si512();
+      for (int p = 0; p < 8; ++p) m = _mm512_dpwssd_epi32(m, _mm512_set1_epi32(u.mins[r][p]), bs[p]);
+      __m512 t = _mm512_mul_ps(_mm512_set1_ps(u.d[r]), _mm512_cvtepi32_ps(_mm512_load_si512(c[0][r])));
+      t = _mm512_fnmadd_ps(_mm512_set1_ps(u.dmin[r]), _mm512_cvtepi32_ps(m), t);
+      _mm512_store_ps(acc[r], _mm512_fmadd_ps(dx, t, _mm512_load_ps(acc[r])));
+    }
+  }
+};
+
+struct Q3KTiles {
+  using Block = block_q3_K;
+  static constexpr int kPlanes = 1;
+  static constexpr bool kSigned = true;
+  struct Rows {
+    alignas(64) int8_t plane[1][4][kRows][64];
+    alignas(64) float d[kRows];  // -d: the plane holds s (-v)
+  };
+  MOEBOX_TARGET_AMX static void unpack(const Block& x, int r, Rows& u, const ScaleIndex16& si) {
+    u.d[r] = -_cvtsh_ss(x.d);
+    uint32_t aux[4];
+    unpack_scales_q3_K(x.scales, aux);
+    const __m128i sc8 = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(aux)), _mm_set1_epi8(32));
+    const __m512i s = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(sc8));
+    const __m512i hmask = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.hmask)));
+    for (int c = 0; c < 4; ++c) {
+      // hmask bit 4h + s of byte l for element 128h + 32s + l (h = c / 2, s = 2(c & 1) + half)
+      const int b0 = 4 * (c / 2) + 2 * (c & 1);
+      const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(b0)),
+                                               _mm256_set1_epi16(static_cast<int16_t>(b0 + 1)), 1);
+      const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(hmask, shift), _mm512_set1_epi8(1));
+      // -v = 4 - (q + 4 hbit), in [-3, 4]
+      const __m512i neg_v = _mm512_sub_epi8(_mm512_set1_epi8(4), _mm512_or_si512(q2_bits(x.qs, c), _mm512_slli_epi16(hb, 2)));
+      _mm512_store_si512(u.plane[0][c][r], mul_bytes(neg_v, _mm512_permutexvar_epi16(si.idx[c], s)));
+    }
+  }
+  MOEBOX_TARGET_AMX static void fold(const Rows& u, const AmxActBlock& b, const int32_t (*c)[kRows][kAmxTokens],
+                                     float (*acc)[kAmxTokens]) {
+    const __m512 dx = _mm512_load_ps(b.d);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 t = _mm512_mul_ps(_mm512_set1_ps(u.d[r]), _mm512_cvtepi32_ps(_mm512_load_si512(c[0][r])));
+      _mm512_store_ps(acc[r], _mm512_fmadd_ps(dx, t, _mm512_load_ps(acc[r])));
+    }
+  }
+};
+
+struct Q6KTiles {
+  using Block = block_q6_K;
+  static constexpr int kPlanes = 3;
+  static constexpr bool kSigned = true;
+  struct Rows {
+    alignas(64) int8_t plane[3][4][kRows][64];
+    alignas(64) float d[kRows];
+  };
+  MOEBOX_TARGET_AMX static void unpack(const Block& x, int r, Rows& u, const ScaleIndex16& si) {
+    u.d[r] = _cvtsh_ss(x.d);
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+    const __m256i four16 = _mm256_set1_epi16(4);
+    const __m256i sl16 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(sc, four16), _mm256_set1_epi16(7)), four16);
+    const __m512i sl = _mm512_castsi256_si512(sl16);
+    const __m512i sh = _mm512_castsi256_si512(_mm256_srai_epi16(_mm256_sub_epi16(sc, sl16), 3));
+    const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30), four = _mm512_set1_epi8(4);
+    for (int h = 0; h < 2; ++h) {
+      // Chunk 2h: low nibbles of ql[64h..64h+63], qh bits 0-1 (first 32) and 2-3 (next 32);
+      // chunk 2h+1: high nibbles, qh bits 4-5 and 6-7.
+      const __m512i ql = _mm512_loadu_si512(x.ql + 64 * h);
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h));
+      const __m512i hi01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)), _mm256_slli_epi16(qh, 2), 1);
+      const __m512i hi23 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+      const __m512i q[2] = {_mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(hi01, m30)),
+                            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(hi23, m30))};
+      for (int j = 0; j < 2; ++j) {
+        const int c = 2 * h + j;
+        const __m512i q4 = _mm512_add_epi8(q[j], four);  // q + 4 in [4, 67]
+        const __m512i vl = _mm512_sub_epi8(_mm512_and_si512(q4, _mm512_set1_epi8(7)), four);
+        const __m512i vh = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(q4, 3), m4), four);
+        const __m512i slc = _mm512_permutexvar_epi16(si.idx[c], sl), shc = _mm512_permutexvar_epi16(si.idx[c], sh);
+        _mm512_store_si512(u.plane[0][c][r], mul_bytes(vl, slc));
+        _mm512_store_si512(u.plane[1][c][r], _mm512_add_epi8(mul_bytes(vl, shc), mul_bytes(vh, slc)));
+        _mm512_store_si512(u.plane[2][c][r], mul_bytes(vh, shc));
+      }
+    }
+  }
+  MOEBOX_TARGET_AMX static void fold(const Rows& u, const AmxActBlock& b, const int32_t (*c)[kRows][kAmxTokens],
+                                     float (*acc)[kAmxTokens]) {
+    const __m512 dx = _mm512_load_ps(b.d);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512i s = _mm512_add_epi32(
+          _mm512_load_si512(c[0][r]),
+          _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[1][r]), 3), _mm512_slli_epi32(_mm512_load_si512(c[2][r]), 6)));
+      const __m512 t = _mm512_mul_ps(_mm512_set1_ps(u.d[r]), _mm512_cvtepi32_ps(s));
+      _mm512_store_ps(acc[r], _mm512_fmadd_ps(dx, t, _mm512_load_ps(acc[r])));
+    }
+  }
+};
+
+// C_p (tmm2 + p) += A (tmm0) B (tmm1); tile numbers are instruction immediates.
+template <bool Signed>
+MOEBOX_TARGET_AMX inline void tile_dot(int p) {
+  if constexpr (Signed) {
+    if (p == 0) _tile_dpbssd(2, 0, 1);
+    else if (p == 1) _tile_dpbssd(3, 0, 1);
+    else _tile_dpbssd(4, 0, 1);
+  } else {
+    if (p == 0) _tile_dpbusd(2, 0, 1);
+    else if (p == 1) _tile_dpbusd(3, 0, 1);
+    else _tile_dpbusd(4, 0, 1);
+  }
+}
+
+MOEBOX_TARGET_AMX inline void tile_zero_c(int p) {
+  if (p == 0) _tile_zero(2);
+  else if (p == 1) _tile_zero(3);
+  else _tile_zero(4);
+}
+
+MOEBOX_TARGET_AMX inline void tile_store_c(int p, int32_t (*c)[kAmxTokens]) {
+  if (p == 0) _tile_stored(2, c, 64);
+  else if (p == 1) _tile_stored(3, c, 64);
+  else _tile_stored(4, c, 64);
+}
+
+template <class F>
+MOEBOX_TARGET_AMX void gemm_planes_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act,
+                                       int64_t n_tokens, float* y, int64_t y_stride) {
+  using Block = typename F::Block;
+  constexpr int P = F::kPlanes;
+  const int64_t nb = n / QK_K, row_bytes = nb * static_cast<int64_t>(sizeof(Block));
+  const int64_t groups = amx_groups(n_tokens);
+  load_tile_config();
+  const ScaleIndex16 si;
+  typename F::Rows u;
+  alignas(64) int32_t c[P][kRows][kAmxTokens];
+  alignas(64) float acc[kMaxGroups][kRows][kAmxTokens];  // [group][row][token]
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    if (nr < kRows) std::memset(&u, 0, sizeof(u));  // rows past the end stay zero
+    for (int64_t g0 = 0; g0 < groups; g0 += kMaxGroups) {
+      const int ng = static_cast<int>(std::min<int64_t>(kMaxGroups, groups - g0));
+      std::memset(acc, 0, sizeof(acc));
+      for (int64_t i = 0; i < nb; ++i) {
+        for (int r = 0; r < nr; ++r) {
+          const uint8_t* row = w + (r0 + r) * row_bytes;
+          if (g0 == 0 && r0 + kRows + r < rows) {  // next row block's super-block (see gemm_q4_K_amx)
+            const uint8_t* next = row + kRows * row_bytes + i * static_cast<int64_t>(sizeof(Block));
+            for (int off = 0; off < static_cast<int>(sizeof(Block)); off += 64) __builtin_prefetch(next + off, 0, 3);
+          }
+          F::unpack(reinterpret_cast<const Block*>(row)[i], r, u, si);
+        }
+        compiler_barrier();
+        for (int g = 0; g < ng; ++g) {
+          const AmxActBlock& b = act[(g0 + g) * nb + i];
+          for (int p = 0; p < P; ++p) tile_zero_c(p);
+          for (int k = 0; k < 4; ++k) {  // elements 64k..64k+63
+            _tile_loadd(1, b.qs[16 * k], 64);
+            for (int p = 0; p < P; ++p) {
+              _tile_loadd(0, u.plane[p][k][0], 64);
+              tile_dot<F::kSigned>(p);
+            }
+          }
+          for (int p = 0; p < P; ++p) tile_store_c(p, c[p]);
+          compiler_barrier();
+          F::fold(u, b, c, acc[g]);
+        }
+      }
+      for (int g = 0; g < ng; ++g)
+        for (int t = 0; t < kAmxTokens; ++t) {
+          const int64_t token = (g0 + g) * kAmxTokens + t;
+          if (token >= n_tokens) break;
+          float* out = y + token * y_stride + r0;
+          for (int r = 0; r < nr; ++r) out[r] = acc[g][r][t];
+        }
+    }
+  }
+  _tile_release();
+}
+
 }  // namespace
 
 MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act,
@@ -184,6 +433,21 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
     }
   }
   _tile_release();
+}
+
+void gemm_q2_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                   int64_t y_stride) {
+  gemm_planes_amx<Q2KTiles>(n, w, rows, act, n_tokens, y, y_stride);
+}
+
+void gemm_q3_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                   int64_t y_stride) {
+  gemm_planes_amx<Q3KTiles>(n, w, rows, act, n_tokens, y, y_stride);
+}
+
+void gemm_q6_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                   int64_t y_stride) {
+  gemm_planes_amx<Q6KTiles>(n, w, rows, act, n_tokens, y, y_stride);
 }
 
 }  // namespace moebox
