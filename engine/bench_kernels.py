@@ -154,15 +154,31 @@ def run(args: argparse.Namespace) -> int:
 
     # With AMX tiles, prefill runs at both levels: AVX-512 next to AMX.
     compare = args.isa is None and native.isa() == "amx"
+    for fmt in args.moe_format:
+        bench_prefill(native, fmt, args, compare, rng)
+    print(
+        "(GB/s at T=1: bytes of the distinct experts read / time; Qwen3's 128 experts are ~0.3 GiB at Q4_K,"
+    )
+    print(" so part of them can sit in a large L3)")
+    if args.ds_experts < DEEPSEEK_V3.experts:
+        print(
+            f"(DeepSeek-V3 with {args.ds_experts} of its 256 experts in RAM: the same bytes per token;"
+            " at T=512 each expert gets more tokens than with 256)"
+        )
+    return 0
+
+
+def bench_prefill(native, fmt: str, args: argparse.Namespace, compare: bool, rng) -> None:
+    """MoE experts with gate/up/down in `fmt` on both shapes, then (AMX CPUs) the prefill GEMM."""
     shapes = [(DEEPSEEK_V3, args.ds_experts), (QWEN3_30B_A3B, args.qwen_experts)]
-    print(f"\nMoE experts ({args.moe_format} gate/up/down), top-{DEEPSEEK_V3.k}, random routing")
+    print(f"\nMoE experts ({fmt} gate/up/down), top-{DEEPSEEK_V3.k}, random routing")
     header = (
         f"{'shape':<15}{'hidden x inter':>16}{'experts':>9}{'tokens':>8}{'ms':>10}{'tok/s':>9}{'GB/s':>8}"
     )
     print(header + (f"{'AVX-512 ms':>12}{'AMX speed-up':>14}" if compare else ""))
     for shape, experts in shapes:
         experts = min(experts, shape.experts)
-        moe, per_expert = make_moe(native, shape, experts, args.moe_format, rng)
+        moe, per_expert = make_moe(native, shape, experts, fmt, rng)
         for tokens in args.moe_tokens:
             reps = args.repeats if tokens == 1 else max(1, args.repeats // 2)
             s, gbs = bench_moe(moe, per_expert, shape, experts, tokens, reps, rng)
@@ -178,28 +194,18 @@ def run(args: argparse.Namespace) -> int:
             print(line, flush=True)
         del moe
     if compare:
-        print(f"\nprefill GEMM ({args.moe_format})")
+        print(f"\nprefill GEMM ({fmt})")
         print(f"{'rows x cols':>14}{'tokens':>8}{'AMX ms':>9}{'AVX-512 ms':>12}{'AMX speed-up':>14}")
         for rows, cols in ((2048, 7168), (7168, 2048), (768, 2048)):
             for tokens in args.gemm_tokens:
-                s = bench_gemm(native, args.moe_format, rows, cols, tokens, args.repeats, rng)
+                s = bench_gemm(native, fmt, rows, cols, tokens, args.repeats, rng)
                 native.set_isa("avx512")
-                s512 = bench_gemm(native, args.moe_format, rows, cols, tokens, args.repeats, rng)
+                s512 = bench_gemm(native, fmt, rows, cols, tokens, args.repeats, rng)
                 native.set_isa("amx")
                 print(
                     f"{f'{rows} x {cols}':>14}{tokens:>8}{s * 1e3:>9.2f}{s512 * 1e3:>12.2f}{s512 / s:>13.2f}x",
                     flush=True,
                 )
-    print(
-        "(GB/s at T=1: bytes of the distinct experts read / time; Qwen3's 128 experts are ~0.3 GiB at Q4_K,"
-    )
-    print(" so part of them can sit in a large L3)")
-    if args.ds_experts < DEEPSEEK_V3.experts:
-        print(
-            f"(DeepSeek-V3 with {args.ds_experts} of its 256 experts in RAM: the same bytes per token;"
-            " at T=512 each expert gets more tokens than with 256)"
-        )
-    return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -215,7 +221,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--read-mib", type=int, default=1024, help="buffer for the read-bandwidth measurement")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (best is reported)")
-    p.add_argument("--moe-format", default="Q4_K", help="format of the expert tensors")
+    p.add_argument(
+        "--moe-format",
+        nargs="+",
+        default=["Q4_K"],
+        help="formats of the expert tensors (one MoE table and prefill GEMM table each)",
+    )
     p.add_argument(
         "--gemm-tokens",
         type=int,

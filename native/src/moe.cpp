@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "moebox/amx.h"
@@ -15,6 +16,33 @@ constexpr int64_t kMinRowChunk = 4;  // expert rows per task, at least
 constexpr int64_t kTasksPerThread = 16;
 
 inline float silu(float v) { return v / (1.f + std::exp(-v)); }
+
+// A buffer kept between calls and grown on demand, never zeroed: the intermediates
+// of a prefill call are large (d alone is T k hidden floats, 117 MB for DeepSeek-V3
+// at T=512), and allocating them per call costs a serial zeroing and a page fault
+// per 4 KiB on every call. Every element a call reads, it has written first.
+template <class T>
+class Scratch {
+ public:
+  T* get(int64_t n) {
+    if (n > size_) {
+      data_.reset(new T[static_cast<size_t>(n)]);  // default-initialized: no zeroing
+      size_ = n;
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<T[]> data_;
+  int64_t size_ = 0;
+};
+
+// The intermediates of moe_forward, one set per calling thread.
+struct MoeScratch {
+  Scratch<uint8_t> xq_gate, xq_up, hq;
+  Scratch<float> h, d;
+  Scratch<AmxActBlock> xp, hp;
+};
 
 // Tokens routed to each expert, grouped: slots [begin[e], begin[e+1]) of `token` / `slot`.
 struct Routing {
@@ -65,15 +93,15 @@ std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows, int threa
 // Activations of the experts with at least kAmxMinTokens tokens in AMX tile
 // layout, packed once per call: expert e's groups start at offset[e] blocks.
 struct AmxPacked {
-  std::vector<AmxActBlock> blocks;
+  AmxActBlock* blocks = nullptr;
   std::vector<int64_t> offset;  // per expert, -1: too few tokens, vec_dot kernels
-  const AmxActBlock* of(int32_t e) const { return offset[e] < 0 ? nullptr : blocks.data() + offset[e]; }
+  const AmxActBlock* of(int32_t e) const { return offset[e] < 0 ? nullptr : blocks + offset[e]; }
 };
 
 // act: Q8_K rows act_bytes apart; an expert's token t is row order[begin[e] + t]
 // (order nullptr: row begin[e] + t, activations already grouped by expert).
 AmxPacked amx_pack_experts(const Routing& r, int64_t n, const uint8_t* act, int64_t act_bytes, const int32_t* order,
-                           ThreadPool& pool) {
+                           Scratch<AmxActBlock>& buf, ThreadPool& pool) {
   const int64_t nb = n / QK_K;
   AmxPacked p;
   p.offset.assign(r.begin.size() - 1, -1);
@@ -90,12 +118,12 @@ AmxPacked amx_pack_experts(const Routing& r, int64_t n, const uint8_t* act, int6
     for (int64_t g = 0; g < amx_groups(count); ++g) groups.push_back({e, g});
     total += amx_groups(count);
   }
-  p.blocks.resize(static_cast<size_t>(total * nb));
+  p.blocks = buf.get(total * nb);
   pool.parallel_for(static_cast<int64_t>(groups.size()), [&](int64_t i, int) {
     const Group& grp = groups[i];
     const int64_t first = r.begin[grp.expert] + grp.g * kAmxTokens;
     const int64_t count = std::min<int64_t>(kAmxTokens, r.begin[grp.expert + 1] - first);
-    AmxActBlock* dst = p.blocks.data() + p.offset[grp.expert] + grp.g * nb;
+    AmxActBlock* dst = p.blocks + p.offset[grp.expert] + grp.g * nb;
     if (order)
       amx_pack_activations(n, act, act_bytes, order + first, count, dst);
     else
@@ -111,20 +139,22 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
   const int64_t T = x.rows, hidden = m.gate.cols, inter = m.gate.rows;
   const Routing r = group_by_expert(ids, weights, T, k, m.gate.experts);
   const int64_t n_assign = static_cast<int64_t>(r.token.size());
+  thread_local MoeScratch scratch;
 
   // 1. Token activations in the gate's (and, if different, the up's) dot type.
   const GgmlType gate_act = m.gate.format->vec_dot_type, up_act = m.up.format->vec_dot_type;
   const int64_t gate_abytes = act_row_bytes(gate_act, hidden), up_abytes = act_row_bytes(up_act, hidden);
-  std::vector<uint8_t> xq_gate(static_cast<size_t>(T * gate_abytes)), xq_up;
-  quantize_activations(x, gate_act, xq_gate.data(), pool, isa);
+  uint8_t* const xq_gate = scratch.xq_gate.get(T * gate_abytes);
+  quantize_activations(x, gate_act, xq_gate, pool, isa);
+  const uint8_t* xu = xq_gate;
   if (up_act != gate_act) {
-    xq_up.resize(static_cast<size_t>(T * up_abytes));
-    quantize_activations(x, up_act, xq_up.data(), pool, isa);
+    uint8_t* const xq_up = scratch.xq_up.get(T * up_abytes);
+    quantize_activations(x, up_act, xq_up, pool, isa);
+    xu = xq_up;
   }
-  const uint8_t* xu = up_act != gate_act ? xq_up.data() : xq_gate.data();
 
   // 2. h = silu(gate x) * up x per grouped assignment: [n_assign, inter].
-  std::vector<float> h(static_cast<size_t>(n_assign * inter));
+  float* const h = scratch.h.get(n_assign * inter);
   {
     const VecDotFn gate_dot = select_vec_dot(*m.gate.format, isa), up_dot = select_vec_dot(*m.up.format, isa);
     const VecDotMultiFn gate_multi = select_vec_dot_multi(*m.gate.format, isa);
@@ -134,7 +164,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
     const AmxGemmFn gate_amx = select_amx_gemm(*m.gate.format, isa), up_amx = select_amx_gemm(*m.up.format, isa);
     const bool amx = gate_amx && up_amx && gate_act == up_act;
     AmxPacked xp;
-    if (amx) xp = amx_pack_experts(r, hidden, xq_gate.data(), gate_abytes, r.token.data(), pool);
+    if (amx) xp = amx_pack_experts(r, hidden, xq_gate, gate_abytes, r.token.data(), scratch.xp, pool);
     const std::vector<ExpertChunk> tasks = expert_chunks(r, inter, pool.size(), amx ? 16 : 1);
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
@@ -168,7 +198,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
               const void* au[kMultiTokens];
               float g[kMultiTokens], u[kMultiTokens];
               for (int k = 0; k < kMultiTokens; ++k) {
-                ag[k] = xq_gate.data() + r.token[p + k] * gate_abytes;
+                ag[k] = xq_gate + r.token[p + k] * gate_abytes;
                 au[k] = xu + r.token[p + k] * up_abytes;
               }
               gate_multi(hidden, g_row, ag, g);
@@ -178,7 +208,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
           }
           for (; p < p1; ++p) {
             const int64_t t = r.token[p];
-            const float g = gate_dot(hidden, g_row, xq_gate.data() + t * gate_abytes);
+            const float g = gate_dot(hidden, g_row, xq_gate + t * gate_abytes);
             const float u = up_dot(hidden, u_row, xu + t * up_abytes);
             h[p * inter + row] = silu(g) * u;
           }
@@ -190,30 +220,30 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
   // 3. h in the down projection's dot type.
   const GgmlType down_act = m.down.format->vec_dot_type;
   const int64_t down_abytes = act_row_bytes(down_act, inter);
-  std::vector<uint8_t> hq(static_cast<size_t>(n_assign * down_abytes));
+  uint8_t* const hq = scratch.hq.get(n_assign * down_abytes);
   ActivationRows h_rows;
-  h_rows.data = h.data();
+  h_rows.data = h;
   h_rows.rows = n_assign;
   h_rows.cols = inter;
   h_rows.stride = inter;
-  quantize_activations(h_rows, down_act, hq.data(), pool, isa);
+  quantize_activations(h_rows, down_act, hq, pool, isa);
 
   // 4. d = down h per grouped assignment: [n_assign, hidden].
-  std::vector<float> d(static_cast<size_t>(n_assign * hidden));
+  float* const d = scratch.d.get(n_assign * hidden);
   {
     const VecDotFn down_dot = select_vec_dot(*m.down.format, isa);
     const VecDotMultiFn down_multi = select_vec_dot_multi(*m.down.format, isa);
     const int64_t down_rb = row_bytes(*m.down.format, inter);
     const AmxGemmFn down_amx = select_amx_gemm(*m.down.format, isa);
     AmxPacked hp;
-    if (down_amx) hp = amx_pack_experts(r, inter, hq.data(), down_abytes, nullptr, pool);
+    if (down_amx) hp = amx_pack_experts(r, inter, hq, down_abytes, nullptr, scratch.hp, pool);
     const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden, pool.size(), down_amx ? 16 : 1);
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
       const uint8_t* dw = m.down.data + c.expert * m.down.expert_bytes();
       if (const AmxActBlock* ha = down_amx ? hp.of(c.expert) : nullptr) {
         const int64_t p0 = r.begin[c.expert];
-        down_amx(inter, dw + c.r0 * down_rb, c.r1 - c.r0, ha, r.begin[c.expert + 1] - p0, d.data() + p0 * hidden + c.r0,
+        down_amx(inter, dw + c.r0 * down_rb, c.r1 - c.r0, ha, r.begin[c.expert + 1] - p0, d + p0 * hidden + c.r0,
                  hidden);
         return;
       }
@@ -227,12 +257,12 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
             for (; p + kMultiTokens <= p1; p += kMultiTokens) {
               const void* a[kMultiTokens];
               float o[kMultiTokens];
-              for (int k = 0; k < kMultiTokens; ++k) a[k] = hq.data() + (p + k) * down_abytes;
+              for (int k = 0; k < kMultiTokens; ++k) a[k] = hq + (p + k) * down_abytes;
               down_multi(inter, d_row, a, o);
               for (int k = 0; k < kMultiTokens; ++k) d[(p + k) * hidden + row] = o[k];
             }
           }
-          for (; p < p1; ++p) d[p * hidden + row] = down_dot(inter, d_row, hq.data() + p * down_abytes);
+          for (; p < p1; ++p) d[p * hidden + row] = down_dot(inter, d_row, hq + p * down_abytes);
         }
       }
     });
@@ -246,7 +276,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
       const int64_t p = r.slot_of[t * k + j];
       if (p < 0) continue;
       const float wj = weights[t * k + j];
-      const float* dp = d.data() + p * hidden;
+      const float* dp = d + p * hidden;
       for (int64_t i = 0; i < hidden; ++i) o[i] += wj * dp[i];
     }
   };

@@ -71,14 +71,32 @@ struct ScaleIndex {
   }
 };
 
-MOEBOX_TARGET_AMX void unpack_q4_K(const block_q4_K& x, int r, Q4KRows& u, const ScaleIndex& si) {
+// unpack_scales_mins_k4 of 16 rows' super-blocks, 4 rows per vector: sm[r] = 8 scales,
+// 8 minimums. A block's first 16 bytes are d, dmin and the 12 scale bytes (u0, u1, u2):
+//   sc 0-3 = u0 & k1, sc 4-7 = (u2 & k2) | (u0 >> 6 & k3) << 4,
+//   m 0-3 = u1 & k1,  m 4-7 = (u2 >> 4 & k2) | (u1 >> 6 & k3) << 4.
+MOEBOX_TARGET_AMX void unpack_scales_q4_K(const block_q4_K* const* blocks, uint8_t (*sm)[16]) {
+  const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f), k3 = _mm512_set1_epi32(0x03030303);
+  const __m512i shift = _mm512_set4_epi32(4, 0, 0, 0);  // dword 3: u2 >> 4
+  for (int r = 0; r < kRows; r += 4) {
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[r])));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[r + 1])), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[r + 2])), 2);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[r + 3])), 3);
+    const __m512i p = _mm512_shuffle_epi32(v, static_cast<_MM_PERM_ENUM>(_MM_SHUFFLE(3, 2, 3, 1)));  // u0 u2 u1 u2
+    const __m512i q = _mm512_shuffle_epi32(v, static_cast<_MM_PERM_ENUM>(_MM_SHUFFLE(2, 2, 1, 1)));  // u0 u0 u1 u1
+    const __m512i even = _mm512_and_si512(p, k1);
+    const __m512i odd = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(p, shift), k2),
+                                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(q, 6), k3), 4));
+    _mm512_store_si512(sm[r], _mm512_mask_blend_epi32(0xAAAA, even, odd));
+  }
+}
+
+// Row r of the tiles from its block x and its decoded scales sm (unpack_scales_q4_K).
+MOEBOX_TARGET_AMX void unpack_q4_K(const block_q4_K& x, const uint8_t* sm, int r, Q4KRows& u, const ScaleIndex& si) {
   u.d[r] = _cvtsh_ss(x.d);
   u.dmin[r] = _cvtsh_ss(x.dmin);
-  uint32_t utmp[4];
-  unpack_scales_mins_k4(x.scales, utmp);
-  uint8_t sm[16];
-  std::memcpy(sm, utmp, 16);
-  for (int p = 0; p < 4; ++p) u.mins[r][p] = sm[8 + 2 * p] | (sm[9 + 2 * p] << 16);
+  _mm_store_si128(reinterpret_cast<__m128i*>(u.mins[r]), _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8))));
   const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
   const __m512i sl = _mm512_and_si512(sc16, _mm512_set1_epi16(15)), sh = _mm512_srli_epi16(sc16, 4);
   const __m512i m4 = _mm512_set1_epi8(0xF);
@@ -371,6 +389,7 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
   load_tile_config();
   const ScaleIndex si;
   Q4KRows u;
+  alignas(64) uint8_t sm[kRows][16];
   alignas(64) int32_t c[2][2][kRows][kAmxTokens];        // [group of the pair][C_l, C_h]
   alignas(64) float acc[kMaxGroups][kRows][kAmxTokens];  // [group][row][token]
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
@@ -380,15 +399,18 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
       const int ng = static_cast<int>(std::min<int64_t>(kMaxGroups, groups - g0));
       std::memset(acc, 0, sizeof(acc));
       for (int64_t i = 0; i < nb; ++i) {
+        const block_q4_K* blocks[kRows];  // super-block i of the 16 rows (rows past the end: the last one)
+        for (int r = 0; r < kRows; ++r)
+          blocks[r] = reinterpret_cast<const block_q4_K*>(w + (r0 + std::min(r, nr - 1)) * row_bytes) + i;
+        unpack_scales_q4_K(blocks, sm);
         for (int r = 0; r < nr; ++r) {
-          const uint8_t* row = w + (r0 + r) * row_bytes;
           // The 16 rows are 16 streams across page borders: fetch the next row block's
           // super-block while this one is computed.
           if (g0 == 0 && r0 + kRows + r < rows) {
-            const uint8_t* next = row + kRows * row_bytes + i * static_cast<int64_t>(sizeof(block_q4_K));
+            const uint8_t* next = reinterpret_cast<const uint8_t*>(blocks[r]) + kRows * row_bytes;
             for (int off = 0; off < static_cast<int>(sizeof(block_q4_K)); off += 64) __builtin_prefetch(next + off, 0, 3);
           }
-          unpack_q4_K(reinterpret_cast<const block_q4_K*>(row)[i], r, u, si);
+          unpack_q4_K(*blocks[r], sm[r], r, u, si);
         }
         compiler_barrier();
         for (int g = 0; g < ng; g += 2) {
