@@ -61,6 +61,27 @@ def test_amx_matmul(name, tokens, rows, amx):
     check_matmul(name, w, rows, cols, x)
 
 
+# Byte ranges set to one value in half of the rows: the largest products of a byte plane.
+EXTREME_BLOCKS = {
+    "Q6_K": [((0, 192), 0x00), ((192, 208), 0x80)],  # q = 0, scales -128: sc (q - 32) = 4096
+    "Q3_K": [((0, 108), 0x00)],  # hbit 0, q = 0, scales 0: (-32) * (-4) = 128
+    "Q2_K": [((0, 16), 0xFF), ((16, 80), 0xFF)],  # scales and minimums 15, q = 3
+    "Q4_K": [((4, 16), 0xFF), ((16, 144), 0xFF)],  # scales and minimums 63, q = 15
+}
+
+
+@pytest.mark.parametrize("name", TILE_FORMATS)
+def test_amx_matmul_extreme_blocks(name, amx):
+    rng = np.random.default_rng(5)
+    rows, cols, tokens = 32, 512, 20
+    w = random_weights(name, rows, cols, rng)
+    blocks = w.reshape(rows, cols // 256, -1)  # [rows, super-blocks, block bytes]
+    for (lo, hi), value in EXTREME_BLOCKS[name]:
+        blocks[::2, :, lo:hi] = value
+    x = rng.standard_normal((tokens, cols)).astype(np.float32)
+    check_matmul(name, w, rows, cols, x)
+
+
 @pytest.mark.parametrize("name", TILE_FORMATS)
 def test_amx_matmul_runs_the_tile_kernel(name, amx):
     """The tiles add in another order than the AVX-512 dot, so some output differs in its

@@ -7,7 +7,7 @@
 // per call into AmxActBlocks (16 tokens per block) by amx_pack_q8_K. Sub-block
 // scales change every 32 (Q4_K) or 16 (Q2_K, Q3_K, Q6_K) elements, so the kernels
 // multiply them into the unpacked quants (split in byte planes so that each
-// product fits a byte: two for Q4_K, three for Q6_K, one for Q2_K/Q3_K) and the
+// product fits a byte: two for Q4_K and Q6_K, one for Q2_K and Q3_K) and the
 // tiles accumulate exact int32 sums over a whole super-block; block minimums come
 // from the activation block sums, as in the vec_dot.
 //

@@ -142,10 +142,9 @@ MOEBOX_TARGET_AMX void fold_q4_K(const Q4KRows& u, const AmxActBlock& b, const i
 //   Q3_K: v = q - 4 (1 - hbit) in [-4, 3], s = scale - 32 in [-32, 31]: s v does not
 //         always fit a signed byte (-32 * -4 = 128) but s (-v) in [-128, 124] does, so
 //         A = s (-v) signed, TDPBSSD, S = -C.
-//   Q6_K: v = q - 32 in [-32, 31], sc in [-128, 127], balanced digits
-//         v = 8 vh + vl (vl in [-4, 3], vh in [-4, 4]), sc = 8 sh + sl (sl in [-4, 3],
-//         sh in [-16, 16]):  sc v = sl vl + 8 (sh vl + sl vh) + 64 sh vh, three planes
-//         in [-12, 16], [-80, 80], [-64, 64], signed, TDPBSSD.
+//   Q6_K: sc (q - 32) in [-4064, 4096] (sc in [-128, 127]) by 16-bit multiplies, split
+//         into its low byte (unsigned, TDPBUSD) and high byte (signed, TDPBSSD):
+//         S = C_lo + 256 C_hi.
 
 // Bytes of v times the word multipliers s (one per byte pair), each product within
 // a byte (signed or unsigned): a 16-bit product's low byte is exact mod 256, and the
@@ -182,7 +181,7 @@ MOEBOX_TARGET_AMX inline __m512i q2_bits(const uint8_t* qs, int c) {
 struct Q2KTiles {
   using Block = block_q2_K;
   static constexpr int kPlanes = 1;
-  static constexpr bool kSigned = false;
+  static constexpr int kSignedPlanes = 0;  // TDPBUSD
   struct Rows {
     alignas(64) uint8_t plane[1][4][kRows][64];
     alignas(64) int32_t mins[kRows][8];  // (min 2p, min 2p+1) as int16 pairs
@@ -216,7 +215,7 @@ struct Q2KTiles {
 struct Q3KTiles {
   using Block = block_q3_K;
   static constexpr int kPlanes = 1;
-  static constexpr bool kSigned = true;
+  static constexpr int kSignedPlanes = 1;  // TDPBSSD
   struct Rows {
     alignas(64) int8_t plane[1][4][kRows][64];
     alignas(64) float d[kRows];  // -d: the plane holds s (-v)
@@ -251,20 +250,17 @@ struct Q3KTiles {
 
 struct Q6KTiles {
   using Block = block_q6_K;
-  static constexpr int kPlanes = 3;
-  static constexpr bool kSigned = true;
+  static constexpr int kPlanes = 2;
+  static constexpr int kSignedPlanes = 0b10;  // low bytes unsigned (TDPBUSD), high bytes signed (TDPBSSD)
   struct Rows {
-    alignas(64) int8_t plane[3][4][kRows][64];
+    alignas(64) uint8_t plane[2][4][kRows][64];
     alignas(64) float d[kRows];
   };
   MOEBOX_TARGET_AMX static void unpack(const Block& x, int r, Rows& u, const ScaleIndex16& si) {
     u.d[r] = _cvtsh_ss(x.d);
-    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
-    const __m256i four16 = _mm256_set1_epi16(4);
-    const __m256i sl16 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(sc, four16), _mm256_set1_epi16(7)), four16);
-    const __m512i sl = _mm512_castsi256_si512(sl16);
-    const __m512i sh = _mm512_castsi256_si512(_mm256_srai_epi16(_mm256_sub_epi16(sc, sl16), 3));
-    const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30), four = _mm512_set1_epi8(4);
+    const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales))));
+    const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30), m32 = _mm512_set1_epi8(32);
+    const __m512i low_byte = _mm512_set1_epi16(0xFF);
     for (int h = 0; h < 2; ++h) {
       // Chunk 2h: low nibbles of ql[64h..64h+63], qh bits 0-1 (first 32) and 2-3 (next 32);
       // chunk 2h+1: high nibbles, qh bits 4-5 and 6-7.
@@ -276,13 +272,15 @@ struct Q6KTiles {
                             _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(hi23, m30))};
       for (int j = 0; j < 2; ++j) {
         const int c = 2 * h + j;
-        const __m512i q4 = _mm512_add_epi8(q[j], four);  // q + 4 in [4, 67]
-        const __m512i vl = _mm512_sub_epi8(_mm512_and_si512(q4, _mm512_set1_epi8(7)), four);
-        const __m512i vh = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(q4, 3), m4), four);
-        const __m512i slc = _mm512_permutexvar_epi16(si.idx[c], sl), shc = _mm512_permutexvar_epi16(si.idx[c], sh);
-        _mm512_store_si512(u.plane[0][c][r], mul_bytes(vl, slc));
-        _mm512_store_si512(u.plane[1][c][r], _mm512_add_epi8(mul_bytes(vl, shc), mul_bytes(vh, slc)));
-        _mm512_store_si512(u.plane[2][c][r], mul_bytes(vh, shc));
+        const __m512i v = _mm512_sub_epi8(q[j], m32);  // q - 32, elements 64c..64c+63
+        // Per 128-bit lane (one sub-block of 16): words of its bytes 0-7 and 8-15, sign-extended;
+        // packing the two back per lane restores the element order.
+        const __m512i s = _mm512_permutexvar_epi16(si.idx[c], sc);  // lane k: scale of sub-block 4c + k
+        const __m512i pa = _mm512_mullo_epi16(_mm512_srai_epi16(_mm512_unpacklo_epi8(v, v), 8), s);
+        const __m512i pb = _mm512_mullo_epi16(_mm512_srai_epi16(_mm512_unpackhi_epi8(v, v), 8), s);
+        // sc (q - 32) in [-4064, 4096] = low byte (0..255) + 256 high byte (-16..16)
+        _mm512_store_si512(u.plane[0][c][r], _mm512_packus_epi16(_mm512_and_si512(pa, low_byte), _mm512_and_si512(pb, low_byte)));
+        _mm512_store_si512(u.plane[1][c][r], _mm512_packs_epi16(_mm512_srai_epi16(pa, 8), _mm512_srai_epi16(pb, 8)));
       }
     }
   }
@@ -290,19 +288,17 @@ struct Q6KTiles {
                                      float (*acc)[kAmxTokens]) {
     const __m512 dx = _mm512_load_ps(b.d);
     for (int r = 0; r < kRows; ++r) {
-      const __m512i s = _mm512_add_epi32(
-          _mm512_load_si512(c[0][r]),
-          _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[1][r]), 3), _mm512_slli_epi32(_mm512_load_si512(c[2][r]), 6)));
+      const __m512i s = _mm512_add_epi32(_mm512_load_si512(c[0][r]), _mm512_slli_epi32(_mm512_load_si512(c[1][r]), 8));
       const __m512 t = _mm512_mul_ps(_mm512_set1_ps(u.d[r]), _mm512_cvtepi32_ps(s));
       _mm512_store_ps(acc[r], _mm512_fmadd_ps(dx, t, _mm512_load_ps(acc[r])));
     }
   }
 };
 
-// C_p (tmm2 + p) += A (tmm0) B (tmm1); tile numbers are instruction immediates.
-template <bool Signed>
-MOEBOX_TARGET_AMX inline void tile_dot(int p) {
-  if constexpr (Signed) {
+// C_p (tmm2 + p) += A (tmm0) B (tmm1), A signed or unsigned bytes; tile numbers are
+// instruction immediates.
+MOEBOX_TARGET_AMX inline void tile_dot(int p, bool signed_a) {
+  if (signed_a) {
     if (p == 0) _tile_dpbssd(2, 0, 1);
     else if (p == 1) _tile_dpbssd(3, 0, 1);
     else _tile_dpbssd(4, 0, 1);
@@ -360,7 +356,7 @@ MOEBOX_TARGET_AMX void gemm_planes_amx(int64_t n, const uint8_t* w, int64_t rows
             _tile_loadd(1, b.qs[16 * k], 64);
             for (int p = 0; p < P; ++p) {
               _tile_loadd(0, u.plane[p][k][0], 64);
-              tile_dot<F::kSigned>(p);
+              tile_dot(p, (F::kSignedPlanes >> p) & 1);
             }
           }
           for (int p = 0; p < P; ++p) tile_store_c(p, c[p]);
