@@ -38,8 +38,9 @@ def amx():
     moebox_native.set_isa(before)
 
 
-# The k-quants of Q4_K_M (Q4_K, Q6_K) and of the Unsloth UD-Q2_K_XL / UD-IQ1 quants (Q2_K, Q3_K).
-TILE_FORMATS = ["Q2_K", "Q3_K", "Q4_K", "Q6_K"]
+# The k-quants of Q4_K_M (Q4_K, Q6_K) and of the Unsloth UD-Q2_K_XL / UD-IQ1 quants (Q2_K, Q3_K),
+# and IQ4_XS through the int8 + scales slot.
+TILE_FORMATS = ["Q2_K", "Q3_K", "Q4_K", "Q6_K", "IQ4_XS"]
 
 
 @pytest.mark.parametrize("name", TILE_FORMATS)
@@ -67,6 +68,7 @@ EXTREME_BLOCKS = {
     "Q3_K": [((0, 108), 0x00)],  # hbit 0, q = 0, scales 0: (-32) * (-4) = 128
     "Q2_K": [((0, 16), 0xFF), ((16, 80), 0xFF)],  # scales and minimums 15, q = 3
     "Q4_K": [((4, 16), 0xFF), ((16, 144), 0xFF)],  # scales and minimums 63, q = 15
+    "IQ4_XS": [((2, 8), 0x00), ((8, 136), 0x00)],  # scales -32, values -127: 4064
 }
 
 
@@ -107,6 +109,7 @@ def test_amx_matmul_runs_the_tile_kernel(name, amx):
         ("Q3_K", "Q3_K", "Q4_K"),
         ("Q6_K", "Q6_K", "Q2_K"),
         ("Q4_K", "Q6_K", "Q4_K"),  # gate and up in different tile formats
+        ("IQ4_XS", "IQ4_XS", "Q6_K"),
         ("Q4_K", "Q4_K", "F32"),
     ],
     ids="-".join,

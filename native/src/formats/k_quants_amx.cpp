@@ -16,40 +16,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "amx_tiles.h"
 #include "k_quants.h"
-#include "moebox/amx.h"
 
 namespace moebox {
 namespace {
 
-constexpr int kRows = 16;       // weight rows per A tile
-constexpr int kMaxGroups = 4;   // token groups per pass over a row block
-
-// LDTILECFG operand (palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-static_assert(sizeof(TileConfig) == 64, "LDTILECFG takes 64 bytes");
-
-// GCC's tile load intrinsics are asm without a memory clobber: without this the
-// compiler may move (or drop) the stores that fill a buffer the tiles then read.
-inline void compiler_barrier() { __asm__ __volatile__("" ::: "memory"); }
-
-// Every tile 16 rows x 64 bytes: tmm0, tmm1 A_l, A_h; tmm2, tmm3 B of two token
-// groups; tmm4..7 C_l, C_h of each group.
-MOEBOX_TARGET_AMX void load_tile_config() {
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.rows[t] = kRows;
-    cfg.colsb[t] = 64;
-  }
-  compiler_barrier();
-  _tile_loadconfig(&cfg);
-}
+using namespace amx_tiles;
 
 // One row block of the Q4_K weights, unpacked for the tiles.
 struct Q4KRows {
@@ -132,19 +105,15 @@ MOEBOX_TARGET_AMX void fold_q4_K(const Q4KRows& u, const AmxActBlock& b, const i
 }
 
 
-// --- Q2_K, Q3_K, Q6_K: sub-blocks of 16, scales folded into P byte planes ---
+// --- Q2_K, Q3_K, Q6_K: sub-blocks of 16, scales folded into P byte planes (amx_tiles.h) ---
 //
-// One token group per pass over the unpacked planes (tiles: tmm0 A, tmm1 B,
-// tmm2..tmm2+P-1 C): C_p += A_p B over the 4 chunks of 64 elements, then
-// S = sum_p weight_p C_p exactly in int32 and one float fold per super-block.
 //   Q2_K: A = sl q (<= 45) unsigned, TDPBUSD; S = sum sc q x; the minimums as in Q4_K
 //         (M = sum_j min_j bsum16_j by vpdpwssd), y += d_x (d S - dmin M).
 //   Q3_K: v = q - 4 (1 - hbit) in [-4, 3], s = scale - 32 in [-32, 31]: s v does not
 //         always fit a signed byte (-32 * -4 = 128) but s (-v) in [-128, 124] does, so
 //         A = s (-v) signed, TDPBSSD, S = -C.
-//   Q6_K: sc (q - 32) in [-4064, 4096] (sc in [-128, 127]) by 16-bit multiplies, split
-//         into its low byte (unsigned, TDPBUSD) and high byte (signed, TDPBSSD):
-//         S = C_lo + 256 C_hi.
+//   Q6_K: the int8 slot (Int8ScaledTiles): sc (q - 32) in [-4064, 4096] as a low-byte
+//         and a high-byte plane, S = C_lo + 256 C_hi.
 
 // Bytes of v times the word multipliers s (one per byte pair), each product within
 // a byte (signed or unsigned): a 16-bit product's low byte is exact mod 256, and the
@@ -155,18 +124,6 @@ MOEBOX_TARGET_AMX inline __m512i mul_bytes(__m512i v, __m512i s) {
   return _mm512_mask_blend_epi8(0xAAAAAAAAAAAAAAAAull, lo, hi);
 }
 
-// Word index vectors for vpermw over 16 sub-block scales (words): chunk c's 32 words
-// (64 elements) take the scales of sub-blocks 4c .. 4c+3, 8 words each.
-struct ScaleIndex16 {
-  __m512i idx[4];
-  MOEBOX_TARGET_AMX ScaleIndex16() {
-    alignas(64) int16_t v[32];
-    for (int c = 0; c < 4; ++c) {
-      for (int i = 0; i < 32; ++i) v[i] = static_cast<int16_t>(4 * c + i / 8);
-      idx[c] = _mm512_load_si512(v);
-    }
-  }
-};
 
 // Q2_K/Q3_K 2-bit quants of chunk c (elements 64c..64c+63): element 128h + 32s + l is
 // bits 2s of qs[32h + l]; the chunk holds s = 2(c & 1), 2(c & 1) + 1 of h = c / 2.
@@ -248,133 +205,27 @@ struct Q3KTiles {
   }
 };
 
-struct Q6KTiles {
-  using Block = block_q6_K;
-  static constexpr int kPlanes = 2;
-  static constexpr int kSignedPlanes = 0b10;  // low bytes unsigned (TDPBUSD), high bytes signed (TDPBSSD)
-  struct Rows {
-    alignas(64) uint8_t plane[2][4][kRows][64];
-    alignas(64) float d[kRows];
-  };
-  MOEBOX_TARGET_AMX static void unpack(const Block& x, int r, Rows& u, const ScaleIndex16& si) {
-    u.d[r] = _cvtsh_ss(x.d);
-    const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales))));
-    const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30), m32 = _mm512_set1_epi8(32);
-    const __m512i low_byte = _mm512_set1_epi16(0xFF);
-    for (int h = 0; h < 2; ++h) {
-      // Chunk 2h: low nibbles of ql[64h..64h+63], qh bits 0-1 (first 32) and 2-3 (next 32);
-      // chunk 2h+1: high nibbles, qh bits 4-5 and 6-7.
-      const __m512i ql = _mm512_loadu_si512(x.ql + 64 * h);
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h));
-      const __m512i hi01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)), _mm256_slli_epi16(qh, 2), 1);
-      const __m512i hi23 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-      const __m512i q[2] = {_mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(hi01, m30)),
-                            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(hi23, m30))};
-      for (int j = 0; j < 2; ++j) {
-        const int c = 2 * h + j;
-        const __m512i v = _mm512_sub_epi8(q[j], m32);  // q - 32, elements 64c..64c+63
-        // Per 128-bit lane (one sub-block of 16): words of its bytes 0-7 and 8-15, sign-extended;
-        // packing the two back per lane restores the element order.
-        const __m512i s = _mm512_permutexvar_epi16(si.idx[c], sc);  // lane k: scale of sub-block 4c + k
-        const __m512i pa = _mm512_mullo_epi16(_mm512_srai_epi16(_mm512_unpacklo_epi8(v, v), 8), s);
-        const __m512i pb = _mm512_mullo_epi16(_mm512_srai_epi16(_mm512_unpackhi_epi8(v, v), 8), s);
-        // sc (q - 32) in [-4064, 4096] = low byte (0..255) + 256 high byte (-16..16)
-        _mm512_store_si512(u.plane[0][c][r], _mm512_packus_epi16(_mm512_and_si512(pa, low_byte), _mm512_and_si512(pb, low_byte)));
-        _mm512_store_si512(u.plane[1][c][r], _mm512_packs_epi16(_mm512_srai_epi16(pa, 8), _mm512_srai_epi16(pb, 8)));
-      }
-    }
-  }
-  MOEBOX_TARGET_AMX static void fold(const Rows& u, const AmxActBlock& b, const int32_t (*c)[kRows][kAmxTokens],
-                                     float (*acc)[kAmxTokens]) {
-    const __m512 dx = _mm512_load_ps(b.d);
-    for (int r = 0; r < kRows; ++r) {
-      const __m512i s = _mm512_add_epi32(_mm512_load_si512(c[0][r]), _mm512_slli_epi32(_mm512_load_si512(c[1][r]), 8));
-      const __m512 t = _mm512_mul_ps(_mm512_set1_ps(u.d[r]), _mm512_cvtepi32_ps(s));
-      _mm512_store_ps(acc[r], _mm512_fmadd_ps(dx, t, _mm512_load_ps(acc[r])));
-    }
-  }
-};
-
-// C_p (tmm2 + p) += A (tmm0) B (tmm1), A signed or unsigned bytes; tile numbers are
-// instruction immediates.
-MOEBOX_TARGET_AMX inline void tile_dot(int p, bool signed_a) {
-  if (signed_a) {
-    if (p == 0) _tile_dpbssd(2, 0, 1);
-    else if (p == 1) _tile_dpbssd(3, 0, 1);
-    else _tile_dpbssd(4, 0, 1);
-  } else {
-    if (p == 0) _tile_dpbusd(2, 0, 1);
-    else if (p == 1) _tile_dpbusd(3, 0, 1);
-    else _tile_dpbusd(4, 0, 1);
+// Q6_K in the int8 slot: v = q - 32 (6 bits: 4 in ql, 2 in qh), s = the int8 scales;
+// s v in [-4064, 4096].
+MOEBOX_TARGET_AMX inline void decode_q6_K(const block_q6_K& x, Int8Block& b) {
+  b.d = _cvtsh_ss(x.d);
+  b.s = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales))));
+  const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30), m32 = _mm512_set1_epi8(32);
+  for (int h = 0; h < 2; ++h) {
+    // Chunk 2h: low nibbles of ql[64h..64h+63], qh bits 0-1 (first 32) and 2-3 (next 32);
+    // chunk 2h+1: high nibbles, qh bits 4-5 and 6-7.
+    const __m512i ql = _mm512_loadu_si512(x.ql + 64 * h);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h));
+    const __m512i hi01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)), _mm256_slli_epi16(qh, 2), 1);
+    const __m512i hi23 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+    b.v[2 * h] = _mm512_sub_epi8(_mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(hi01, m30)), m32);
+    b.v[2 * h + 1] =
+        _mm512_sub_epi8(_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(hi23, m30)), m32);
   }
 }
 
-MOEBOX_TARGET_AMX inline void tile_zero_c(int p) {
-  if (p == 0) _tile_zero(2);
-  else if (p == 1) _tile_zero(3);
-  else _tile_zero(4);
-}
+using Q6KTiles = Int8ScaledTiles<block_q6_K, decode_q6_K>;
 
-MOEBOX_TARGET_AMX inline void tile_store_c(int p, int32_t (*c)[kAmxTokens]) {
-  if (p == 0) _tile_stored(2, c, 64);
-  else if (p == 1) _tile_stored(3, c, 64);
-  else _tile_stored(4, c, 64);
-}
-
-template <class F>
-MOEBOX_TARGET_AMX void gemm_planes_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act,
-                                       int64_t n_tokens, float* y, int64_t y_stride) {
-  using Block = typename F::Block;
-  constexpr int P = F::kPlanes;
-  const int64_t nb = n / QK_K, row_bytes = nb * static_cast<int64_t>(sizeof(Block));
-  const int64_t groups = amx_groups(n_tokens);
-  load_tile_config();
-  const ScaleIndex16 si;
-  typename F::Rows u;
-  alignas(64) int32_t c[P][kRows][kAmxTokens];
-  alignas(64) float acc[kMaxGroups][kRows][kAmxTokens];  // [group][row][token]
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int nr = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    if (nr < kRows) std::memset(&u, 0, sizeof(u));  // rows past the end stay zero
-    for (int64_t g0 = 0; g0 < groups; g0 += kMaxGroups) {
-      const int ng = static_cast<int>(std::min<int64_t>(kMaxGroups, groups - g0));
-      std::memset(acc, 0, sizeof(acc));
-      for (int64_t i = 0; i < nb; ++i) {
-        for (int r = 0; r < nr; ++r) {
-          const uint8_t* row = w + (r0 + r) * row_bytes;
-          if (g0 == 0 && r0 + kRows + r < rows) {  // next row block's super-block (see gemm_q4_K_amx)
-            const uint8_t* next = row + kRows * row_bytes + i * static_cast<int64_t>(sizeof(Block));
-            for (int off = 0; off < static_cast<int>(sizeof(Block)); off += 64) __builtin_prefetch(next + off, 0, 3);
-          }
-          F::unpack(reinterpret_cast<const Block*>(row)[i], r, u, si);
-        }
-        compiler_barrier();
-        for (int g = 0; g < ng; ++g) {
-          const AmxActBlock& b = act[(g0 + g) * nb + i];
-          for (int p = 0; p < P; ++p) tile_zero_c(p);
-          for (int k = 0; k < 4; ++k) {  // elements 64k..64k+63
-            _tile_loadd(1, b.qs[16 * k], 64);
-            for (int p = 0; p < P; ++p) {
-              _tile_loadd(0, u.plane[p][k][0], 64);
-              tile_dot(p, (F::kSignedPlanes >> p) & 1);
-            }
-          }
-          for (int p = 0; p < P; ++p) tile_store_c(p, c[p]);
-          compiler_barrier();
-          F::fold(u, b, c, acc[g]);
-        }
-      }
-      for (int g = 0; g < ng; ++g)
-        for (int t = 0; t < kAmxTokens; ++t) {
-          const int64_t token = (g0 + g) * kAmxTokens + t;
-          if (token >= n_tokens) break;
-          float* out = y + token * y_stride + r0;
-          for (int r = 0; r < nr; ++r) out[r] = acc[g][r][t];
-        }
-    }
-  }
-  _tile_release();
-}
 
 }  // namespace
 
