@@ -11,11 +11,12 @@
 // tiles accumulate exact int32 sums over a whole super-block; block minimums come
 // from the activation block sums, as in the vec_dot.
 //
-// Formats that decode to int8 values and int16 scales (Q6_K, IQ4_XS) share one
+// Formats that decode to int8 values and int16 scales (Q6_K and the IQ formats) share one
 // unpacking (native/src/formats/amx_tiles.h): 16-bit products split into a low-
 // and a high-byte plane.
 //
-// Formats with an AMX kernel: Q2_K, Q3_K, Q4_K, Q6_K, IQ4_XS. Every other format keeps
+// Formats with an AMX kernel: Q2_K, Q3_K, Q4_K, Q6_K, IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S,
+// IQ3_XXS, IQ3_S, IQ4_XS. Every other format keeps
 // its AVX-512 (or AVX2) vec_dot at the AMX level.
 #pragma once
 #include <cstdint>
@@ -60,5 +61,19 @@ void gemm_q6_K_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock*
 // IQ formats (native/src/formats/iq_amx.cpp).
 void gemm_iq4_xs_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
                      int64_t y_stride);
+void gemm_iq1_s_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                    int64_t y_stride);
+void gemm_iq1_m_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                    int64_t y_stride);
+void gemm_iq2_xxs_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                      int64_t y_stride);
+void gemm_iq2_xs_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                     int64_t y_stride);
+void gemm_iq2_s_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                    int64_t y_stride);
+void gemm_iq3_xxs_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                      int64_t y_stride);
+void gemm_iq3_s_amx(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens, float* y,
+                    int64_t y_stride);
 
 }  // namespace moebox

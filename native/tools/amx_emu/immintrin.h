@@ -75,3 +75,35 @@ inline simde__m512i _mm512_i32gather_epi64(simde__m256i idx, const void* base, i
   for (int k = 0; k < 8; ++k) std::memcpy(&o[k], static_cast<const char*>(base) + (int64_t)i[k] * scale, 8);
   return simde_mm512_load_si512(o);
 }
+// What the IQ formats' decoders use beyond SIMDe 0.7.
+typedef uint8_t __mmask8;
+inline uint64_t _pext_u64(uint64_t src, uint64_t mask) {
+  uint64_t r = 0;
+  for (uint64_t bb = 1; mask; bb <<= 1) { if (src & mask & -mask) r |= bb; mask &= mask - 1; }
+  return r;
+}
+inline simde__m512i _mm512_i32gather_epi32(simde__m512i idx, const void* base, int scale) {
+  alignas(64) int32_t i[16], o[16];
+  simde_mm512_store_si512(i, idx);
+  for (int k = 0; k < 16; ++k) std::memcpy(&o[k], static_cast<const char*>(base) + (int64_t)i[k] * scale, 4);
+  return simde_mm512_load_si512(o);
+}
+inline simde__m512i _mm512_cvtepu8_epi16(simde__m256i a) {
+  alignas(32) uint8_t s[32]; alignas(64) uint16_t d[32];
+  simde_mm256_store_si256(reinterpret_cast<simde__m256i*>(s), a);
+  for (int k = 0; k < 32; ++k) d[k] = s[k];
+  return simde_mm512_load_si512(d);
+}
+inline simde__m512i _mm512_cvtepu8_epi32(simde__m128i a) {
+  alignas(16) uint8_t s[16]; alignas(64) uint32_t d[16];
+  simde_mm_store_si128(reinterpret_cast<simde__m128i*>(s), a);
+  for (int k = 0; k < 16; ++k) d[k] = s[k];
+  return simde_mm512_load_si512(d);
+}
+inline float _mm512_reduce_add_ps(simde__m512 a) {
+  alignas(64) float f[16];
+  simde_mm512_store_ps(f, a);
+  float r = 0;
+  for (float v : f) r += v;
+  return r;
+}

@@ -6,14 +6,24 @@
 #include <vector>
 #include "moebox/amx.h"
 #include "moebox/formats.h"
-namespace moebox { extern const FormatOps kFormatQ2_K, kFormatQ3_K, kFormatQ4_K, kFormatQ6_K, kFormatIQ4_XS; }
+namespace moebox {
+extern const FormatOps kFormatQ2_K, kFormatQ3_K, kFormatQ4_K, kFormatQ6_K, kFormatIQ4_XS, kFormatIQ1_S, kFormatIQ1_M,
+    kFormatIQ2_XXS, kFormatIQ2_XS, kFormatIQ2_S, kFormatIQ3_XXS, kFormatIQ3_S;
+}
 using namespace moebox;
 int main() {
   std::mt19937 rng(1);
-  const FormatOps* fs[] = {&kFormatQ2_K, &kFormatQ3_K, &kFormatQ4_K, &kFormatQ6_K, &kFormatIQ4_XS};
-  const int d_off[][2] = {{80, 82}, {108, -1}, {0, 2}, {208, -1}, {0, -1}};
+  const FormatOps* fs[] = {&kFormatQ2_K,   &kFormatQ3_K,    &kFormatQ4_K,  &kFormatQ6_K,   &kFormatIQ4_XS, &kFormatIQ1_S,
+                           &kFormatIQ1_M,  &kFormatIQ2_XXS, &kFormatIQ2_XS, &kFormatIQ2_S, &kFormatIQ3_XXS, &kFormatIQ3_S};
+  // fp16 scale fields (IQ1_M: -2, spread over the top nibbles of its scale words at 48..55)
+  const int d_off[][2] = {{80, 82}, {108, -1}, {0, 2}, {208, -1}, {0, -1}, {0, -1},
+                          {-2, -1}, {0, -1},   {0, -1}, {0, -1},  {0, -1}, {0, -1}};
+  // Row 0's largest scales (and IQ1 deltas -1/8): byte range set to 0xFF, per IQ format.
+  const int top_scales[][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {34, 50},
+                               {32, 48}, {2, 66}, {66, 74}, {74, 82}, {66, 98}, {106, 110}};
+  const int n_formats = sizeof(fs) / sizeof(fs[0]);
   int bad = 0;
-  for (int fi = 0; fi < 5; ++fi) {
+  for (int fi = 0; fi < n_formats; ++fi) {
     const FormatOps& f = *fs[fi];
     for (int tokens : {5, 16, 37, 70}) {
       const int n = 512, rows = 37, nb = n / 256;
@@ -21,13 +31,24 @@ int main() {
       for (auto& b : w) b = rng() & 255;
       for (int blk = 0; blk < rows * nb; ++blk)
         for (int j = 0; j < 2; ++j)
-          if (d_off[fi][j] >= 0) {
+          if (d_off[fi][j] != -1) {
             uint16_t h = f32_to_fp16(std::ldexp(1.0f + (rng() % 100) / 100.f, -(int)(rng() % 6)) * ((rng() & 1) ? 1 : -1));
-            std::memcpy(&w[blk * f.block_bytes + d_off[fi][j]], &h, 2);
+            if (d_off[fi][j] >= 0) {
+              std::memcpy(&w[blk * f.block_bytes + d_off[fi][j]], &h, 2);
+            } else {  // IQ1_M: nibble k of h into the top nibble of scale word k
+              uint8_t* sc = &w[blk * f.block_bytes + 48];
+              for (int k = 0; k < 4; ++k) sc[2 * k + 1] = static_cast<uint8_t>((sc[2 * k + 1] & 0x0f) | (((h >> (4 * k)) & 0xf) << 4));
+            }
           }
       // corner cases in row 0: Q6_K scales -128 with q = 0 (4096); Q3_K scales 0 (-32) with q = 0, hbit 0 (-4)
       if (fi == 3) { for (int b = 0; b < nb; ++b) { uint8_t* x = &w[b * f.block_bytes]; std::memset(x, 0, 192); std::memset(x + 192, 0x80, 16); } }
       if (fi == 1) { for (int b = 0; b < nb; ++b) { uint8_t* x = &w[b * f.block_bytes]; std::memset(x, 0, 108); } }
+      if (top_scales[fi][1] > 0)
+        for (int b = 0; b < nb; ++b) {
+          uint8_t* x = &w[b * f.block_bytes];
+          for (int k = top_scales[fi][0]; k < top_scales[fi][1]; ++k) x[k] = 0xFF;
+          if (fi == 6) for (int k = 0; k < 4; ++k) x[48 + 2 * k] = 0xFF, x[49 + 2 * k] |= 0x0F;  // IQ1_M scales 7, d kept
+        }
       std::vector<block_q8_K> act(tokens * nb);
       for (auto& b : act) {
         b.d = 0.01f + (rng() % 100) / 1000.f;

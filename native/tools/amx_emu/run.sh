@@ -11,7 +11,8 @@ out=$(mktemp -d)
 flags="-std=c++17 -O1 -I$here -I$root/native/include -I$root/native/src -I$gen -w \
   -DMOEBOX_TARGET_AVX2= -DMOEBOX_TARGET_AVX512= -DMOEBOX_TARGET_AMX="
 for f in "$root"/native/src/formats/k_quants_amx.cpp "$root"/native/src/formats/k_quants.cpp \
-         "$root"/native/src/formats/iq_amx.cpp "$root"/native/src/formats/iq4.cpp \
+         "$root"/native/src/formats/iq_amx.cpp "$root"/native/src/formats/iq1.cpp "$root"/native/src/formats/iq2.cpp \
+         "$root"/native/src/formats/iq3.cpp "$root"/native/src/formats/iq4.cpp \
          "$root"/native/src/amx.cpp "$here"/main.cpp "$here"/stubs.cpp; do
   g++ $flags -c "$f" -o "$out/$(basename "$f" .cpp).o"
 done
