@@ -39,8 +39,10 @@ def amx():
 
 
 # The k-quants of Q4_K_M (Q4_K, Q6_K) and of the Unsloth UD-Q2_K_XL / UD-IQ1 quants (Q2_K, Q3_K),
-# and IQ4_XS through the int8 + scales slot.
-TILE_FORMATS = ["Q2_K", "Q3_K", "Q4_K", "Q6_K", "IQ4_XS"]
+# and the IQ formats through the int8 + scales slot (IQ1_S, IQ1_M, IQ2_XXS: the routed experts of
+# the UD-IQ1_S / UD-IQ1_M / UD-IQ2_XXS quants).
+IQ_TILE_FORMATS = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS"]
+TILE_FORMATS = ["Q2_K", "Q3_K", "Q4_K", "Q6_K", *IQ_TILE_FORMATS]
 
 
 @pytest.mark.parametrize("name", TILE_FORMATS)
@@ -69,6 +71,15 @@ EXTREME_BLOCKS = {
     "Q2_K": [((0, 16), 0xFF), ((16, 80), 0xFF)],  # scales and minimums 15, q = 3
     "Q4_K": [((4, 16), 0xFF), ((16, 144), 0xFF)],  # scales and minimums 63, q = 15
     "IQ4_XS": [((2, 8), 0x00), ((8, 136), 0x00)],  # scales -32, values -127: 4064
+    # The IQ formats' largest scales (2 * 15 + 1; IQ1: 2 * 7 + 1 and every delta -1/8: 15 * -9).
+    "IQ1_S": [((34, 50), 0xFF)],
+    # qh all set; scale words 0x3FFF: scales 7, the fp16 scale spread over their top nibbles 0x3333
+    "IQ1_M": [((32, 48), 0xFF)] + [((k, k + 1), 0xFF if k % 2 == 0 else 0x3F) for k in range(48, 56)],
+    "IQ2_XXS": [((2, 66), 0xFF)],
+    "IQ2_XS": [((66, 74), 0xFF)],
+    "IQ2_S": [((74, 82), 0xFF)],
+    "IQ3_XXS": [((66, 98), 0xFF)],
+    "IQ3_S": [((106, 110), 0xFF)],
 }
 
 
@@ -110,6 +121,10 @@ def test_amx_matmul_runs_the_tile_kernel(name, amx):
         ("Q6_K", "Q6_K", "Q2_K"),
         ("Q4_K", "Q6_K", "Q4_K"),  # gate and up in different tile formats
         ("IQ4_XS", "IQ4_XS", "Q6_K"),
+        ("IQ1_S", "IQ1_S", "IQ2_XXS"),  # UD-IQ1_S
+        ("IQ1_M", "IQ1_M", "Q2_K"),
+        ("IQ2_XXS", "IQ2_XXS", "IQ3_XXS"),  # UD-IQ2_XXS
+        ("IQ2_XS", "IQ2_S", "IQ3_S"),
         ("Q4_K", "Q4_K", "F32"),
     ],
     ids="-".join,
