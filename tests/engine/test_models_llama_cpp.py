@@ -223,9 +223,8 @@ def test_smollm2_activation_rounding_amplifies_last_bit_differences(smollm2):
     """The mechanism behind the xfail below, on our own engine: nudging the embeddings by a
     few float32 ulps (relative 3e-6) moves the final logits by mean |Δ| 0.18 when the
     matrices quantize their inputs to 8 bits, and by 1.6e-5 when they multiply in float32
-    (and the cache is f32):
-    a last-bit change flips some round(x / d) decisions, each moves an input by a whole
-    step d, and 30 layers compound the flips. We require a factor of 30 between the two
+    (and the cache is f32): a last-bit change flips some round(x / d) decisions, each
+    moves an input by a whole step d, and 30 layers compound the flips. We require a factor of 30 between the two
     (f16 rounding alone, with an f16 cache, is measured at 5.5e-4)."""
     import engine.models.weights as weights
 
