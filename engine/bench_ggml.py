@@ -154,16 +154,22 @@ def perf_filter(cases: list[GgmlCase]) -> tuple[str, str]:
     return ops, f"^type_a=({'|'.join(types)}),type_b=f32,({'|'.join(sorted(shapes))})"
 
 
-def run_perf(
-    binary: str | os.PathLike, cases: list[GgmlCase], threads: int, timeout: float = 3600
-) -> GgmlPerfRun:
-    """Run test-backend-ops perf on the CPU backend for these cases with `threads` threads."""
+def require_binary(binary: str | os.PathLike) -> Path:
+    """The path, if it is an executable file; else a GgmlBenchError that says how to get one."""
     path = Path(binary)
     if not path.is_file() or not os.access(path, os.X_OK):
         raise GgmlBenchError(
             f"no test-backend-ops program at {path}: build one with scripts/build-ggml-bench "
             "and pass the path it prints to --ggml"
         )
+    return path
+
+
+def run_perf(
+    binary: str | os.PathLike, cases: list[GgmlCase], threads: int, timeout: float = 3600
+) -> GgmlPerfRun:
+    """Run test-backend-ops perf on the CPU backend for these cases with `threads` threads."""
+    path = require_binary(binary)
     ops, params = perf_filter(cases)
     cmd = [str(path), "perf", "-b", "CPU", "-o", ops, "-p", params]
     env = dict(os.environ, GGML_BENCH_THREADS=str(threads))

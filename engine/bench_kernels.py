@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from engine.bench_ggml import GGML_FORMATS, GgmlCase, GgmlPerfRun, ggml_type_name, run_perf
+from engine.bench_ggml import GGML_FORMATS, GgmlCase, GgmlPerfRun, ggml_type_name, require_binary, run_perf
 from engine.synth import random_tensor_bytes
 
 DEFAULT_FORMATS = [
@@ -277,45 +277,36 @@ def _moe_cases(fmt: str, shape: MoeShape, experts: int, tokens: int) -> tuple[Gg
 
 
 def run_ggml_comparison(native, args: argparse.Namespace, threads: int, rng) -> int:
+    """One test-backend-ops run per format (rows appear as they are measured), then ours."""
+    require_binary(args.ggml)
     formats = args.formats or GGML_FORMATS
     moe_shapes = [
         (DEEPSEEK_V3, min(args.ds_experts, DEEPSEEK_V3.experts)),
         (QWEN3_30B_A3B, args.qwen_experts),
     ]
-    cases = []
-    for fmt in formats:
-        tn = ggml_type_name(fmt)
-        cases += [GgmlCase("MUL_MAT", tn, rows, 1, cols) for rows, cols in GEMV_SHAPES]
-        for shape, experts in moe_shapes:
-            for tokens in args.moe_tokens:
-                cases += _moe_cases(fmt, shape, experts, tokens)
     print(
-        f"running {args.ggml} perf on {len(cases)} cases ({threads} threads), at least 1 s each ...",
+        f"ggml: {args.ggml} perf, CPU backend. Both sides: the same weights computed back to back"
+        " (cache-warm, as test-backend-ops times them),\nmean time per call; MoE = one expert FFN call"
+        " (ours: fused gate/up/down; ggml: MUL_MAT_ID gate + up + down);\nratio = ggml / ours"
+        " (above 1: ours faster)\n",
         flush=True,
     )
-    ggml = run_perf(args.ggml, cases, threads)
-    if ggml.threads is None:
-        print(
-            "note: this test-backend-ops does not say its thread count (not built by scripts/build-ggml-bench);"
-            f" upstream it uses hardware threads / 2 = {max(1, (os.cpu_count() or 2) // 2)}"
-        )
-    elif ggml.threads != threads:
-        print(f"note: ggml ran {ggml.threads} threads, ours {threads}")
-    print(f"ggml CPU backend: {ggml.device}, {ggml.threads or '?'} threads; ours: {threads} threads")
-    print(
-        "Both: the same weights computed back to back (cache-warm, as test-backend-ops times them),"
-        " mean time per call;\nMoE = one expert FFN call (ours: fused gate/up/down; ggml: MUL_MAT_ID"
-        " gate + up + down); ratio = ggml / ours (above 1: ours faster)\n"
-    )
-    print(f"{'format':<9}{'op':<30}{'T':>4}{'ours us':>11}{'ggml us':>11}{'ratio':>8}")
+    print(f"{'format':<9}{'op':<33}{'T':>4}{'ours us':>11}{'ggml us':>11}{'ratio':>8}")
 
     def row(fmt: str, what: str, tokens: int, ours_s: float, ggml_us: float | None) -> None:
         ours_us = ours_s * 1e6
         ggml_text = f"{ggml_us:>11.1f}{ggml_us / ours_us:>8.2f}" if ggml_us else f"{'-':>11}{'-':>8}"
-        print(f"{fmt:<9}{what:<30}{tokens:>4}{ours_us:>11.1f}{ggml_text}", flush=True)
+        print(f"{fmt:<9}{what:<33}{tokens:>4}{ours_us:>11.1f}{ggml_text}", flush=True)
 
+    ggml_threads = set()
     for fmt in formats:
         tn = ggml_type_name(fmt)
+        cases = [GgmlCase("MUL_MAT", tn, rows, 1, cols) for rows, cols in GEMV_SHAPES]
+        for shape, experts in moe_shapes:
+            for tokens in args.moe_tokens:
+                cases += _moe_cases(fmt, shape, experts, tokens)
+        ggml = run_perf(args.ggml, cases, threads)
+        ggml_threads.add(ggml.threads)
         for rows, cols in GEMV_SHAPES:
             s = time_gemv_like_ggml(native, fmt, rows, cols, args.seconds, rng)
             row(fmt, f"GEMV {rows} x {cols}", 1, s, ggml.us(GgmlCase("MUL_MAT", tn, rows, 1, cols)))
@@ -323,22 +314,34 @@ def run_ggml_comparison(native, args: argparse.Namespace, threads: int, rng) -> 
             moe = _moe_experts(native, fmt, shape, experts, rng)
             for tokens in args.moe_tokens:
                 s = time_moe_like_ggml(native, moe, shape, experts, tokens, args.seconds, rng)
-                row(
-                    fmt,
-                    f"MoE {shape.name} ({experts} exp.)",
-                    tokens,
-                    s,
-                    _ggml_moe_us(ggml, fmt, shape, experts, tokens),
-                )
+                name = f"MoE {shape.name} ({experts} experts)"
+                row(fmt, name, tokens, s, _ggml_moe_us(ggml, fmt, shape, experts, tokens))
             del moe
+    print(
+        f"\nggml CPU backend on {ggml.device}: {' / '.join(str(t) for t in ggml_threads)} threads; ours: {threads}"
+    )
+    if None in ggml_threads:
+        print(
+            "(this test-backend-ops does not say its thread count: not built by scripts/build-ggml-bench;"
+            f" upstream uses hardware threads / 2 = {max(1, (os.cpu_count() or 2) // 2)})"
+        )
+    print("('-': this test-backend-ops has no perf case for the shape; scripts/build-ggml-bench adds them)")
     return 0
 
 
 def _moe_experts(native, fmt: str, shape: MoeShape, experts: int, rng):
+    """Fused expert weights: random blocks of up to 8 experts, repeated over all of them
+    (drawing GBs of random bytes would take longer than the timing; the bytes read are the same)."""
     t = int(GGMLQuantizationType[fmt])
-    gate = random_matrix(fmt, experts * shape.inter, shape.hidden, rng)
-    up = random_matrix(fmt, experts * shape.inter, shape.hidden, rng)
-    down = random_matrix(fmt, experts * shape.hidden, shape.inter, rng)
+    drawn = min(experts, 8)
+    reps = -(-experts // drawn)
+
+    def stacked(rows: int, cols: int) -> np.ndarray:
+        base = random_matrix(fmt, drawn * rows, cols, rng)
+        return np.ascontiguousarray(np.tile(base, (reps, 1))[: experts * rows])
+
+    gate, up = stacked(shape.inter, shape.hidden), stacked(shape.inter, shape.hidden)
+    down = stacked(shape.hidden, shape.inter)
     return native.MoeExperts(gate, t, up, t, down, t, experts, shape.hidden, shape.inter)
 
 
