@@ -295,8 +295,8 @@ def run_ggml_comparison(native, args: argparse.Namespace, threads: int, rng) -> 
 
     def row(fmt: str, what: str, tokens: int, ours_s: float, ggml_us: float | None) -> None:
         ours_us = ours_s * 1e6
-        ggml_text = f"{ggml_us:>11.1f}{ggml_us / ours_us:>8.2f}" if ggml_us else f"{'-':>11}{'-':>8}"
-        print(f"{fmt:<9}{what:<33}{tokens:>4}{ours_us:>11.1f}{ggml_text}", flush=True)
+        ggml_text = f"{_us(ggml_us)}{ggml_us / ours_us:>8.2f}" if ggml_us else f"{'-':>11}{'-':>8}"
+        print(f"{fmt:<9}{what:<33}{tokens:>4}{_us(ours_us)}{ggml_text}", flush=True)
 
     ggml_threads = set()
     for fmt in formats:
@@ -327,6 +327,10 @@ def run_ggml_comparison(native, args: argparse.Namespace, threads: int, rng) -> 
         )
     print("('-': this test-backend-ops has no perf case for the shape; scripts/build-ggml-bench adds them)")
     return 0
+
+
+def _us(us: float) -> str:
+    return f"{us:>11.1f}" if us < 1e5 else f"{us:>11.0f}"
 
 
 def _moe_experts(native, fmt: str, shape: MoeShape, experts: int, rng):
