@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "moebox/amx.h"
+
 namespace moebox {
 namespace {
 
@@ -49,13 +51,57 @@ struct ExpertChunk {
   int32_t expert;
   int64_t r0, r1;
 };
-std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows, int threads) {
+// align: chunks of whole AMX row tiles (16) when tile kernels run.
+std::vector<ExpertChunk> expert_chunks(const Routing& r, int64_t rows, int threads, int64_t align = 1) {
   const int64_t total = rows * static_cast<int64_t>(r.active.size());
-  const int64_t chunk = std::min(rows, std::max(kMinRowChunk, total / (threads * kTasksPerThread)));
+  int64_t chunk = std::min(rows, std::max(kMinRowChunk, total / (threads * kTasksPerThread)));
+  chunk = std::min(rows, (chunk + align - 1) / align * align);
   std::vector<ExpertChunk> tasks;
   for (int32_t e : r.active)
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) tasks.push_back({e, r0, std::min(rows, r0 + chunk)});
   return tasks;
+}
+
+// Activations of the experts with at least kAmxMinTokens tokens in AMX tile
+// layout, packed once per call: expert e's groups start at offset[e] blocks.
+struct AmxPacked {
+  std::vector<AmxActBlock> blocks;
+  std::vector<int64_t> offset;  // per expert, -1: too few tokens, vec_dot kernels
+  const AmxActBlock* of(int32_t e) const { return offset[e] < 0 ? nullptr : blocks.data() + offset[e]; }
+};
+
+// act: Q8_K rows act_bytes apart; an expert's token t is row order[begin[e] + t]
+// (order nullptr: row begin[e] + t, activations already grouped by expert).
+AmxPacked amx_pack_experts(const Routing& r, int64_t n, const uint8_t* act, int64_t act_bytes, const int32_t* order,
+                           ThreadPool& pool) {
+  const int64_t nb = n / QK_K;
+  AmxPacked p;
+  p.offset.assign(r.begin.size() - 1, -1);
+  struct Group {
+    int32_t expert;
+    int64_t g;
+  };
+  std::vector<Group> groups;
+  int64_t total = 0;
+  for (int32_t e : r.active) {
+    const int64_t count = r.begin[e + 1] - r.begin[e];
+    if (count < kAmxMinTokens) continue;
+    p.offset[e] = total * nb;
+    for (int64_t g = 0; g < amx_groups(count); ++g) groups.push_back({e, g});
+    total += amx_groups(count);
+  }
+  p.blocks.resize(static_cast<size_t>(total * nb));
+  pool.parallel_for(static_cast<int64_t>(groups.size()), [&](int64_t i, int) {
+    const Group& grp = groups[i];
+    const int64_t first = r.begin[grp.expert] + grp.g * kAmxTokens;
+    const int64_t count = std::min<int64_t>(kAmxTokens, r.begin[grp.expert + 1] - first);
+    AmxActBlock* dst = p.blocks.data() + p.offset[grp.expert] + grp.g * nb;
+    if (order)
+      amx_pack_activations(n, act, act_bytes, order + first, count, dst);
+    else
+      amx_pack_activations(n, act + first * act_bytes, act_bytes, nullptr, count, dst);
+  });
+  return p;
 }
 
 }  // namespace
@@ -84,11 +130,28 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
     const VecDotMultiFn gate_multi = select_vec_dot_multi(*m.gate.format, isa);
     const VecDotMultiFn up_multi = select_vec_dot_multi(*m.up.format, isa);
     const int64_t gate_rb = row_bytes(*m.gate.format, hidden), up_rb = row_bytes(*m.up.format, hidden);
-    const std::vector<ExpertChunk> tasks = expert_chunks(r, inter, pool.size());
+    // AMX tiles for experts with enough tokens, if gate and up both have a tile kernel.
+    const AmxGemmFn gate_amx = select_amx_gemm(*m.gate.format, isa), up_amx = select_amx_gemm(*m.up.format, isa);
+    const bool amx = gate_amx && up_amx && gate_act == up_act;
+    AmxPacked xp;
+    if (amx) xp = amx_pack_experts(r, hidden, xq_gate.data(), gate_abytes, r.token.data(), pool);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, inter, pool.size(), amx ? 16 : 1);
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
       const uint8_t* gw = m.gate.data + c.expert * m.gate.expert_bytes();
       const uint8_t* uw = m.up.data + c.expert * m.up.expert_bytes();
+      if (const AmxActBlock* xa = amx ? xp.of(c.expert) : nullptr) {
+        // g, u: [tokens of the expert, rows of the chunk]
+        const int64_t p0 = r.begin[c.expert], count = r.begin[c.expert + 1] - p0, nr = c.r1 - c.r0;
+        thread_local std::vector<float> g, u;
+        g.resize(static_cast<size_t>(count * nr));
+        u.resize(static_cast<size_t>(count * nr));
+        gate_amx(hidden, gw + c.r0 * gate_rb, nr, xa, count, g.data(), nr);
+        up_amx(hidden, uw + c.r0 * up_rb, nr, xa, count, u.data(), nr);
+        for (int64_t t = 0; t < count; ++t)
+          for (int64_t row = 0; row < nr; ++row) h[(p0 + t) * inter + c.r0 + row] = silu(g[t * nr + row]) * u[t * nr + row];
+        return;
+      }
       for (int64_t p0 = r.begin[c.expert]; p0 < r.begin[c.expert + 1]; p0 += kTokenBlock) {
         const int64_t p1 = std::min(r.begin[c.expert + 1], p0 + kTokenBlock);
         for (int64_t row = c.r0; row < c.r1; ++row) {
@@ -141,10 +204,19 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
     const VecDotFn down_dot = select_vec_dot(*m.down.format, isa);
     const VecDotMultiFn down_multi = select_vec_dot_multi(*m.down.format, isa);
     const int64_t down_rb = row_bytes(*m.down.format, inter);
-    const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden, pool.size());
+    const AmxGemmFn down_amx = select_amx_gemm(*m.down.format, isa);
+    AmxPacked hp;
+    if (down_amx) hp = amx_pack_experts(r, inter, hq.data(), down_abytes, nullptr, pool);
+    const std::vector<ExpertChunk> tasks = expert_chunks(r, hidden, pool.size(), down_amx ? 16 : 1);
     pool.parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
       const ExpertChunk& c = tasks[i];
       const uint8_t* dw = m.down.data + c.expert * m.down.expert_bytes();
+      if (const AmxActBlock* ha = down_amx ? hp.of(c.expert) : nullptr) {
+        const int64_t p0 = r.begin[c.expert];
+        down_amx(inter, dw + c.r0 * down_rb, c.r1 - c.r0, ha, r.begin[c.expert + 1] - p0, d.data() + p0 * hidden + c.r0,
+                 hidden);
+        return;
+      }
       for (int64_t p0 = r.begin[c.expert]; p0 < r.begin[c.expert + 1]; p0 += kTokenBlock) {
         const int64_t p1 = std::min(r.begin[c.expert + 1], p0 + kTokenBlock);
         for (int64_t row = c.r0; row < c.r1; ++row) {

@@ -29,6 +29,7 @@ from quant_blocks import (
     QUANT_FORMATS,
     block_geometry,
     decode_activations,
+    has_amx_kernel,
     qtype,
     random_weights,
     reference_dequantize,
@@ -171,6 +172,10 @@ def test_matmul_smollm2_tensors(tensor, isa):
 @pytest.mark.parametrize("name", ALL_FORMATS)
 def test_matmul_token_blocks_match_single_tokens(name, isa):
     """Prefill kernels (several tokens per weight row) give bitwise the GEMV results."""
+    if isa == "amx" and has_amx_kernel(name):
+        pytest.skip(
+            "AMX tiles sum in their own order (within float32 rounding, test_amx.py), not bitwise the GEMV"
+        )
     rng = np.random.default_rng(11)
     rows, cols, tokens = 6, cols_for(name, 2), 11
     w = random_weights(name, rows, cols, rng)
