@@ -6,17 +6,23 @@ threads, then the fused MoE experts call for decode (T=1) and prefill (T=512)
 on DeepSeek-V3 and Qwen3-30B-A3B expert shapes. On a CPU with AMX tiles (and
 no --isa given) prefill also runs at the AVX-512 level, printed side by side
 with the speed-up, plus a prefill GEMM at both levels.
+
+With --ggml PATH it instead times the same formats and shapes in ggml (llama.cpp's
+test-backend-ops, see engine/bench_ggml.py) and in our kernels, timed the way ggml
+times them, and prints the two side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from engine.bench_ggml import GGML_FORMATS, GgmlCase, GgmlPerfRun, ggml_type_name, require_binary, run_perf
 from engine.synth import random_tensor_bytes
 
 DEFAULT_FORMATS = [
@@ -140,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     threads = native.num_threads()
     print(f"CPU: {native.cpu_features()['brand']}  ISA: {native.isa()}  threads: {threads}")
+    if args.ggml:
+        return run_ggml_comparison(native, args, threads, rng)
+    if args.formats is None:
+        args.formats = DEFAULT_FORMATS
 
     buf = rng.integers(0, 256, size=args.read_mib << 20, dtype=np.uint8)
     read_gbs = native.read_bandwidth(buf, 5)
@@ -211,7 +221,14 @@ def bench_prefill(native, fmt: str, args: argparse.Namespace, compare: bool, rng
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="kernel threads (default: physical cores)")
     p.add_argument("--isa", default=None, help="force scalar|avx2|avx512|amx (default: MOEBOX_ISA or best)")
-    p.add_argument("--formats", nargs="+", default=DEFAULT_FORMATS, help="weight formats for the GEMV table")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        default=None,
+        help=f"weight formats (default: the GEMV table {len(DEFAULT_FORMATS)} formats; with --ggml: "
+        + " ".join(GGML_FORMATS)
+        + ")",
+    )
     p.add_argument("--cols", type=int, default=7168, help="GEMV columns (default: DeepSeek-V3 hidden size)")
     p.add_argument(
         "--gemv-mib",
@@ -244,3 +261,152 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="DeepSeek-V3 experts held in RAM (256 = all, about 6.3 GiB at Q4_K)",
     )
     p.add_argument("--qwen-experts", type=int, default=128, help="Qwen3-30B-A3B experts held in RAM")
+    p.add_argument(
+        "--ggml",
+        metavar="TEST_BACKEND_OPS",
+        default=None,
+        help="compare with ggml: path of test-backend-ops built by scripts/build-ggml-bench",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=1.0,
+        help="with --ggml: least time each of our timings runs (ggml runs each case >= 1 s)",
+    )
+
+
+# --- beside ggml ----------------------------------------------------------------------------
+
+GEMV_SHAPES = [(2048, 7168), (7168, 2048)]  # (rows, cols): DeepSeek-V3 gate/up and down of one expert
+
+
+def _runs_per_draw(flops: int) -> int:
+    """Times test-backend-ops repeats one op inside a graph on the CPU (8 GFLOP per graph,
+    at most 8191 nodes): the weights stay cache-warm, and expert ids change only between graphs."""
+    return min(8191, 8_000_000_000 // flops) + 1
+
+
+def _mean_seconds(call, runs: int, seconds: float, before=None) -> float:
+    """Mean seconds per call over batches of `runs` calls until `seconds` have passed
+    (`before` runs untimed ahead of each batch)."""
+    total, calls = 0.0, 0
+    while total < seconds:
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            call()
+        total += time.perf_counter() - t0
+        calls += runs
+    return total / calls
+
+
+def time_gemv_like_ggml(native, fmt: str, rows: int, cols: int, seconds: float, rng) -> float:
+    """Mean seconds of one GEMV on one matrix, called back to back like test-backend-ops."""
+    w = random_matrix(fmt, rows, cols, rng)
+    x = rng.uniform(-1, 1, size=(1, cols)).astype(np.float32)
+    t = int(GGMLQuantizationType[fmt])
+    native.matmul(w, t, rows, cols, x)  # warm-up
+    return _mean_seconds(lambda: native.matmul(w, t, rows, cols, x), _runs_per_draw(2 * rows * cols), seconds)
+
+
+def time_moe_like_ggml(native, moe, shape: MoeShape, experts: int, tokens: int, seconds: float, rng) -> float:
+    """Mean seconds of one fused expert FFN call; routing is drawn again as often as ggml
+    draws its expert ids (once per graph of repeated runs)."""
+    x = rng.uniform(-1, 1, size=(tokens, shape.hidden)).astype(np.float32)
+    routing = {}
+
+    def draw():
+        ids = np.argsort(rng.random((tokens, experts)), axis=1)[:, : shape.k].astype(np.int32)
+        routing["ids"], routing["w"] = ids, rng.uniform(0.05, 1.0, size=(tokens, shape.k)).astype(np.float32)
+
+    draw()
+    moe.forward(x, routing["ids"], routing["w"])  # warm-up
+    runs = _runs_per_draw(2 * shape.inter * shape.hidden * tokens * shape.k)
+    return _mean_seconds(lambda: moe.forward(x, routing["ids"], routing["w"]), runs, seconds, before=draw)
+
+
+def _moe_cases(fmt: str, shape: MoeShape, experts: int, tokens: int) -> tuple[GgmlCase, GgmlCase]:
+    """ggml's gate (= up) and down MUL_MAT_ID cases of one expert FFN call."""
+    tn = ggml_type_name(fmt)
+    gate = GgmlCase("MUL_MAT_ID", tn, shape.inter, tokens, shape.hidden, experts, shape.k, True)
+    down = GgmlCase("MUL_MAT_ID", tn, shape.hidden, tokens, shape.inter, experts, shape.k, False)
+    return gate, down
+
+
+def run_ggml_comparison(native, args: argparse.Namespace, threads: int, rng) -> int:
+    """One test-backend-ops run per format (rows appear as they are measured), then ours."""
+    require_binary(args.ggml)
+    formats = args.formats or GGML_FORMATS
+    moe_shapes = [
+        (DEEPSEEK_V3, min(args.ds_experts, DEEPSEEK_V3.experts)),
+        (QWEN3_30B_A3B, args.qwen_experts),
+    ]
+    print(
+        f"ggml: {args.ggml} perf, CPU backend. Both sides: the same weights computed back to back"
+        " (cache-warm, as test-backend-ops times them),\nmean time per call; MoE = one expert FFN call"
+        " (ours: fused gate/up/down; ggml: MUL_MAT_ID gate + up + down);\nratio = ggml / ours"
+        " (above 1: ours faster)\n",
+        flush=True,
+    )
+    print(f"{'format':<9}{'op':<33}{'T':>4}{'ours us':>11}{'ggml us':>11}{'ratio':>8}")
+
+    def row(fmt: str, what: str, tokens: int, ours_s: float, ggml_us: float | None) -> None:
+        ours_us = ours_s * 1e6
+        ggml_text = f"{_us(ggml_us)}{ggml_us / ours_us:>8.2f}" if ggml_us else f"{'-':>11}{'-':>8}"
+        print(f"{fmt:<9}{what:<33}{tokens:>4}{_us(ours_us)}{ggml_text}", flush=True)
+
+    ggml_threads = set()
+    for fmt in formats:
+        tn = ggml_type_name(fmt)
+        cases = [GgmlCase("MUL_MAT", tn, rows, 1, cols) for rows, cols in GEMV_SHAPES]
+        for shape, experts in moe_shapes:
+            for tokens in args.moe_tokens:
+                cases += _moe_cases(fmt, shape, experts, tokens)
+        ggml = run_perf(args.ggml, cases, threads)
+        ggml_threads.add(ggml.threads)
+        for rows, cols in GEMV_SHAPES:
+            s = time_gemv_like_ggml(native, fmt, rows, cols, args.seconds, rng)
+            row(fmt, f"GEMV {rows} x {cols}", 1, s, ggml.us(GgmlCase("MUL_MAT", tn, rows, 1, cols)))
+        for shape, experts in moe_shapes:
+            moe = _moe_experts(native, fmt, shape, experts, rng)
+            for tokens in args.moe_tokens:
+                s = time_moe_like_ggml(native, moe, shape, experts, tokens, args.seconds, rng)
+                name = f"MoE {shape.name} ({experts} experts)"
+                row(fmt, name, tokens, s, _ggml_moe_us(ggml, fmt, shape, experts, tokens))
+            del moe
+    print(
+        f"\nggml CPU backend on {ggml.device}: {' / '.join(str(t) for t in ggml_threads)} threads; ours: {threads}"
+    )
+    if None in ggml_threads:
+        print(
+            "(this test-backend-ops does not say its thread count: not built by scripts/build-ggml-bench;"
+            f" upstream uses hardware threads / 2 = {max(1, (os.cpu_count() or 2) // 2)})"
+        )
+    print("('-': this test-backend-ops has no perf case for the shape; scripts/build-ggml-bench adds them)")
+    return 0
+
+
+def _us(us: float) -> str:
+    return f"{us:>11.1f}" if us < 1e5 else f"{us:>11.0f}"
+
+
+def _moe_experts(native, fmt: str, shape: MoeShape, experts: int, rng):
+    """Fused expert weights: random blocks of up to 8 experts, repeated over all of them
+    (drawing GBs of random bytes would take longer than the timing; the bytes read are the same)."""
+    t = int(GGMLQuantizationType[fmt])
+    drawn = min(experts, 8)
+    reps = -(-experts // drawn)
+
+    def stacked(rows: int, cols: int) -> np.ndarray:
+        base = random_matrix(fmt, drawn * rows, cols, rng)
+        return np.ascontiguousarray(np.tile(base, (reps, 1))[: experts * rows])
+
+    gate, up = stacked(shape.inter, shape.hidden), stacked(shape.inter, shape.hidden)
+    down = stacked(shape.hidden, shape.inter)
+    return native.MoeExperts(gate, t, up, t, down, t, experts, shape.hidden, shape.inter)
+
+
+def _ggml_moe_us(ggml: GgmlPerfRun, fmt: str, shape: MoeShape, experts: int, tokens: int) -> float | None:
+    gate, down = (ggml.us(c) for c in _moe_cases(fmt, shape, experts, tokens))
+    return None if gate is None or down is None else 2 * gate + down

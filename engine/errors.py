@@ -55,3 +55,7 @@ class EngineStoppedError(MoeboxError):
 
 class GenerationError(MoeboxError):
     """The model failed while generating for a request (a bug: see the server log)."""
+
+
+class GgmlBenchError(MoeboxError):
+    """ggml's test-backend-ops, the comparison for `moebox bench kernels --ggml`, is missing or failed."""
