@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from engine.layers import fused
 from engine.layers.linear import Linear
 
 
@@ -15,5 +15,4 @@ class GatedMLP:
         self.gate_up, self.down = gate_up.reuse_row_output(), down.reuse_row_output()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(fused.silu_mul(self.gate_up(x)))

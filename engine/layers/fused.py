@@ -1,0 +1,100 @@
+"""Per-token operations of a decoder layer, fused into one native call on the CPU.
+
+A decode step runs a few dozen tiny torch ops per layer; on the CPU each one costs
+more in dispatch than in arithmetic. Every function here computes the torch
+expression in its docstring: as one `moebox_native` call when its tensors are
+float32 on the CPU (and the native kernels are built), as that torch expression
+anywhere else (GPU, other dtypes). Which one runs follows from the tensors alone,
+so model code stays the same on every device.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+
+@functools.cache
+def cpu_kernels():
+    """moebox_native when it has the fused ops and runs on this CPU, else None."""
+    try:
+        from engine.native import native_kernels
+
+        native = native_kernels()
+    except Exception:  # not built, or this CPU lacks AVX2: the torch expressions serve
+        return None
+    return native if hasattr(native, "attend_one") else None
+
+
+def _on_cpu_f32(x: torch.Tensor) -> bool:
+    return x.dtype == torch.float32 and x.device.type == "cpu"
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [T, n] f32 → x * rsqrt(mean(x², -1) + eps) * weight (weight f32, on x's device)."""
+    native = cpu_kernels()
+    if native is not None and x.dim() == 2 and _on_cpu_f32(x) and x.stride(-1) == 1:
+        out = torch.empty(x.shape, dtype=torch.float32)
+        native.rms_norm(x.numpy(), weight.numpy(), eps, out.numpy())
+        return out
+    if x.shape[0] == 1:
+        # torch.rms_norm's CPU path is a dozen small ops with dtype round trips; these
+        # four compute the same float32 values (same order)
+        return (x * x.square().mean(-1, keepdim=True).add_(eps).rsqrt_()).mul_(weight)
+    return torch.rms_norm(x, weight.shape, weight, eps)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """gate_up [T, 2n] (gate rows first) → silu(gate) * up, [T, n]."""
+    native = cpu_kernels()
+    if native is not None and gate_up.dim() == 2 and _on_cpu_f32(gate_up) and gate_up.stride(-1) == 1:
+        out = torch.empty((gate_up.shape[0], gate_up.shape[1] // 2), dtype=torch.float32)
+        native.silu_mul(gate_up.numpy(), out.numpy())
+        return out
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of one query token, grouped-query: q [heads, dim]; k, v [S, kv_heads, dim]
+    (the cache; f32 or f16 on the CPU) → [1, heads * dim] in q's dtype:
+    softmax(scale · q_h k_g^T) v_g for each head h of kv group g."""
+    heads, dim = q.shape
+    kv_heads = k.shape[1]
+    native = cpu_kernels()
+    if (
+        native is not None
+        and _on_cpu_f32(q)
+        and q.is_contiguous()
+        and k.dtype == v.dtype
+        and k.dtype in (torch.float32, torch.float16)
+        and k.device.type == "cpu"
+    ):
+        out = torch.empty((1, heads * dim), dtype=torch.float32)
+        native.attend_one(q.numpy(), k.numpy(), v.numpy(), scale, out.numpy())
+        return out
+    rep = heads // kv_heads
+    qg = q.reshape(kv_heads, rep, dim)  # [kv_heads, rep, dim]
+    if k.dtype != q.dtype:
+        k, v = k.to(q.dtype), v.to(q.dtype)
+    kt = k.transpose(0, 1)  # [kv_heads, S, dim]
+    vt = v.transpose(0, 1)
+    scores = torch.bmm(qg, kt.transpose(1, 2))  # [kv_heads, rep, S]
+    if q.dtype == torch.float32:  # no conversions, scale in place
+        probs = torch.softmax(scores.mul_(scale), dim=-1)
+    else:
+        probs = torch.softmax(scores.float() * scale, dim=-1).to(q.dtype)
+    return torch.bmm(probs, vt).reshape(1, heads * dim)
+
+
+def rope_(rope, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """rope.apply(x, positions), overwriting x where that is cheaper (x [T, heads, dim]
+    must be the caller's own buffer). Returns the rotated tensor (x or a new one)."""
+    native = cpu_kernels()
+    if native is not None and _on_cpu_f32(x) and x.stride(-1) == 1 and positions.device.type == "cpu":
+        cos, sin, pos = rope.tables_for(positions)
+        native.rope(x.numpy(), cos, sin, pos, rope.interleaved)
+        return x
+    return rope.apply(x, positions)
