@@ -29,7 +29,8 @@
 //
 // Activation types (vec_dot_type):
 //   Q8_K  - block_q8_K, 256 values: every 256-element format (k-quants and IQ*).
-//   Q8_0  - block_q8_0, 32 values: the 32-element formats (Q4_0..Q8_0, IQ4_NL).
+//   Q8_0  - block_q8_0, 32 values: the 32-element formats (Q4_0, Q5_0, Q8_0, IQ4_NL).
+//   Q8_1  - block_q8_1, 32 values with their scaled sum: Q4_1, Q5_1.
 //   F32   - plain float rows: F32, F16, BF16 weights.
 // Activation rows are quantized once per matmul / MoE call (quantize_act_row).
 #pragma once
@@ -95,6 +96,16 @@ struct block_q8_0 {
 };
 static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
 
+// Activation block for the 32-element formats with a per-block minimum (Q4_1, Q5_1),
+// like ggml's block_q8_1: x[i] = d * qs[i], and s = d * sum(qs) so the minimum's
+// term m * sum(x) costs one multiply per block. s is kept in float32 (ggml: fp16).
+struct block_q8_1 {
+  float s;
+  uint16_t d;  // fp16 scale
+  int8_t qs[QK8_0];
+} __attribute__((packed));
+static_assert(sizeof(block_q8_1) == 38, "block_q8_1 layout");
+
 // Activation block for 256-element formats (ggml's block_q8_K): x[i] = d * qs[i];
 // bsums[j] = sum of qs[16j .. 16j+15] (lets formats with a per-block minimum
 // subtract it without touching the values again).
@@ -121,7 +132,7 @@ struct FormatOps {
   GgmlType type;
   int block_elems;
   int block_bytes;
-  GgmlType vec_dot_type;  // F32, Q8_0 or Q8_K
+  GgmlType vec_dot_type;  // F32, Q8_0, Q8_1 or Q8_K
   DequantFn dequant_f32;
   VecDotFn vec_dot[kIsaCount];  // [kIsaScalar] is required; nullptr = use a lower ISA
   VecDotMultiFn vec_dot_multi[kIsaCount];  // optional (may be left out of the initializer)
@@ -223,6 +234,10 @@ inline float act_value(GgmlType act_type, const void* row, int64_t i) {
     }
     case GgmlType::Q8_0: {
       const auto* b = static_cast<const block_q8_0*>(row) + i / QK8_0;
+      return fp16_to_f32(b->d) * b->qs[i % QK8_0];
+    }
+    case GgmlType::Q8_1: {
+      const auto* b = static_cast<const block_q8_1*>(row) + i / QK8_0;
       return fp16_to_f32(b->d) * b->qs[i % QK8_0];
     }
     default:

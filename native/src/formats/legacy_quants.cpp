@@ -1,8 +1,10 @@
 // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: scalar reference dequantizers and AVX2 dot
-// products against Q8_0 activation blocks.
+// products against Q8_0 activation blocks (Q8_1 for the offset formats Q4_1, Q5_1).
 #include "legacy_quants.h"
 
 #include <immintrin.h>
+
+#include <cmath>
 
 #include "simd_avx2.h"
 
@@ -98,18 +100,45 @@ MOEBOX_TARGET_AVX2 float vec_dot_q4_0_avx2(int64_t n, const void* w, const void*
   return avx2::hsum(acc);
 }
 
+// The offset formats dot with Q8_1 activations: m_w * d_x * sum(q_x) is m_w * s_x, one scalar
+// multiply-add per block (explicit fma, so the multi-token kernel rounds exactly alike).
 MOEBOX_TARGET_AVX2 float vec_dot_q4_1_avx2(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const block_q4_1*>(w);
-  const auto* y = static_cast<const block_q8_0*>(a);
-  __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+  const auto* y = static_cast<const block_q8_1*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0.f;
   for (int64_t i = 0; i < n / QK8_0; ++i) {
-    const float dy = avx2::fp16(y[i].d);
     const __m256i qx = avx2::bytes_from_nibbles_32(x[i].qs);
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
-    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d)),
+                          _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
+    summs = std::fma(avx2::fp16(x[i].m), y[i].s, summs);
   }
-  return avx2::hsum(_mm256_add_ps(acc, acc_m));
+  return avx2::hsum(acc) + summs;
+}
+
+// kMultiTokens activation rows against one Q4_1 row: nibbles unpacked once per block.
+MOEBOX_TARGET_AVX2 void vec_dot_q4_1_multi_avx2(int64_t n, const void* w, const void* const* act, float* out) {
+  const auto* x = static_cast<const block_q4_1*>(w);
+  const block_q8_1* y[kMultiTokens];
+  __m256 acc[kMultiTokens];
+  float summs[kMultiTokens];
+  for (int k = 0; k < kMultiTokens; ++k) {
+    y[k] = static_cast<const block_q8_1*>(act[k]);
+    acc[k] = _mm256_setzero_ps();
+    summs[k] = 0.f;
+  }
+  for (int64_t i = 0; i < n / QK8_0; ++i) {
+    const __m256i qx = avx2::bytes_from_nibbles_32(x[i].qs);
+    const float dx = avx2::fp16(x[i].d), mx = avx2::fp16(x[i].m);
+    for (int k = 0; k < kMultiTokens; ++k) {
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[k][i].qs));
+      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * avx2::fp16(y[k][i].d)), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)),
+                               acc[k]);
+      summs[k] = std::fma(mx, y[k][i].s, summs[k]);
+    }
+  }
+  for (int k = 0; k < kMultiTokens; ++k) out[k] = avx2::hsum(acc[k]) + summs[k];
 }
 
 MOEBOX_TARGET_AVX2 float vec_dot_q5_0_avx2(int64_t n, const void* w, const void* a) {
@@ -129,17 +158,18 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_0_avx2(int64_t n, const void* w, const void*
 
 MOEBOX_TARGET_AVX2 float vec_dot_q5_1_avx2(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const block_q5_1*>(w);
-  const auto* y = static_cast<const block_q8_0*>(a);
-  __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+  const auto* y = static_cast<const block_q8_1*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0.f;
   for (int64_t i = 0; i < n / QK8_0; ++i) {
-    const float dy = avx2::fp16(y[i].d);
     const __m256i hi = _mm256_and_si256(avx2::bytes_from_bits_32(x[i].qh), _mm256_set1_epi8(0x10));
     const __m256i qx = _mm256_or_si256(avx2::bytes_from_nibbles_32(x[i].qs), hi);
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * dy), _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
-    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].m) * dy), _mm256_cvtepi32_ps(avx2::sum_s8(qy)), acc_m);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(avx2::fp16(x[i].d) * avx2::fp16(y[i].d)),
+                          _mm256_cvtepi32_ps(avx2::dot_us8(qx, qy)), acc);
+    summs = std::fma(avx2::fp16(x[i].m), y[i].s, summs);
   }
-  return avx2::hsum(_mm256_add_ps(acc, acc_m));
+  return avx2::hsum(acc) + summs;
 }
 
 MOEBOX_TARGET_AVX512 inline __m512i join(const int8_t* p, const int8_t* q) {
@@ -175,16 +205,17 @@ MOEBOX_TARGET_AVX512 float vec_dot_q8_0_avx512(int64_t n, const void* w, const v
 
 }  // namespace
 
-#define MOEBOX_LEGACY(NAME, BLOCK, LOWER, AVX512)                                                   \
-  extern const FormatOps kFormat##NAME = {                                                          \
-      #NAME, GgmlType::NAME, QK8_0, sizeof(BLOCK), GgmlType::Q8_0, dequant_##LOWER,                 \
-      {vec_dot_ref<dequant_##LOWER, QK8_0, sizeof(BLOCK), GgmlType::Q8_0>, vec_dot_##LOWER##_avx2, \
-       AVX512, nullptr}};
-MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0, vec_dot_q8_0_avx512)
-MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0, nullptr)
-MOEBOX_LEGACY(Q4_1, block_q4_1, q4_1, nullptr)
-MOEBOX_LEGACY(Q5_0, block_q5_0, q5_0, nullptr)
-MOEBOX_LEGACY(Q5_1, block_q5_1, q5_1, nullptr)
+#define MOEBOX_LEGACY(NAME, BLOCK, LOWER, ACT, AVX512, AVX2_MULTI)                                \
+  extern const FormatOps kFormat##NAME = {                                                      \
+      #NAME, GgmlType::NAME, QK8_0, sizeof(BLOCK), GgmlType::ACT, dequant_##LOWER,              \
+      {vec_dot_ref<dequant_##LOWER, QK8_0, sizeof(BLOCK), GgmlType::ACT>, vec_dot_##LOWER##_avx2, \
+       AVX512, nullptr},                                                                        \
+      {nullptr, AVX2_MULTI, nullptr, nullptr}};
+MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0, Q8_0, vec_dot_q8_0_avx512, nullptr)
+MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0, Q8_0, nullptr, nullptr)
+MOEBOX_LEGACY(Q4_1, block_q4_1, q4_1, Q8_1, nullptr, vec_dot_q4_1_multi_avx2)
+MOEBOX_LEGACY(Q5_0, block_q5_0, q5_0, Q8_0, nullptr, nullptr)
+MOEBOX_LEGACY(Q5_1, block_q5_1, q5_1, Q8_1, nullptr, nullptr)
 #undef MOEBOX_LEGACY
 
 }  // namespace moebox
