@@ -48,13 +48,18 @@ void quantize_q8_0_scalar(const float* x, block_q8_0* y, int64_t n) {
 
 void quantize_q8_1_scalar(const float* x, block_q8_1* y, int64_t n) {
   for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
-    block_q8_0 q;
-    quantize_q8_0_scalar(x, &q, QK8_0);
+    float amax = 0.f;
+    for (int i = 0; i < QK8_0; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+    const float d = amax / 127.f;
+    const float id = d > 0.f ? 1.f / d : 0.f;
     int sum = 0;
-    for (int i = 0; i < QK8_0; ++i) sum += q.qs[i];
-    y[b].d = q.d;
-    y[b].s = fp16_to_f32(q.d) * static_cast<float>(sum);
-    std::memcpy(y[b].qs, q.qs, QK8_0);
+    for (int i = 0; i < QK8_0; ++i) {
+      const int q = static_cast<int>(std::nearbyint(x[i] * id));
+      y[b].qs[i] = static_cast<int8_t>(q > 127 ? 127 : (q < -127 ? -127 : q));
+      sum += y[b].qs[i];
+    }
+    y[b].d = d;
+    y[b].s = d * static_cast<float>(sum);
   }
 }
 
@@ -114,10 +119,9 @@ MOEBOX_TARGET_AVX2 void quantize_q8_0_avx2(const float* x, block_q8_0* y, int64_
 
 MOEBOX_TARGET_AVX2 void quantize_q8_1_avx2(const float* x, block_q8_1* y, int64_t n) {
   for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
-    const uint16_t d16 = avx2::to_fp16(amax8(x, QK8_0) / 127.f);
-    const float d = avx2::fp16(d16);
+    const float d = amax8(x, QK8_0) / 127.f;
     const __m256i q = quantize32(x, _mm256_set1_ps(d > 0.f ? 1.f / d : 0.f));
-    y[b].d = d16;
+    y[b].d = d;
     y[b].s = d * static_cast<float>(avx2::hsum_epi32(avx2::sum_s8(q)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs), q);
   }

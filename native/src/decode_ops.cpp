@@ -100,10 +100,15 @@ MOEBOX_TARGET_AVX2 void attend_head_avx2(const float* q, int64_t dim, const void
   for (int64_t s = 0; s < len; ++s) {
     float dot;
     if (vec) {
-      __m256 acc = _mm256_setzero_ps();
-      for (int64_t i = 0; i < dim; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8<Fp16>(k, s * k_stride + off + i), acc);
-      dot = avx2::hsum(acc);
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+      const int64_t base = s * k_stride + off;
+      int64_t i = 0;
+      for (; i + 16 <= dim; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8<Fp16>(k, base + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load8<Fp16>(k, base + i + 8), acc1);
+      }
+      if (i < dim) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8<Fp16>(k, base + i), acc0);
+      dot = avx2::hsum(_mm256_add_ps(acc0, acc1));
     } else {
       dot = 0.f;
       for (int64_t i = 0; i < dim; ++i) dot += q[i] * load1<Fp16>(k, s * k_stride + off + i);
@@ -123,11 +128,21 @@ MOEBOX_TARGET_AVX2 void attend_head_avx2(const float* q, int64_t dim, const void
   for (; s < len; ++s) sum += (scores[s] = exp1(scores[s] - mx));
   const float inv = 1.0f / sum;
   if (vec) {
-    for (int64_t i = 0; i < dim; i += 8) {
-      __m256 acc = _mm256_setzero_ps();
-      for (s = 0; s < len; ++s)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[s]), load8<Fp16>(v, s * v_stride + off + i), acc);
-      _mm256_storeu_ps(out + i, _mm256_mul_ps(acc, _mm256_set1_ps(inv)));
+    // 64 output values (8 registers) at a time, positions in the inner loop: 8 independent chains
+    for (int64_t i0 = 0; i0 < dim; i0 += 64) {
+      const int64_t nreg = std::min<int64_t>(8, (dim - i0) / 8);
+      __m256 acc[8];
+      for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+      for (s = 0; s < len; ++s) {
+        const __m256 p = _mm256_set1_ps(scores[s]);
+        const int64_t base = s * v_stride + off + i0;
+        if (nreg == 8) {
+          for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(p, load8<Fp16>(v, base + 8 * r), acc[r]);
+        } else {
+          for (int r = 0; r < nreg; ++r) acc[r] = _mm256_fmadd_ps(p, load8<Fp16>(v, base + 8 * r), acc[r]);
+        }
+      }
+      for (int r = 0; r < nreg; ++r) _mm256_storeu_ps(out + i0 + 8 * r, _mm256_mul_ps(acc[r], _mm256_set1_ps(inv)));
     }
   } else {
     for (int64_t i = 0; i < dim; ++i) {

@@ -97,14 +97,15 @@ struct block_q8_0 {
 static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
 
 // Activation block for the 32-element formats with a per-block minimum (Q4_1, Q5_1),
-// like ggml's block_q8_1: x[i] = d * qs[i], and s = d * sum(qs) so the minimum's
-// term m * sum(x) costs one multiply per block. s is kept in float32 (ggml: fp16).
+// after ggml's block_q8_1: x[i] = d * qs[i], and s = d * sum(qs) so the minimum's
+// term m * sum(x) costs one multiply-add per block. d and s are float32 (ggml: fp16),
+// which spares the dot products a conversion per block and per weight row.
 struct block_q8_1 {
+  float d;
   float s;
-  uint16_t d;  // fp16 scale
   int8_t qs[QK8_0];
-} __attribute__((packed));
-static_assert(sizeof(block_q8_1) == 38, "block_q8_1 layout");
+};
+static_assert(sizeof(block_q8_1) == 40, "block_q8_1 layout");
 
 // Activation block for 256-element formats (ggml's block_q8_K): x[i] = d * qs[i];
 // bsums[j] = sum of qs[16j .. 16j+15] (lets formats with a per-block minimum
@@ -238,7 +239,7 @@ inline float act_value(GgmlType act_type, const void* row, int64_t i) {
     }
     case GgmlType::Q8_1: {
       const auto* b = static_cast<const block_q8_1*>(row) + i / QK8_0;
-      return fp16_to_f32(b->d) * b->qs[i % QK8_0];
+      return b->d * b->qs[i % QK8_0];
     }
     default:
       return static_cast<const float*>(row)[i];
