@@ -43,6 +43,7 @@ class Attention:
         self.rope = rope
         self.q_norm, self.k_norm = q_norm, k_norm
         self.scale = head_dim**-0.5
+        self._attn_row = fused.RowBuffer(n_heads * head_dim)  # consumed by o at once
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         t = x.shape[0]
@@ -59,7 +60,7 @@ class Attention:
         q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
         k_all, v_all = cache.update(self.layer, k, v)  # [S, kv_heads, head_dim]
         if t == 1:
-            return self.o(fused.attend_one(q[0], k_all, v_all, self.scale))
+            return self.o(fused.attend_one(q[0], k_all, v_all, self.scale, self._attn_row))
         s = k_all.shape[0]
         mask = causal_mask(t, s, x.device)
         out = F.scaled_dot_product_attention(

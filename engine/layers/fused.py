@@ -32,12 +32,29 @@ def _on_cpu_f32(x: torch.Tensor) -> bool:
     return x.dtype == torch.float32 and x.device.type == "cpu"
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """x [T, n] f32 → x * rsqrt(mean(x², -1) + eps) * weight (weight f32, on x's device)."""
+class RowBuffer:
+    """A float32 [1, n] output kept by a layer for its decode rows (with its numpy view):
+    for results the caller consumes before the layer runs again."""
+
+    def __init__(self, n: int):
+        self.tensor = torch.empty((1, n), dtype=torch.float32)
+        self.array = self.tensor.numpy()
+
+
+def _out(rows: int, n: int, row: RowBuffer | None) -> tuple[torch.Tensor, object]:
+    if row is not None and rows == 1:
+        return row.tensor, row.array
+    out = torch.empty((rows, n), dtype=torch.float32)
+    return out, out.numpy()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, row: RowBuffer | None = None) -> torch.Tensor:
+    """x [T, n] f32 → x * rsqrt(mean(x², -1) + eps) * weight (weight f32, on x's device).
+    row: where a single-row result may go (natively computed results only)."""
     native = cpu_kernels()
     if native is not None and x.dim() == 2 and _on_cpu_f32(x) and x.stride(-1) == 1:
-        out = torch.empty(x.shape, dtype=torch.float32)
-        native.rms_norm(x.numpy(), weight.numpy(), eps, out.numpy())
+        out, out_np = _out(x.shape[0], x.shape[1], row)
+        native.rms_norm(x.numpy(), weight.numpy(), eps, out_np)
         return out
     if x.shape[0] == 1:
         # torch.rms_norm's CPU path is a dozen small ops with dtype round trips; these
@@ -46,21 +63,23 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.rms_norm(x, weight.shape, weight, eps)
 
 
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """gate_up [T, 2n] (gate rows first) → silu(gate) * up, [T, n]."""
+def silu_mul(gate_up: torch.Tensor, row: RowBuffer | None = None) -> torch.Tensor:
+    """gate_up [T, 2n] (gate rows first) → silu(gate) * up, [T, n]. row: as for rms_norm."""
     native = cpu_kernels()
     if native is not None and gate_up.dim() == 2 and _on_cpu_f32(gate_up) and gate_up.stride(-1) == 1:
-        out = torch.empty((gate_up.shape[0], gate_up.shape[1] // 2), dtype=torch.float32)
-        native.silu_mul(gate_up.numpy(), out.numpy())
+        out, out_np = _out(gate_up.shape[0], gate_up.shape[1] // 2, row)
+        native.silu_mul(gate_up.numpy(), out_np)
         return out
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 
 
-def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def attend_one(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, row: RowBuffer | None = None
+) -> torch.Tensor:
     """Attention of one query token, grouped-query: q [heads, dim]; k, v [S, kv_heads, dim]
     (the cache; f32 or f16 on the CPU) → [1, heads * dim] in q's dtype:
-    softmax(scale · q_h k_g^T) v_g for each head h of kv group g."""
+    softmax(scale · q_h k_g^T) v_g for each head h of kv group g. row: as for rms_norm."""
     heads, dim = q.shape
     kv_heads = k.shape[1]
     native = cpu_kernels()
@@ -72,8 +91,8 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
         and k.dtype in (torch.float32, torch.float16)
         and k.device.type == "cpu"
     ):
-        out = torch.empty((1, heads * dim), dtype=torch.float32)
-        native.attend_one(q.numpy(), k.numpy(), v.numpy(), scale, out.numpy())
+        out, out_np = _out(1, heads * dim, row)
+        native.attend_one(q.numpy(), k.numpy(), v.numpy(), scale, out_np)
         return out
     rep = heads // kv_heads
     qg = q.reshape(kv_heads, rep, dim)  # [kv_heads, rep, dim]

@@ -12,13 +12,21 @@ class RMSNorm:
         self.weight = weight.float()
         self.shape = tuple(self.weight.shape)
         self.eps = eps
+        self._row: fused.RowBuffer | None = None
+
+    def reuse_row_output(self) -> RMSNorm:
+        """Write single-row results into one buffer kept for this norm, overwritten by the
+        next single-row call: for callers that consume the result at once (decode steps
+        then allocate nothing here)."""
+        self._row = fused.RowBuffer(self.shape[0])
+        return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # called twice per layer per token: one fused call on the CPU (engine/layers/fused.py)
         if self.weight.device != x.device:
             self.weight = self.weight.to(x.device)
         if x.dtype == torch.float32 and x.dim() == 2:
-            return fused.rms_norm(x, self.weight, self.eps)
+            return fused.rms_norm(x, self.weight, self.eps, self._row)
         if x.dtype == torch.float32:
             return torch.rms_norm(x, self.shape, self.weight, self.eps)
         return torch.rms_norm(x.float(), self.shape, self.weight, self.eps).to(x.dtype)

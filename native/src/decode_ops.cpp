@@ -173,7 +173,7 @@ void attend_head_scalar(const float* q, int64_t dim, const void* k, int64_t k_st
 }
 
 // Below this many multiply-adds per call the heads run on the calling thread alone.
-constexpr int64_t kParallelAttendWork = 1 << 18;
+constexpr int64_t kParallelAttendWork = 1 << 15;
 
 }  // namespace
 
