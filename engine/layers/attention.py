@@ -50,6 +50,22 @@ class Attention:
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
         qkv = self.qkv(x)
+        if t == 1 and self.q_norm is None:
+            # rope, cache append and attention as one CPU kernel where the tensors allow it
+            out = fused.rope_cache_attend(
+                qkv,
+                self.rope,
+                positions,
+                cache,
+                self.layer,
+                self.n_heads,
+                self.n_kv_heads,
+                self.head_dim,
+                self.scale,
+                self._attn_row,
+            )
+            if out is not None:
+                return self.o(out)
         qk = qkv[:, : q_size + kv_size].reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)
         v = qkv[:, q_size + kv_size :].reshape(t, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:

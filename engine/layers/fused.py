@@ -117,3 +117,51 @@ def rope_(rope, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         native.rope(x.numpy(), cos, sin, pos, rope.interleaved)
         return x
     return rope.apply(x, positions)
+
+
+def rope_cache_attend(
+    qkv: torch.Tensor,
+    rope,
+    positions: torch.Tensor,
+    cache,
+    layer: int,
+    n_heads: int,
+    n_kv_heads: int,
+    head_dim: int,
+    scale: float,
+    row: RowBuffer | None = None,
+) -> torch.Tensor | None:
+    """One decode token of grouped-query attention in one native call: rotate q and k
+    of qkv [1, (heads + 2 kv_heads) · dim] (overwritten), append k and v to the layer's
+    cache and attend over it → [1, heads · dim]. None where this cannot run natively
+    (not one f32 row on the CPU, or a cache dtype other than f32/f16): the caller then
+    runs the same steps as torch ops."""
+    native = cpu_kernels()
+    if (
+        native is None
+        or qkv.shape[0] != 1
+        or not _on_cpu_f32(qkv)
+        or not qkv.is_contiguous()
+        or positions.device.type != "cpu"
+        or cache.dtype not in (torch.float32, torch.float16)
+    ):
+        return None
+    k_buf, v_buf = cache.reserve(layer, 1, (n_kv_heads, head_dim), (n_kv_heads, head_dim))
+    if k_buf.device.type != "cpu":
+        return None
+    cos, sin, pos = rope.tables_for(positions)
+    out, out_np = _out(1, n_heads * head_dim, row)
+    native.rope_cache_attend(
+        qkv.numpy(),
+        cos,
+        sin,
+        int(pos[0]),
+        rope.interleaved,
+        k_buf.numpy(),
+        v_buf.numpy(),
+        cache.length,
+        n_heads,
+        scale,
+        out_np,
+    )
+    return out

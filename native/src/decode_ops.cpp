@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "formats/simd_avx2.h"
@@ -249,6 +250,40 @@ void attend_one(const float* q, int64_t heads, int64_t kv_heads, int64_t dim, co
   } else {
     pool.parallel_for(heads, head);
   }
+}
+
+namespace {
+
+MOEBOX_TARGET_AVX2 void store_fp16_avx2(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; i < n; ++i) y[i] = avx2::to_fp16(x[i]);
+}
+
+void store_cache_row(const float* x, void* cache, int64_t row, int64_t n, bool fp16, Isa isa) {
+  if (!fp16) {
+    std::memcpy(static_cast<float*>(cache) + row * n, x, static_cast<size_t>(n) * sizeof(float));
+  } else if (isa >= kIsaAvx2) {
+    store_fp16_avx2(x, static_cast<uint16_t*>(cache) + row * n, n);
+  } else {
+    auto* y = static_cast<uint16_t*>(cache) + row * n;
+    for (int64_t i = 0; i < n; ++i) y[i] = f32_to_fp16(x[i]);
+  }
+}
+
+}  // namespace
+
+void rope_cache_attend(float* qkv, int64_t heads, int64_t kv_heads, int64_t dim, const float* cos, const float* sin,
+                       int64_t pos, bool interleaved, void* k_cache, void* v_cache, bool kv_fp16, int64_t len,
+                       float scale, float* out, ThreadPool& pool, Isa isa) {
+  const int64_t row = (heads + 2 * kv_heads) * dim;
+  rope_inplace(qkv, 1, heads + kv_heads, dim, row, dim, cos, sin, &pos, interleaved);
+  store_cache_row(qkv + heads * dim, k_cache, len, kv_heads * dim, kv_fp16, isa);
+  store_cache_row(qkv + (heads + kv_heads) * dim, v_cache, len, kv_heads * dim, kv_fp16, isa);
+  attend_one(qkv, heads, kv_heads, dim, k_cache, kv_heads * dim, v_cache, kv_heads * dim, kv_fp16, len + 1, scale, out,
+             pool, isa);
 }
 
 }  // namespace moebox

@@ -225,6 +225,35 @@ void attend_one_py(const Array& q, const Array& k, const Array& v, float scale, 
              scale, static_cast<float*>(out.data()), *pool, isa);
 }
 
+void rope_cache_attend_py(MutArray qkv, const Array& cos, const Array& sin, int64_t pos, bool interleaved, MutArray k_cache,
+                          MutArray v_cache, int64_t len, int64_t heads, float scale, MutArray out) {
+  check_rows_f32(qkv, 2, "qkv");
+  if (qkv.shape(0) != 1 || !c_contiguous(qkv)) fail("qkv must be one contiguous row [1, (heads + 2 * kv_heads) * dim]");
+  if (k_cache.ndim() != 3 || v_cache.ndim() != 3) fail("k_cache and v_cache must be [size, kv_heads, dim]");
+  const int64_t kv_heads = k_cache.shape(1), dim = k_cache.shape(2);
+  if (heads < 1 || kv_heads < 1 || heads % kv_heads) fail("heads must be a positive multiple of kv_heads");
+  if (static_cast<int64_t>(qkv.shape(1)) != (heads + 2 * kv_heads) * dim) fail("qkv row length must be (heads + 2 * kv_heads) * dim");
+  const bool fp16 = is_f16(k_cache.dtype());
+  if (k_cache.dtype() != v_cache.dtype() || (!fp16 && !is_f32(k_cache.dtype()))) fail("k_cache and v_cache must both be float32 or both float16");
+  if (k_cache.device_type() != nb::device::cpu::value || v_cache.device_type() != nb::device::cpu::value) fail("the caches must be in CPU memory");
+  for (const MutArray* c : {&k_cache, &v_cache})
+    if (c->shape(1) != k_cache.shape(1) || c->shape(2) != k_cache.shape(2) || !c_contiguous(*c)) fail("k_cache and v_cache must be contiguous with equal shapes");
+  if (len < 0 || len + 1 > static_cast<int64_t>(k_cache.shape(0)) || len + 1 > static_cast<int64_t>(v_cache.shape(0)))
+    fail("the caches have no room for entry " + std::to_string(len));
+  check_rows_f32(cos, 2, "cos");
+  check_rows_f32(sin, 2, "sin");
+  if (dim % 2 || static_cast<int64_t>(cos.shape(1)) != dim / 2 || !c_contiguous(cos) || !c_contiguous(sin) || cos.shape(0) != sin.shape(0) || cos.shape(1) != sin.shape(1))
+    fail("cos and sin must be contiguous [positions, dim / 2] tables");
+  if (pos < 0 || pos >= static_cast<int64_t>(cos.shape(0))) fail("position " + std::to_string(pos) + " is outside the cos/sin table");
+  if (!is_f32(out.dtype()) || !c_contiguous(out) || static_cast<int64_t>(out.size()) != heads * dim) fail("out must be contiguous float32 with heads * dim elements");
+  const Isa isa = active_isa();
+  nb::gil_scoped_release release;
+  auto pool = global_pool();
+  rope_cache_attend(static_cast<float*>(qkv.data()), heads, kv_heads, dim, static_cast<const float*>(cos.data()),
+                    static_cast<const float*>(sin.data()), pos, interleaved, k_cache.data(), v_cache.data(), fp16, len, scale,
+                    static_cast<float*>(out.data()), *pool, isa);
+}
+
 // Expert weights of one MoE layer, held zero-copy; the arrays stay referenced.
 class MoeExperts {
  public:
@@ -421,6 +450,12 @@ NB_MODULE(moebox_native, m) {
   m.def("attend_one", &attend_one_py, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("scale"), nb::arg("out"),
         "Attention of one query: q [heads, dim] float32 over k, v [len, kv_heads, dim] (float32 or float16, "
         "grouped-query); out[h] = softmax(scale * q[h] k^T) v, heads * dim float32 elements.");
+  m.def("rope_cache_attend", &rope_cache_attend_py, nb::arg("qkv"), nb::arg("cos"), nb::arg("sin"), nb::arg("pos"),
+        nb::arg("interleaved"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("len"), nb::arg("heads"), nb::arg("scale"),
+        nb::arg("out"),
+        "One decode step of grouped-query attention: rotate q and k of the float32 row qkv [1, (heads + 2 kv_heads) dim] "
+        "in place (rows pos of cos/sin), store k and v as entry len of k_cache / v_cache [size, kv_heads, dim] "
+        "(float32 or float16), and write the attention over entries 0..len into out (heads * dim float32).");
 
   m.def(
       "read_bandwidth",

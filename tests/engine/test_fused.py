@@ -123,3 +123,54 @@ def test_bad_shapes_are_value_errors():
             torch.tensor([4]).numpy(),
             True,
         )
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_rope_cache_attend_equals_the_torch_steps(isa, cache_dtype, interleaved):
+    """The fused decode step against rope.apply → cache.update → softmax attention in torch,
+    over a cache that already holds 40 tokens; the cache entry written must match too."""
+    from engine.kv_cache import KVCache
+
+    heads, kv_heads, dim, length = 9, 3, 64, 40
+    g = torch.Generator().manual_seed(3)
+    rope = RotaryEmbedding(dim, 10000.0, interleaved=interleaved)
+    caches = [KVCache(1, 64, dtype=cache_dtype) for _ in range(2)]
+    history = torch.randn(length, 2, kv_heads, dim, generator=g)
+    for c in caches:
+        c.update(0, history[:, 0], history[:, 1])
+        c.advance(length)
+    qkv = torch.randn(1, (heads + 2 * kv_heads) * dim, generator=g)
+    positions = torch.tensor([length])
+
+    ref_qk = rope.apply(qkv[:, : (heads + kv_heads) * dim].reshape(1, heads + kv_heads, dim), positions)
+    ref_v = qkv[:, (heads + kv_heads) * dim :].reshape(1, kv_heads, dim)
+    k_all, v_all = caches[0].update(0, ref_qk[:, heads:], ref_v)
+    rep = heads // kv_heads
+    kd = k_all.double().repeat_interleave(rep, dim=1).transpose(0, 1)
+    vd = v_all.double().repeat_interleave(rep, dim=1).transpose(0, 1)
+    probs = torch.softmax(torch.einsum("hd,hsd->hs", ref_qk[0, :heads].double(), kd) * dim**-0.5, dim=-1)
+    ref = torch.einsum("hs,hsd->hd", probs, vd).reshape(1, heads * dim)
+
+    got = fused.rope_cache_attend(qkv.clone(), rope, positions, caches[1], 0, heads, kv_heads, dim, dim**-0.5)
+    torch.testing.assert_close(got.double(), ref, rtol=RTOL, atol=ATOL)
+    k_got, v_got = (b[: length + 1] for b in caches[1].reserve(0, 0, (kv_heads, dim), (kv_heads, dim)))
+    torch.testing.assert_close(k_got, k_all, rtol=RTOL, atol=ATOL)  # same f16 rounding of the new entry
+    torch.testing.assert_close(v_got, v_all, rtol=0, atol=0)
+
+
+def test_rope_cache_attend_declines_what_it_cannot_run():
+    from engine.kv_cache import KVCache
+
+    rope = RotaryEmbedding(64, 10000.0, interleaved=True)
+    qkv = torch.randn(1, 15 * 64)
+    assert (
+        fused.rope_cache_attend(
+            qkv, rope, torch.tensor([0]), KVCache(1, 8, dtype=torch.bfloat16), 0, 9, 3, 64, 0.1
+        )
+        is None
+    )
+    two_rows = torch.randn(2, 15 * 64)
+    assert (
+        fused.rope_cache_attend(two_rows, rope, torch.tensor([0, 1]), KVCache(1, 8), 0, 9, 3, 64, 0.1) is None
+    )

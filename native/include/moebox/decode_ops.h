@@ -30,4 +30,12 @@ void attend_one(const float* q, int64_t heads, int64_t kv_heads, int64_t dim, co
                 const void* v, int64_t v_stride, bool kv_fp16, int64_t len, float scale, float* out, ThreadPool& pool,
                 Isa isa);
 
+// One decode step of grouped-query attention on a fused q|k|v row (heads + 2 * kv_heads
+// vectors of dim): rotates q and k in place (cos/sin rows of position pos, as rope_inplace),
+// writes k and v as cache entry `len` of k_cache / v_cache ([>= len + 1, kv_heads, dim],
+// contiguous; float32 or fp16 rounded to nearest even), then attend_one over len + 1 entries.
+void rope_cache_attend(float* qkv, int64_t heads, int64_t kv_heads, int64_t dim, const float* cos, const float* sin,
+                       int64_t pos, bool interleaved, void* k_cache, void* v_cache, bool kv_fp16, int64_t len,
+                       float scale, float* out, ThreadPool& pool, Isa isa);
+
 }  // namespace moebox
