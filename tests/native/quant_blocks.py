@@ -110,9 +110,7 @@ def decode_activations(act_type: int, data: np.ndarray, cols: int) -> tuple[np.n
     if act_type == GGMLQuantizationType.Q8_1:
         b = np.ascontiguousarray(data).view(Q8_1_DTYPE).reshape(rows, -1)
         # s must be d * sum(qs), rounded once to float32
-        s_ref = (b["d"] * b["qs"].astype(np.int32).sum(-1).astype(np.float32)).astype(
-            np.float32
-        )
+        s_ref = (b["d"] * b["qs"].astype(np.int32).sum(-1).astype(np.float32)).astype(np.float32)
         assert np.array_equal(b["s"], s_ref), "Q8_1 block sums wrong"
         d = np.repeat(b["d"].astype(np.float64), 32, axis=1)
         return b["qs"].reshape(rows, cols) * d, d

@@ -20,7 +20,9 @@
 //   Optionally a format adds vec_dot_multi kernels (one weight row against
 //   kMultiTokens activation rows, for prefill) as a last initializer
 //   {nullptr, avx2_multi, avx512_multi, nullptr}; they must return bitwise the
-//   results of the vec_dot of the same ISA (tests check this).
+//   results of the vec_dot of the same ISA (tests check this). Likewise an optional
+//   vec_dot_pair (two weight rows against one activation row, for decode) as a further
+//   initializer; the same bitwise rule holds.
 //   ISA variants are plain functions marked MOEBOX_TARGET_AVX2 / MOEBOX_TARGET_AVX512
 //   (never a -march flag for the build machine: one binary serves every x86-64 CPU).
 //   Tests: tests/native/quant_blocks.py lists the formats the tests check against
@@ -127,6 +129,9 @@ using VecDotFn = float (*)(int64_t n, const void* w_row, const void* act_row);
 // Must give bitwise the same results as the vec_dot of its ISA.
 constexpr int kMultiTokens = 4;
 using VecDotMultiFn = void (*)(int64_t n, const void* w_row, const void* const* act_rows, float* out);
+// Optional, for decode: two weight rows against one activation row, out[i] = dot(w_rows[i], act),
+// sharing the activation loads. Must give bitwise the same results as the vec_dot of its ISA.
+using VecDotPairFn = void (*)(int64_t n, const void* w_row0, const void* w_row1, const void* act_row, float* out);
 
 struct FormatOps {
   const char* name;
@@ -137,6 +142,7 @@ struct FormatOps {
   DequantFn dequant_f32;
   VecDotFn vec_dot[kIsaCount];  // [kIsaScalar] is required; nullptr = use a lower ISA
   VecDotMultiFn vec_dot_multi[kIsaCount];  // optional (may be left out of the initializer)
+  VecDotPairFn vec_dot_pair[kIsaCount];    // optional, likewise
 };
 
 // --- registry (native/src/formats/registry.cpp) ---
@@ -149,6 +155,8 @@ VecDotFn select_vec_dot(const FormatOps& f, Isa isa);
 // The multi-token kernel of the level select_vec_dot picks, or nullptr (then
 // callers loop over vec_dot).
 VecDotMultiFn select_vec_dot_multi(const FormatOps& f, Isa isa);
+// The two-row kernel of that level, or nullptr.
+VecDotPairFn select_vec_dot_pair(const FormatOps& f, Isa isa);
 // Bytes of one row of n elements (n a multiple of block_elems).
 inline int64_t row_bytes(const FormatOps& f, int64_t n) { return n / f.block_elems * f.block_bytes; }
 

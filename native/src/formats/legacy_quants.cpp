@@ -143,6 +143,29 @@ MOEBOX_TARGET_AVX2 float vec_dot_q4_1_avx2(int64_t n, const void* w, const void*
   return avx2::hsum(_mm256_add_ps(acc0, acc1)) + (summs0 + summs1);
 }
 
+// Two Q4_1 rows against one activation row: each row's sums built exactly as vec_dot_q4_1_avx2 builds them.
+MOEBOX_TARGET_AVX2 void vec_dot_q4_1_pair_avx2(int64_t n, const void* w0, const void* w1, const void* a, float* out) {
+  const auto* x0 = static_cast<const block_q4_1*>(w0);
+  const auto* x1 = static_cast<const block_q4_1*>(w1);
+  const auto* y = static_cast<const block_q8_1*>(a);
+  const int64_t nb = n / QK8_0;
+  __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();
+  float s00 = 0.f, s01 = 0.f, s10 = 0.f, s11 = 0.f;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    q4_1_block(x0[i], avx2::bytes_from_nibbles_32(x0[i].qs), y[i], a00, s00);
+    q4_1_block(x1[i], avx2::bytes_from_nibbles_32(x1[i].qs), y[i], a10, s10);
+    q4_1_block(x0[i + 1], avx2::bytes_from_nibbles_32(x0[i + 1].qs), y[i + 1], a01, s01);
+    q4_1_block(x1[i + 1], avx2::bytes_from_nibbles_32(x1[i + 1].qs), y[i + 1], a11, s11);
+  }
+  if (i < nb) {
+    q4_1_block(x0[i], avx2::bytes_from_nibbles_32(x0[i].qs), y[i], a00, s00);
+    q4_1_block(x1[i], avx2::bytes_from_nibbles_32(x1[i].qs), y[i], a10, s10);
+  }
+  out[0] = avx2::hsum(_mm256_add_ps(a00, a01)) + (s00 + s01);
+  out[1] = avx2::hsum(_mm256_add_ps(a10, a11)) + (s10 + s11);
+}
+
 // kMultiTokens activation rows against one Q4_1 row: nibbles unpacked once per block,
 // each token's sums built exactly as vec_dot_q4_1_avx2 builds them.
 MOEBOX_TARGET_AVX2 void vec_dot_q4_1_multi_avx2(int64_t n, const void* w, const void* const* act, float* out) {
@@ -236,17 +259,18 @@ MOEBOX_TARGET_AVX512 float vec_dot_q8_0_avx512(int64_t n, const void* w, const v
 
 }  // namespace
 
-#define MOEBOX_LEGACY(NAME, BLOCK, LOWER, ACT, AVX512, AVX2_MULTI)                                \
+#define MOEBOX_LEGACY(NAME, BLOCK, LOWER, ACT, AVX512, AVX2_MULTI, AVX2_PAIR)                    \
   extern const FormatOps kFormat##NAME = {                                                      \
       #NAME, GgmlType::NAME, QK8_0, sizeof(BLOCK), GgmlType::ACT, dequant_##LOWER,              \
       {vec_dot_ref<dequant_##LOWER, QK8_0, sizeof(BLOCK), GgmlType::ACT>, vec_dot_##LOWER##_avx2, \
        AVX512, nullptr},                                                                        \
-      {nullptr, AVX2_MULTI, nullptr, nullptr}};
-MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0, Q8_0, vec_dot_q8_0_avx512, nullptr)
-MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0, Q8_0, nullptr, nullptr)
-MOEBOX_LEGACY(Q4_1, block_q4_1, q4_1, Q8_1, nullptr, vec_dot_q4_1_multi_avx2)
-MOEBOX_LEGACY(Q5_0, block_q5_0, q5_0, Q8_0, nullptr, nullptr)
-MOEBOX_LEGACY(Q5_1, block_q5_1, q5_1, Q8_1, nullptr, nullptr)
+      {nullptr, AVX2_MULTI, nullptr, nullptr},                                                  \
+      {nullptr, AVX2_PAIR, nullptr, nullptr}};
+MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0, Q8_0, vec_dot_q8_0_avx512, nullptr, nullptr)
+MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0, Q8_0, nullptr, nullptr, nullptr)
+MOEBOX_LEGACY(Q4_1, block_q4_1, q4_1, Q8_1, nullptr, vec_dot_q4_1_multi_avx2, vec_dot_q4_1_pair_avx2)
+MOEBOX_LEGACY(Q5_0, block_q5_0, q5_0, Q8_0, nullptr, nullptr, nullptr)
+MOEBOX_LEGACY(Q5_1, block_q5_1, q5_1, Q8_1, nullptr, nullptr, nullptr)
 #undef MOEBOX_LEGACY
 
 }  // namespace moebox
