@@ -29,7 +29,21 @@ def cpu_kernels():
 
 
 def _on_cpu_f32(x: torch.Tensor) -> bool:
-    return x.dtype == torch.float32 and x.device.type == "cpu"
+    return x.dtype == torch.float32 and x.is_cpu
+
+
+def as_array(x: torch.Tensor):
+    """The numpy view of a CPU tensor. Tensors kept from step to step (row buffers, weights,
+    cache buffers) carry theirs (`keep_array`): Tensor.numpy() costs about a microsecond,
+    as much as a small kernel, and a decode step passes a dozen tensors per layer."""
+    view = getattr(x, "_numpy_view", None)
+    return view if view is not None else x.numpy()
+
+
+def keep_array(x: torch.Tensor):
+    """Attach x's numpy view to x for as_array (x must never be resized in place); returns it."""
+    x._numpy_view = x.numpy()
+    return x._numpy_view
 
 
 class RowBuffer:
@@ -38,7 +52,7 @@ class RowBuffer:
 
     def __init__(self, n: int):
         self.tensor = torch.empty((1, n), dtype=torch.float32)
-        self.array = self.tensor.numpy()
+        self.array = keep_array(self.tensor)
 
 
 def _out(rows: int, n: int, row: RowBuffer | None) -> tuple[torch.Tensor, object]:
@@ -54,7 +68,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, row: RowBuffer |
     native = cpu_kernels()
     if native is not None and x.dim() == 2 and _on_cpu_f32(x) and x.stride(-1) == 1:
         out, out_np = _out(x.shape[0], x.shape[1], row)
-        native.rms_norm(x.numpy(), weight.numpy(), eps, out_np)
+        native.rms_norm(as_array(x), as_array(weight), eps, out_np)
         return out
     if x.shape[0] == 1:
         # torch.rms_norm's CPU path is a dozen small ops with dtype round trips; these
@@ -68,7 +82,7 @@ def silu_mul(gate_up: torch.Tensor, row: RowBuffer | None = None) -> torch.Tenso
     native = cpu_kernels()
     if native is not None and gate_up.dim() == 2 and _on_cpu_f32(gate_up) and gate_up.stride(-1) == 1:
         out, out_np = _out(gate_up.shape[0], gate_up.shape[1] // 2, row)
-        native.silu_mul(gate_up.numpy(), out_np)
+        native.silu_mul(as_array(gate_up), out_np)
         return out
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -142,7 +156,7 @@ def rope_cache_attend(
         or qkv.shape[0] != 1
         or not _on_cpu_f32(qkv)
         or not qkv.is_contiguous()
-        or positions.device.type != "cpu"
+        or not positions.is_cpu
         or cache.dtype not in (torch.float32, torch.float16)
     ):
         return None

@@ -10,6 +10,8 @@ from engine.layers import fused
 class RMSNorm:
     def __init__(self, weight: torch.Tensor, eps: float):
         self.weight = weight.float()
+        if self.weight.is_cpu:
+            fused.keep_array(self.weight)  # handed to the native norm every step
         self.shape = tuple(self.weight.shape)
         self.eps = eps
         self._row: fused.RowBuffer | None = None
@@ -25,6 +27,8 @@ class RMSNorm:
         # called twice per layer per token: one fused call on the CPU (engine/layers/fused.py)
         if self.weight.device != x.device:
             self.weight = self.weight.to(x.device)
+            if self.weight.is_cpu:
+                fused.keep_array(self.weight)
         if x.dtype == torch.float32 and x.dim() == 2:
             return fused.rms_norm(x, self.weight, self.eps, self._row)
         if x.dtype == torch.float32:
