@@ -45,10 +45,13 @@ class MoeboxRunner:
         return Speed(len(ids) / (t1 - t0), gen_tokens / (t2 - t1))
 
 
+_GGML_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30}  # ggml_type values
+
+
 class LlamaCppRunner:
     """The same measurement through llama-cpp-python."""
 
-    def __init__(self, path: str, n_ctx: int, threads: int):
+    def __init__(self, path: str, n_ctx: int, threads: int, kv_cache_dtype: str = "f16"):
         import llama_cpp
 
         self.llama_cpp = llama_cpp
@@ -59,6 +62,9 @@ class LlamaCppRunner:
             n_ubatch=n_ctx,
             n_threads=threads,
             n_threads_batch=threads,
+            # the same cache format as ours, so both do the same work
+            type_k=_GGML_CACHE_TYPES[kv_cache_dtype],
+            type_v=_GGML_CACHE_TYPES[kv_cache_dtype],
             verbose=False,
         )
         self.n_vocab = self.lc.n_vocab()
@@ -84,19 +90,31 @@ class LlamaCppRunner:
 
 
 def run_bench(
-    path: str, *, prompt_tokens: list[int], gen_tokens: int, threads: int | None, repeat: int, llama_cpp: bool
+    path: str,
+    *,
+    prompt_tokens: list[int],
+    gen_tokens: int,
+    threads: int | None,
+    repeat: int,
+    llama_cpp: bool,
+    kv_cache_dtype: str = "auto",
 ) -> None:
     n_ctx = max(prompt_tokens) + gen_tokens + 8
-    llm = LLM.from_gguf(path, threads=threads, context_length=n_ctx, progress=True)
+    llm = LLM.from_gguf(
+        path, threads=threads, context_length=n_ctx, progress=True, kv_cache_dtype=kv_cache_dtype
+    )
     ours = MoeboxRunner(llm)
     ref = None
     if llama_cpp:
         try:
-            ref = LlamaCppRunner(path, n_ctx, llm.threads)
+            ref = LlamaCppRunner(path, n_ctx, llm.threads, llm.kv_cache_dtype)
         except ImportError:
             print("llama-cpp-python is not installed: moebox figures only")
     ours.run(_prompt(8, llm.config.vocab_size), 2)  # warm-up
-    print(f"model {llm.model_name} ({llm.config.variant}), {llm.threads} threads, best of {repeat}")
+    print(
+        f"model {llm.model_name} ({llm.config.variant}), {llm.threads} threads, "
+        f"KV cache {llm.kv_cache_dtype}, best of {repeat}"
+    )
     header = f"{'test':<12}{'moebox tok/s':>14}{'llama.cpp tok/s':>17}{'ratio':>8}"
     print(header)
     print("-" * len(header))

@@ -3,7 +3,9 @@
 Prints, per weight format, the GEMV (one token) effective read bandwidth next to
 a STREAM-like read of a buffer far larger than the last-level cache on the same
 threads, then the fused MoE experts call for decode (T=1) and prefill (T=512)
-on DeepSeek-V3 and Qwen3-30B-A3B expert shapes.
+on DeepSeek-V3 and Qwen3-30B-A3B expert shapes. On a CPU with AMX tiles (and
+no --isa given) prefill also runs at the AVX-512 level, printed side by side
+with the speed-up, plus a prefill GEMM at both levels.
 """
 
 from __future__ import annotations
@@ -89,16 +91,20 @@ def bench_gemv(native, fmt: str, cols: int, total_bytes: int, repeats: int, rng)
     return best, mats[0].nbytes / best / 1e9
 
 
-def bench_moe(
-    native, shape: MoeShape, experts: int, fmt: str, tokens: int, repeats: int, rng
-) -> tuple[float, float]:
-    """(seconds per call, GB/s of distinct expert weights read) with random routing over `experts`."""
+def make_moe(native, shape: MoeShape, experts: int, fmt: str, rng):
+    """(MoeExperts of random blocks, bytes per expert)."""
     t = int(GGMLQuantizationType[fmt])
     gate = random_matrix(fmt, experts * shape.inter, shape.hidden, rng)
     up = random_matrix(fmt, experts * shape.inter, shape.hidden, rng)
     down = random_matrix(fmt, experts * shape.hidden, shape.inter, rng)
     moe = native.MoeExperts(gate, t, up, t, down, t, experts, shape.hidden, shape.inter)
-    per_expert = (gate.nbytes + up.nbytes + down.nbytes) // experts
+    return moe, (gate.nbytes + up.nbytes + down.nbytes) // experts
+
+
+def bench_moe(
+    moe, per_expert: int, shape: MoeShape, experts: int, tokens: int, repeats: int, rng
+) -> tuple[float, float]:
+    """(seconds per call, GB/s of distinct expert weights read) with random routing over `experts`."""
     x = rng.standard_normal((tokens, shape.hidden)).astype(np.float32)
     k = shape.k
     routings = []
@@ -114,6 +120,14 @@ def bench_moe(
         if s < best:
             best, best_bytes = s, len(np.unique(ids)) * per_expert
     return best, best_bytes / best / 1e9
+
+
+def bench_gemm(native, fmt: str, rows: int, cols: int, tokens: int, repeats: int, rng) -> float:
+    """Seconds per prefill matmul [tokens, cols] x [rows, cols]^T."""
+    w = random_matrix(fmt, rows, cols, rng)
+    x = rng.standard_normal((tokens, cols)).astype(np.float32)
+    t = int(GGMLQuantizationType[fmt])
+    return _best_time(lambda: native.matmul(w, t, rows, cols, x), repeats)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,18 +152,10 @@ def run(args: argparse.Namespace) -> int:
         s, gbs = bench_gemv(native, fmt, args.cols, args.gemv_mib << 20, args.repeats, rng)
         print(f"{fmt:<8}{s * 1e3:>9.2f}{gbs:>9.2f}{100 * gbs / read_gbs:>10.0f}%")
 
-    shapes = [(DEEPSEEK_V3, args.ds_experts), (QWEN3_30B_A3B, args.qwen_experts)]
-    print(f"\nMoE experts ({args.moe_format} gate/up/down), top-{DEEPSEEK_V3.k}, random routing")
-    print(f"{'shape':<15}{'hidden x inter':>16}{'experts':>9}{'tokens':>8}{'ms':>10}{'tok/s':>9}{'GB/s':>8}")
-    for shape, experts in shapes:
-        experts = min(experts, shape.experts)
-        for tokens in args.moe_tokens:
-            reps = args.repeats if tokens == 1 else 1
-            s, gbs = bench_moe(native, shape, experts, args.moe_format, tokens, reps, rng)
-            print(
-                f"{shape.name:<15}{f'{shape.hidden} x {shape.inter}':>16}{experts:>9}{tokens:>8}"
-                f"{s * 1e3:>10.1f}{tokens / s:>9.1f}{gbs if tokens == 1 else float('nan'):>8.1f}"
-            )
+    # With AMX tiles, prefill runs at both levels: AVX-512 next to AMX.
+    compare = args.isa is None and native.isa() == "amx"
+    for fmt in args.moe_format:
+        bench_prefill(native, fmt, args, compare, rng)
     print(
         "(GB/s at T=1: bytes of the distinct experts read / time; Qwen3's 128 experts are ~0.3 GiB at Q4_K,"
     )
@@ -160,6 +166,46 @@ def run(args: argparse.Namespace) -> int:
             " at T=512 each expert gets more tokens than with 256)"
         )
     return 0
+
+
+def bench_prefill(native, fmt: str, args: argparse.Namespace, compare: bool, rng) -> None:
+    """MoE experts with gate/up/down in `fmt` on both shapes, then (AMX CPUs) the prefill GEMM."""
+    shapes = [(DEEPSEEK_V3, args.ds_experts), (QWEN3_30B_A3B, args.qwen_experts)]
+    print(f"\nMoE experts ({fmt} gate/up/down), top-{DEEPSEEK_V3.k}, random routing")
+    header = (
+        f"{'shape':<15}{'hidden x inter':>16}{'experts':>9}{'tokens':>8}{'ms':>10}{'tok/s':>9}{'GB/s':>8}"
+    )
+    print(header + (f"{'AVX-512 ms':>12}{'AMX speed-up':>14}" if compare else ""))
+    for shape, experts in shapes:
+        experts = min(experts, shape.experts)
+        moe, per_expert = make_moe(native, shape, experts, fmt, rng)
+        for tokens in args.moe_tokens:
+            reps = args.repeats if tokens == 1 else max(1, args.repeats // 2)
+            s, gbs = bench_moe(moe, per_expert, shape, experts, tokens, reps, rng)
+            line = (
+                f"{shape.name:<15}{f'{shape.hidden} x {shape.inter}':>16}{experts:>9}{tokens:>8}"
+                f"{s * 1e3:>10.1f}{tokens / s:>9.1f}{gbs if tokens == 1 else float('nan'):>8.1f}"
+            )
+            if compare and tokens > 1:
+                native.set_isa("avx512")
+                s512, _ = bench_moe(moe, per_expert, shape, experts, tokens, reps, rng)
+                native.set_isa("amx")
+                line += f"{s512 * 1e3:>12.1f}{s512 / s:>13.2f}x"
+            print(line, flush=True)
+        del moe
+    if compare:
+        print(f"\nprefill GEMM ({fmt})")
+        print(f"{'rows x cols':>14}{'tokens':>8}{'AMX ms':>9}{'AVX-512 ms':>12}{'AMX speed-up':>14}")
+        for rows, cols in ((2048, 7168), (7168, 2048), (768, 2048)):
+            for tokens in args.gemm_tokens:
+                s = bench_gemm(native, fmt, rows, cols, tokens, args.repeats, rng)
+                native.set_isa("avx512")
+                s512 = bench_gemm(native, fmt, rows, cols, tokens, args.repeats, rng)
+                native.set_isa("amx")
+                print(
+                    f"{f'{rows} x {cols}':>14}{tokens:>8}{s * 1e3:>9.2f}{s512 * 1e3:>12.2f}{s512 / s:>13.2f}x",
+                    flush=True,
+                )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -175,7 +221,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--read-mib", type=int, default=1024, help="buffer for the read-bandwidth measurement")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (best is reported)")
-    p.add_argument("--moe-format", default="Q4_K", help="format of the expert tensors")
+    p.add_argument(
+        "--moe-format",
+        nargs="+",
+        default=["Q4_K"],
+        help="formats of the expert tensors (one MoE table and prefill GEMM table each)",
+    )
+    p.add_argument(
+        "--gemm-tokens",
+        type=int,
+        nargs="+",
+        default=[512],
+        help="token counts of the prefill GEMM (AMX CPUs)",
+    )
     p.add_argument(
         "--moe-tokens", type=int, nargs="+", default=[1, 512], help="token counts for the MoE call"
     )

@@ -46,7 +46,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # fails here with its message, before the port opens; the weights load in the background.
     with open_gguf(model) as gguf:
         model_config(gguf)
-    serve(model, settings, host=args.host, port=args.port, threads=args.threads, context_length=args.ctx_size)
+    serve(
+        model,
+        settings,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        context_length=args.ctx_size,
+        kv_cache_dtype=args.kv_cache_dtype,
+    )
     return 0
 
 
@@ -89,7 +97,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from engine.sampling_params import SamplingParams
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    llm = LLM.from_gguf(_model_path(args.model), threads=args.threads, context_length=args.context)
+    llm = LLM.from_gguf(
+        _model_path(args.model),
+        threads=args.threads,
+        context_length=args.context,
+        kv_cache_dtype=args.kv_cache_dtype,
+    )
     params = SamplingParams(
         max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
@@ -107,6 +120,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         repeat=args.repeat,
         llama_cpp=not args.no_llama_cpp,
+        kv_cache_dtype=args.kv_cache_dtype,
     )
     return 0
 
@@ -115,6 +129,20 @@ def _cmd_bench_kernels(args: argparse.Namespace) -> int:
     from engine.bench_kernels import run
 
     return run(args)
+
+
+# engine.kv_cache.KV_CACHE_DTYPES holds the dtypes; named here so that --help needs no torch
+KV_CACHE_DTYPE_NAMES = ("auto", "f16", "bf16", "f32")
+
+
+def _add_kv_cache_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPE_NAMES,
+        default="auto",
+        help="how the KV cache stores keys and values; auto (default): f16 on a GPU, as llama.cpp "
+        "(half the memory of f32), f32 in RAM (faster decode with the CPU attention)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens-limit", type=int, help="cap on generated tokens per request")
     p.add_argument("--max-running", type=int, default=32, help="requests generated at once (default 32)")
     p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429 (default 64)")
+    _add_kv_cache_dtype(p)
     p.set_defaults(func=_cmd_serve)
 
     from engine.synth import SHAPES
@@ -191,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--context", type=int, default=None, help="context length (default: the model's)")
+    _add_kv_cache_dtype(p)
     p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
@@ -212,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-r", "--repeat", type=int, default=3, help="runs per test (best is reported)")
     q.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: physical cores)")
     q.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
+    _add_kv_cache_dtype(q)
     q.set_defaults(func=_cmd_bench)
     return parser
 

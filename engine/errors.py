@@ -25,6 +25,10 @@ class NativeUnavailableError(MoeboxError):
     """The native kernels are missing or this CPU cannot run them."""
 
 
+class InvalidOptionError(MoeboxError):
+    """A setting given by the user (command line, API of `LLM`) that moebox cannot use."""
+
+
 class PromptError(MoeboxError):
     """A prompt that cannot be run as given (the gateway answers 400)."""
 

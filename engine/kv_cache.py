@@ -3,13 +3,43 @@
 What a layer caches is its own business: GQA attention stores K and V
 ([tokens, kv_heads, head_dim] each); MLA stores only the compressed latent
 ([tokens, kv_lora_rank]) and the shared rope key ([tokens, rope_dim]).
+
+Entries are stored in `dtype` and widened to the compute dtype when attention
+reads them. `--kv-cache-dtype auto` (the default) picks f16 for a cache on a GPU,
+as llama.cpp stores K and V: half the memory of f32 at no measured speed cost; and
+f32 for a cache in RAM, where widening f16 at every decode step costs speed
+(measured on a 16-layer tiny-llama, 16 cores, 2,048 tokens of context: decode
+151 tok/s with f16, 231 with f32; on an H200 the same with either).
 """
 
 from __future__ import annotations
 
 import torch
 
-from engine.errors import ContextLengthError
+from engine.errors import ContextLengthError, InvalidOptionError
+
+KV_CACHE_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
+
+
+def resolve_cache_dtype(name: str, device: str) -> str:
+    """The concrete dtype name of a `--kv-cache-dtype` choice for a cache on `device`."""
+    if name == "auto":
+        return "f16" if torch.device(device).type == "cuda" else "f32"
+    if name not in KV_CACHE_DTYPES:
+        raise InvalidOptionError(
+            f"unknown KV cache dtype {name!r}; choose auto or one of {', '.join(KV_CACHE_DTYPES)}"
+        )
+    return name
+
+
+def cache_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes one token's entries take over all layers: K and V per KV head (GQA), or
+    the latent and rope key (MLA)."""
+    if config.mla is not None:
+        per_layer = config.mla.kv_lora_rank + config.mla.qk_rope_head_dim
+    else:
+        per_layer = 2 * config.n_kv_heads * config.head_dim
+    return config.n_layers * per_layer * torch.empty(0, dtype=dtype).element_size()
 
 
 class KVCache:

@@ -31,7 +31,8 @@ class LLM:
     Public attributes: `config` (engine.config.ModelConfig), `tokenizer`
     (engine.tokenizer.Tokenizer), `chat_template` (engine.chat_template.ChatTemplate),
     `context_length` (int: tokens a sequence may hold, prompt + output),
-    `model_name` (str), `eos_token_ids` (tuple[int, ...]).
+    `model_name` (str), `eos_token_ids` (tuple[int, ...]), `kv_cache_dtype` (str: "f16",
+    "bf16" or "f32", what the KV cache stores).
     """
 
     def __init__(self, gguf, config, model, tokenizer, chat_template, context_length: int, threads: int):
@@ -53,21 +54,26 @@ class LLM:
         threads: int | None = None,
         context_length: int | None = None,
         progress: bool = True,
+        kv_cache_dtype: str = "auto",
     ) -> LLM:
         """Open a GGUF file, split set or directory and load the model.
 
         threads: CPU threads for torch and the native kernels (default: physical cores).
         context_length: tokens per sequence (default and maximum: the model's own).
         progress: show a progress bar while loading.
+        kv_cache_dtype: how keys/values are stored: "f16", "bf16", "f32" or "auto" (f16 on a
+        GPU, as llama.cpp; f32 in RAM, see engine/kv_cache.py).
         Raises GGUFError / UnsupportedModelError / TokenizerError with a message that says what to do.
         """
         from engine.chat_template import ChatTemplate
         from engine.config import model_config
         from engine.gguf_file import open_gguf
+        from engine.kv_cache import KV_CACHE_DTYPES, cache_bytes_per_token, resolve_cache_dtype
         from engine.models import load_model
         from engine.placement import Placement
         from engine.tokenizer import Tokenizer
 
+        resolve_cache_dtype(kv_cache_dtype, "cpu")  # an unknown name fails before anything loads
         threads = threads or _physical_cores()
         _set_threads(threads)
         gguf = open_gguf(path)
@@ -76,7 +82,18 @@ class LLM:
         tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
         chat_template = ChatTemplate.from_gguf_metadata(gguf.metadata)
         placement = Placement.preset(config)
-        model = load_model(gguf, config, placement, progress=progress)
+        kv_cache_dtype = resolve_cache_dtype(kv_cache_dtype, placement.compute_device)
+        dtype = KV_CACHE_DTYPES[kv_cache_dtype]
+        model = load_model(gguf, config, placement, progress=progress, kv_cache_dtype=dtype)
+        per_token = cache_bytes_per_token(config, dtype)
+        log.info(
+            "KV cache: %s on %s, %.1f KiB per token, %.1f MiB per sequence at the full context of %d tokens",
+            kv_cache_dtype,
+            placement.compute_device,
+            per_token / 2**10,
+            per_token * ctx / 2**20,
+            ctx,
+        )
         log.info(
             "loaded %s (%s, %d layers), context %d, %d threads",
             config.name,
@@ -86,6 +103,12 @@ class LLM:
             threads,
         )
         return cls(gguf, config, model, tokenizer, chat_template, ctx, threads)
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        from engine.kv_cache import KV_CACHE_DTYPES
+
+        return next(name for name, dtype in KV_CACHE_DTYPES.items() if dtype == self.model.cache_dtype)
 
     # --- prompts -------------------------------------------------------------------------
 

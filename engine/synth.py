@@ -70,6 +70,11 @@ class SynthSpec:
     rope_scaling_factor: float = 1.0
     original_context_length: int = 0
     mscale_all_dim: float = 0.0
+    # Llama 3.1 rope scaling ("rope_type": "llama3"), written as the rope_freqs.weight tensor
+    llama3_rope_factor: float = 0.0  # 0: none
+    llama3_low_freq_factor: float = 1.0
+    llama3_high_freq_factor: float = 4.0
+    llama3_original_context_length: int = 8192
 
 
 SHAPES: dict[str, SynthSpec] = {
@@ -172,6 +177,21 @@ SHAPES: dict[str, SynthSpec] = {
         intermediate_size=512,
         context_length=4096,
         rope_theta=1e5,
+    ),
+    "tiny-llama3": SynthSpec(
+        architecture="llama",
+        name="tiny-llama3",
+        n_layers=4,
+        hidden_size=256,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=64,
+        intermediate_size=512,
+        context_length=4096,
+        rope_theta=5e5,
+        llama3_rope_factor=8.0,
+        # short, so that the smooth band of the scaling falls inside a 64-dim head
+        llama3_original_context_length=256,
     ),
     # Real widths: for benchmarks on machines that cannot download the real files.
     "deepseek-v3": SynthSpec(
@@ -322,12 +342,35 @@ def random_tensor_bytes(qtype: Q, shape: tuple[int, ...], rng: np.random.Generat
 class PlannedTensor:
     name: str
     shape: tuple[int, ...]  # numpy order: [..., out, in]
-    kind: str  # "norm" (ones-ish f32), "bias" (small f32), "router" (f32), "matrix" (qtype)
+    kind: str  # "norm" (ones-ish f32), "bias" (small f32), "router" (f32), "matrix" (qtype), "rope_freqs"
+
+
+def llama3_rope_factors(spec: SynthSpec) -> np.ndarray:
+    """rope_freqs.weight [head_dim / 2] as llama.cpp's converter computes it for a
+    Hugging Face config with rope_scaling {"rope_type": "llama3", ...}."""
+    dim = spec.head_dim
+    freqs = 1.0 / (spec.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factor, low, high = spec.llama3_rope_factor, spec.llama3_low_freq_factor, spec.llama3_high_freq_factor
+    old_ctx = spec.llama3_original_context_length
+    low_freq_wavelen, high_freq_wavelen = old_ctx / low, old_ctx / high
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * np.pi / freq
+        if wavelen < high_freq_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_freq_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
 
 
 def tensor_plan(spec: SynthSpec, vocab_size: int) -> Iterator[PlannedTensor]:
     """Every tensor of the model, named as llama.cpp's converter names them."""
     h = spec.hidden_size
+    if spec.llama3_rope_factor:
+        yield PlannedTensor("rope_freqs.weight", (spec.head_dim // 2,), "rope_freqs")
     yield PlannedTensor("token_embd.weight", (vocab_size, h), "matrix")
     for i in range(spec.n_layers):
         p = f"blk.{i}."
@@ -544,7 +587,9 @@ def write_synthetic_gguf(
     bar = tqdm(plan, desc=f"writing {path.name}", unit="tensor", disable=not progress)
     for t in bar:
         ttype = qtype if t.kind == "matrix" and t.shape[-1] % block_elems == 0 else Q.F32
-        if t.kind == "norm":
+        if t.kind == "rope_freqs":
+            data = llama3_rope_factors(spec)
+        elif t.kind == "norm":
             data = (1.0 + 0.1 * rng.standard_normal(t.shape)).astype(np.float32)
         elif t.kind == "bias":
             data = (0.1 * rng.standard_normal(t.shape)).astype(np.float32)

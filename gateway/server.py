@@ -34,6 +34,7 @@ def serve(
     port: int = 8080,
     threads: int | None = None,
     context_length: int | None = None,
+    kv_cache_dtype: str = "auto",
 ) -> None:
     """Serve until interrupted. The port opens at once; /health answers 503 until the model is loaded."""
     from engine.llm import LLM
@@ -41,7 +42,13 @@ def serve(
     configure_logging()
 
     def load() -> LLM:
-        return LLM.from_gguf(model_path, threads=threads, context_length=context_length, progress=False)
+        return LLM.from_gguf(
+            model_path,
+            threads=threads,
+            context_length=context_length,
+            progress=False,
+            kv_cache_dtype=kv_cache_dtype,
+        )
 
     app = create_app(load, settings)
     logging.getLogger("moebox.gateway").info(

@@ -30,6 +30,9 @@ class RotaryEmbedding:
     scale grows by mscale(factor, mscale_all_dim)^2 (`attention_scale`). GGUF files
     carry mscale_all_dim only (as yarn_log_multiplier = 0.1 * mscale_all_dim),
     which llama.cpp reads as mscale == mscale_all_dim, so cos/sin are then unscaled.
+
+    freq_factors (Llama 3.1+ GGUFs: the `rope_freqs.weight` tensor, [dim/2]) divide
+    each pair's frequency before any scaling, as ggml_rope_ext applies them.
     """
 
     def __init__(
@@ -44,11 +47,14 @@ class RotaryEmbedding:
         beta_fast: float = 32.0,
         beta_slow: float = 1.0,
         mscale_all_dim: float = 0.0,
+        freq_factors: torch.Tensor | None = None,
     ):
         self.dim = dim
         self.interleaved = interleaved
         pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
         inv_freq = 1.0 / pos_freqs
+        if freq_factors is not None:
+            inv_freq = inv_freq / freq_factors.to(torch.float64).cpu()
         self.cos_sin_scale = 1.0
         self.attention_scale = 1.0
         if scaling_type == "linear" and factor > 1.0:

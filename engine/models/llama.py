@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from tqdm import tqdm
 
 from engine.layers.attention import Attention
@@ -11,7 +12,7 @@ from engine.models.decoder import DecoderLayer, DecoderModel
 from engine.models.weights import Weights
 
 
-def rope_for(config, *, interleaved: bool, dim: int | None = None) -> RotaryEmbedding:
+def rope_for(config, *, interleaved: bool, dim: int | None = None, freq_factors=None) -> RotaryEmbedding:
     s = config.rope_scaling
     return RotaryEmbedding(
         dim or config.rope_dim,
@@ -23,6 +24,7 @@ def rope_for(config, *, interleaved: bool, dim: int | None = None) -> RotaryEmbe
         beta_fast=s.yarn_beta_fast,
         beta_slow=s.yarn_beta_slow,
         mscale_all_dim=s.mscale_all_dim,
+        freq_factors=freq_factors,
     )
 
 
@@ -63,7 +65,9 @@ def finish(w: Weights, config, layers: list[DecoderLayer]) -> DecoderModel:
 
 def load(w: Weights, config, progress: bool = True) -> DecoderModel:
     # llama.cpp's converter permutes llama q/k into interleaved pairs; qwen2 keeps the neox halves.
-    rope = rope_for(config, interleaved=config.architecture == "llama")
+    # Llama 3.1+ files carry per-pair frequency factors (the "llama3" rope scaling)
+    factors = w.tensor("rope_freqs.weight", torch.float32, "cpu") if w.has("rope_freqs.weight") else None
+    rope = rope_for(config, interleaved=config.architecture == "llama", freq_factors=factors)
     layers = []
     for i in tqdm(range(config.n_layers), desc="loading layers", unit="layer", disable=not progress):
         p = f"blk.{i}."

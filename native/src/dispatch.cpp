@@ -39,12 +39,12 @@ void check_usable(Isa isa) {
 }  // namespace
 
 // A level above AVX2 counts only once some format has a kernel written for it
-// (the CPU may have AMX while no AMX kernel exists yet).
+// (AMX kernels are tile GEMMs, FormatOps::amx_gemm, not vec_dots).
 static bool has_kernels(Isa isa) {
   int count = 0;
   const FormatOps* const* formats = all_formats(&count);
   for (int i = 0; i < count; ++i)
-    if (formats[i]->vec_dot[isa]) return true;
+    if (formats[i]->vec_dot[isa] || (isa == kIsaAmx && formats[i]->amx_gemm)) return true;
   return false;
 }
 

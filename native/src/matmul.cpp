@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "moebox/amx.h"
+
 namespace moebox {
 namespace {
 
@@ -12,7 +14,27 @@ constexpr int64_t kTokenBlock = 32;
 // Upper bound on the weight bytes one task streams, so a chunk stays in L2.
 constexpr int64_t kChunkBytes = 128 * 1024;
 
+// Rows per AMX task: whole 16-row tiles, about 4 tasks per thread.
+int64_t amx_row_chunk(int64_t rows, int threads) {
+  const int64_t per_task = (rows + threads * 4 - 1) / (threads * 4);
+  return std::max<int64_t>(16, (per_task + 15) / 16 * 16);
+}
+
 }  // namespace
+
+void amx_pack_activations(int64_t n, const uint8_t* act, int64_t act_bytes, const int32_t* order, int64_t n_tokens,
+                          AmxActBlock* dst) {
+  const int64_t nb = n / QK_K;
+  for (int64_t g = 0; g < amx_groups(n_tokens); ++g) {
+    const void* rows[kAmxTokens];
+    const int count = static_cast<int>(std::min<int64_t>(kAmxTokens, n_tokens - g * kAmxTokens));
+    for (int t = 0; t < count; ++t) {
+      const int64_t idx = g * kAmxTokens + t;
+      rows[t] = act + (order ? order[idx] : idx) * act_bytes;
+    }
+    amx_pack_q8_K(n, rows, count, dst + g * nb);
+  }
+}
 
 const float* ActivationRows::row_f32(int64_t t, float* scratch) const {
   if (!bf16) return static_cast<const float*>(data) + t * stride;
@@ -53,6 +75,24 @@ void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const Activation
     act_buf.resize(static_cast<size_t>(T * a_bytes));
     quantize_activations(x, f.vec_dot_type, act_buf.data(), pool, isa);
     act = act_buf.data();
+  }
+
+  const AmxGemmFn amx = T >= kAmxMinTokens ? select_amx_gemm(f, isa) : nullptr;
+  if (amx) {
+    // Activations once in tile layout (a group of 16 tokens per task), then tiles of rows.
+    const int64_t nb = cols / QK_K, groups = amx_groups(T);
+    std::vector<AmxActBlock> packed(static_cast<size_t>(groups * nb));
+    pool.parallel_for(groups, [&](int64_t g, int) {
+      const int64_t t0 = g * kAmxTokens;
+      amx_pack_activations(cols, act + t0 * a_bytes, a_bytes, nullptr, std::min<int64_t>(kAmxTokens, T - t0),
+                           packed.data() + g * nb);
+    });
+    const int64_t chunk = amx_row_chunk(rows, pool.size());
+    pool.parallel_for((rows + chunk - 1) / chunk, [&](int64_t c, int) {
+      const int64_t r0 = c * chunk;
+      amx(cols, w + r0 * w_row_bytes, std::min(chunk, rows - r0), packed.data(), T, y + r0, y_stride);
+    });
+    return;
   }
 
   const int64_t threads = pool.size();

@@ -409,7 +409,7 @@ NB_MODULE(moebox_native, m) {
           d["vec_dot_type"] = static_cast<int>(f.vec_dot_type);
           nb::list isas;
           for (int s = 0; s < kIsaCount; ++s)
-            if (f.vec_dot[s]) isas.append(isa_name(static_cast<Isa>(s)));
+            if (f.vec_dot[s] || (s == kIsaAmx && f.amx_gemm)) isas.append(isa_name(static_cast<Isa>(s)));
           d["isas"] = isas;
           out.append(d);
         }

@@ -60,9 +60,11 @@ def _common(c: ModelConfig) -> dict:
     )
 
 
-def hf_model(path, c: ModelConfig) -> torch.nn.Module:
-    """The transformers model for config `c`, with the weights of the GGUF at `path`."""
+def hf_model(path, c: ModelConfig, rope_parameters: dict | None = None) -> torch.nn.Module:
+    """The transformers model for config `c`, with the weights of the GGUF at `path`;
+    rope_parameters replace those derived from `c` (for scalings a GGUF keeps in tensors)."""
     w = gguf_tensors(path)
+    w.pop("rope_freqs.weight", None)  # transformers derives these from rope_parameters
     sd: dict[str, torch.Tensor] = {"model.embed_tokens.weight": w["token_embd.weight"]}
     sd["model.norm.weight"] = w["output_norm.weight"]
     sd["lm_head.weight"] = w["token_embd.weight" if c.tied_embeddings else "output.weight"]
@@ -177,6 +179,8 @@ def hf_model(path, c: ModelConfig) -> torch.nn.Module:
         cls = T.LlamaForCausalLM
     else:
         raise ValueError(arch)
+    if rope_parameters is not None:
+        cfg.rope_parameters = rope_parameters
     cfg._attn_implementation = "eager"
     model = cls(cfg).eval()
     missing, unexpected = model.load_state_dict(sd, strict=False)

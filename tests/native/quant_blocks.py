@@ -50,6 +50,13 @@ def available_isas() -> list[str]:
     return order[: order.index(moebox_native.best_isa()) + 1]
 
 
+def has_amx_kernel(name: str) -> bool:
+    """Whether the format has an AMX tile kernel (its prefill then sums in another order than its vec_dot)."""
+    import moebox_native
+
+    return any(f["name"] == name and "amx" in f["isas"] for f in moebox_native.formats())
+
+
 def qtype(name: str) -> GGMLQuantizationType:
     return GGMLQuantizationType[name]
 

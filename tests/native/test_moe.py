@@ -26,7 +26,7 @@ import time
 import moebox_native
 import numpy as np
 import pytest
-from quant_blocks import block_geometry, qtype, random_weights, reference_dequantize
+from quant_blocks import block_geometry, has_amx_kernel, qtype, random_weights, reference_dequantize
 
 REL = 2e-5
 
@@ -304,6 +304,10 @@ def test_thread_pool_idles_without_cpu():
 @pytest.mark.parametrize("fmts", FORMAT_SETS[:3], ids="-".join)
 def test_moe_batch_matches_single_tokens(fmts, isa):
     """Grouped tokens (several per expert, prefill kernels) give bitwise the per-token results."""
+    if isa == "amx" and any(has_amx_kernel(f) for f in fmts):
+        pytest.skip(
+            "AMX tiles sum in their own order (within float32 rounding, test_amx.py), not bitwise the GEMV"
+        )
     experts = Experts(fmts, n_experts=4, hidden=256, inter=256, seed=6)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((13, 256)).astype(np.float32)

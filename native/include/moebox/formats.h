@@ -21,8 +21,11 @@
 //   kMultiTokens activation rows, for prefill) as a last initializer
 //   {nullptr, avx2_multi, avx512_multi, nullptr}; they must return bitwise the
 //   results of the vec_dot of the same ISA (tests check this). Likewise an optional
-//   vec_dot_pair (two weight rows against one activation row, for decode) as a further
-//   initializer; the same bitwise rule holds.
+//   vec_dot_pair (two weight rows against one activation row, for decode) as the
+//   initializer after amx_gemm; the same bitwise rule holds.
+//   A Q8_K format may add an AMX tile kernel (amx_gemm, see moebox/amx.h) after
+//   them; matmul and the MoE experts use it for batches of at least
+//   kAmxMinTokens tokens at the AMX level (decode stays on the vec_dot).
 //   ISA variants are plain functions marked MOEBOX_TARGET_AVX2 / MOEBOX_TARGET_AVX512
 //   (never a -march flag for the build machine: one binary serves every x86-64 CPU).
 //   Tests: tests/native/quant_blocks.py lists the formats the tests check against
@@ -84,9 +87,15 @@ enum Isa : int {
   kIsaCount = 4,
 };
 
+#ifndef MOEBOX_TARGET_AVX2
 #define MOEBOX_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
 #define MOEBOX_TARGET_AVX512 \
   __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512vnni")))
+// AMX tile kernels also use AVX-512 for what happens around the tiles.
+#define MOEBOX_TARGET_AMX                                                                        \
+  __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8," \
+                        "amx-bf16")))
+#endif
 
 constexpr int QK_K = 256;  // elements per k-quant / IQ super-block
 constexpr int QK8_0 = 32;  // elements per legacy block
@@ -132,6 +141,13 @@ using VecDotMultiFn = void (*)(int64_t n, const void* w_row, const void* const* 
 // Optional, for decode: two weight rows against one activation row, out[i] = dot(w_rows[i], act),
 // sharing the activation loads. Must give bitwise the same results as the vec_dot of its ISA.
 using VecDotPairFn = void (*)(int64_t n, const void* w_row0, const void* w_row1, const void* act_row, float* out);
+// Optional, AMX level, for prefill (moebox/amx.h): rows consecutive weight rows
+// against n_tokens Q8_K activation rows packed by amx_pack_q8_K,
+// y[t * y_stride + r] = dot(w row r, token t). Its own accumulation order: within
+// float32 rounding of the vec_dot, not bitwise equal to it.
+struct AmxActBlock;
+using AmxGemmFn = void (*)(int64_t n, const uint8_t* w, int64_t rows, const AmxActBlock* act, int64_t n_tokens,
+                           float* y, int64_t y_stride);
 
 struct FormatOps {
   const char* name;
@@ -142,7 +158,8 @@ struct FormatOps {
   DequantFn dequant_f32;
   VecDotFn vec_dot[kIsaCount];  // [kIsaScalar] is required; nullptr = use a lower ISA
   VecDotMultiFn vec_dot_multi[kIsaCount];  // optional (may be left out of the initializer)
-  VecDotPairFn vec_dot_pair[kIsaCount];    // optional, likewise
+  AmxGemmFn amx_gemm;                      // optional: AMX tile kernel (k-quants dotted with Q8_K)
+  VecDotPairFn vec_dot_pair[kIsaCount];    // optional: two-row decode kernels
 };
 
 // --- registry (native/src/formats/registry.cpp) ---
@@ -157,6 +174,8 @@ VecDotFn select_vec_dot(const FormatOps& f, Isa isa);
 VecDotMultiFn select_vec_dot_multi(const FormatOps& f, Isa isa);
 // The two-row kernel of that level, or nullptr.
 VecDotPairFn select_vec_dot_pair(const FormatOps& f, Isa isa);
+// The AMX tile kernel if `isa` is kIsaAmx and the format has one, else nullptr.
+inline AmxGemmFn select_amx_gemm(const FormatOps& f, Isa isa) { return isa >= kIsaAmx ? f.amx_gemm : nullptr; }
 // Bytes of one row of n elements (n a multiple of block_elems).
 inline int64_t row_bytes(const FormatOps& f, int64_t n) { return n / f.block_elems * f.block_bytes; }
 

@@ -27,6 +27,11 @@ void quantize_activations(const ActivationRows& x, GgmlType act_type, uint8_t* d
 void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const ActivationRows& x, float* y, int64_t y_stride,
             ThreadPool& pool, Isa isa);
 
+// Packs n_tokens Q8_K activation rows (act_bytes apart; token t is row order[t],
+// or row t without an order) into amx_groups(n_tokens) groups of AmxActBlocks.
+void amx_pack_activations(int64_t n, const uint8_t* act, int64_t act_bytes, const int32_t* order, int64_t n_tokens,
+                          AmxActBlock* dst);
+
 // Hardware prefetchers stop at 4 KiB page borders, and a weight row of a few KiB
 // starts on a new page: ask for the start of the next row while this one is dotted.
 inline void prefetch_row_start(const uint8_t* row, int64_t row_bytes) {

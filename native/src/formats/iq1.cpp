@@ -2,6 +2,7 @@
 // shifted by ±1/8 per group). The routed experts of the DeepSeek-R1 UD-IQ1_S /
 // UD-IQ1_M quants. Scalar reference + AVX2.
 #include "iq_common.h"
+#include "moebox/amx.h"
 
 namespace moebox {
 
@@ -352,9 +353,13 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_ro
 
 extern const FormatOps kFormatIQ1_S = {
     "IQ1_S", GgmlType::IQ1_S, QK_K, sizeof(block_iq1_s), GgmlType::Q8_K, dequant_iq1_s,
-    {vec_dot_iq1_s_q8_K, vec_dot_iq1_s_q8_K_avx2, vec_dot_iq1_s_q8_K_avx512, nullptr}};
+    {vec_dot_iq1_s_q8_K, vec_dot_iq1_s_q8_K_avx2, vec_dot_iq1_s_q8_K_avx512, nullptr},
+    {},
+    gemm_iq1_s_amx};
 extern const FormatOps kFormatIQ1_M = {
     "IQ1_M", GgmlType::IQ1_M, QK_K, sizeof(block_iq1_m), GgmlType::Q8_K, dequant_iq1_m,
-    {vec_dot_iq1_m_q8_K, vec_dot_iq1_m_q8_K_avx2, vec_dot_iq1_m_q8_K_avx512, nullptr}};
+    {vec_dot_iq1_m_q8_K, vec_dot_iq1_m_q8_K_avx2, vec_dot_iq1_m_q8_K_avx512, nullptr},
+    {},
+    gemm_iq1_m_amx};
 
 }  // namespace moebox

@@ -1,6 +1,7 @@
 // IQ2_XXS, IQ2_XS, IQ2_S: 2-bit codebook formats (E8 lattice points, values
 // 0x08 / 0x19 / 0x2b, with sign bits). Scalar reference + AVX2.
 #include "iq_common.h"
+#include "moebox/amx.h"
 
 namespace moebox {
 
@@ -347,12 +348,18 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w_ro
 
 extern const FormatOps kFormatIQ2_XXS = {
     "IQ2_XXS", GgmlType::IQ2_XXS, QK_K, sizeof(block_iq2_xxs), GgmlType::Q8_K, dequant_iq2_xxs,
-    {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, vec_dot_iq2_xxs_q8_K_avx512, nullptr}};
+    {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, vec_dot_iq2_xxs_q8_K_avx512, nullptr},
+    {},
+    gemm_iq2_xxs_amx};
 extern const FormatOps kFormatIQ2_XS = {
     "IQ2_XS", GgmlType::IQ2_XS, QK_K, sizeof(block_iq2_xs), GgmlType::Q8_K, dequant_iq2_xs,
-    {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, vec_dot_iq2_xs_q8_K_avx512, nullptr}};
+    {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, vec_dot_iq2_xs_q8_K_avx512, nullptr},
+    {},
+    gemm_iq2_xs_amx};
 extern const FormatOps kFormatIQ2_S = {
     "IQ2_S", GgmlType::IQ2_S, QK_K, sizeof(block_iq2_s), GgmlType::Q8_K, dequant_iq2_s,
-    {vec_dot_iq2_s_q8_K, vec_dot_iq2_s_q8_K_avx2, vec_dot_iq2_s_q8_K_avx512, nullptr}};
+    {vec_dot_iq2_s_q8_K, vec_dot_iq2_s_q8_K_avx2, vec_dot_iq2_s_q8_K_avx512, nullptr},
+    {},
+    gemm_iq2_s_amx};
 
 }  // namespace moebox

@@ -1,6 +1,7 @@
 // IQ3_XXS and IQ3_S: 3-bit codebook formats (4 values per grid entry, sign
 // bits per weight). Scalar reference + AVX2.
 #include "iq_common.h"
+#include "moebox/amx.h"
 
 namespace moebox {
 
@@ -224,9 +225,13 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w_ro
 
 extern const FormatOps kFormatIQ3_XXS = {
     "IQ3_XXS", GgmlType::IQ3_XXS, QK_K, sizeof(block_iq3_xxs), GgmlType::Q8_K, dequant_iq3_xxs,
-    {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, vec_dot_iq3_xxs_q8_K_avx512, nullptr}};
+    {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, vec_dot_iq3_xxs_q8_K_avx512, nullptr},
+    {},
+    gemm_iq3_xxs_amx};
 extern const FormatOps kFormatIQ3_S = {
     "IQ3_S", GgmlType::IQ3_S, QK_K, sizeof(block_iq3_s), GgmlType::Q8_K, dequant_iq3_s,
-    {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, vec_dot_iq3_s_q8_K_avx512, nullptr}};
+    {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, vec_dot_iq3_s_q8_K_avx512, nullptr},
+    {},
+    gemm_iq3_s_amx};
 
 }  // namespace moebox

@@ -2,6 +2,7 @@
 // IQ4_NL has 32-weight blocks and dots with block_q8_0; IQ4_XS packs 256 weights
 // with 6-bit sub-block scales and dots with block_q8_K. Scalar reference + AVX2.
 #include "iq_common.h"
+#include "moebox/amx.h"
 
 namespace moebox {
 
@@ -142,6 +143,8 @@ extern const FormatOps kFormatIQ4_NL = {
     {vec_dot_iq4_nl_q8_0, vec_dot_iq4_nl_q8_0_avx2, nullptr, nullptr}};
 extern const FormatOps kFormatIQ4_XS = {
     "IQ4_XS", GgmlType::IQ4_XS, QK_K, sizeof(block_iq4_xs), GgmlType::Q8_K, dequant_iq4_xs,
-    {vec_dot_iq4_xs_q8_K, vec_dot_iq4_xs_q8_K_avx2, nullptr, nullptr}};
+    {vec_dot_iq4_xs_q8_K, vec_dot_iq4_xs_q8_K_avx2, nullptr, nullptr},
+    {},
+    gemm_iq4_xs_amx};
 
 }  // namespace moebox

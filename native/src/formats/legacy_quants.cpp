@@ -264,7 +264,7 @@ MOEBOX_TARGET_AVX512 float vec_dot_q8_0_avx512(int64_t n, const void* w, const v
       #NAME, GgmlType::NAME, QK8_0, sizeof(BLOCK), GgmlType::ACT, dequant_##LOWER,              \
       {vec_dot_ref<dequant_##LOWER, QK8_0, sizeof(BLOCK), GgmlType::ACT>, vec_dot_##LOWER##_avx2, \
        AVX512, nullptr},                                                                        \
-      {nullptr, AVX2_MULTI, nullptr, nullptr},                                                  \
+      {nullptr, AVX2_MULTI, nullptr, nullptr}, nullptr,                                         \
       {nullptr, AVX2_PAIR, nullptr, nullptr}};
 MOEBOX_LEGACY(Q8_0, block_q8_0, q8_0, Q8_0, vec_dot_q8_0_avx512, nullptr, nullptr)
 MOEBOX_LEGACY(Q4_0, block_q4_0, q4_0, Q8_0, nullptr, nullptr, nullptr)
