@@ -57,6 +57,15 @@ class KVCache:
         return every part for all tokens so far ([length + T, ...] views)."""
         t = parts[0].shape[0]
         end = self.length + t
+        bufs = self.reserve(layer, t, *(p.shape[1:] for p in parts))
+        for b, p in zip(bufs, parts, strict=True):
+            b[self.length : end] = p
+        return [b[:end] for b in bufs]
+
+    def reserve(self, layer: int, t: int, *shapes: tuple[int, ...]) -> list[torch.Tensor]:
+        """The layer's whole buffers (one per part, [size, *shape]), grown to hold t tokens
+        after the committed ones: for kernels that write the new entries themselves."""
+        end = self.length + t
         if end > self.capacity:
             raise ContextLengthError(
                 f"the sequence needs {end} tokens but the context holds {self.capacity}; "
@@ -65,14 +74,12 @@ class KVCache:
         bufs = self._layers[layer]
         if bufs is None or bufs[0].shape[0] < end:
             size = min(self.capacity, max(end, 256, 2 * (bufs[0].shape[0] if bufs else 0)))
-            grown = [torch.empty((size, *p.shape[1:]), dtype=self.dtype, device=self.device) for p in parts]
+            grown = [torch.empty((size, *shape), dtype=self.dtype, device=self.device) for shape in shapes]
             if bufs is not None:
                 for g, b in zip(grown, bufs, strict=True):
                     g[: self.length] = b[: self.length]
             self._layers[layer] = bufs = grown
-        for b, p in zip(bufs, parts, strict=True):
-            b[self.length : end] = p
-        return [b[:end] for b in bufs]
+        return bufs
 
     def advance(self, n: int) -> None:
         """Commit n tokens written by the layers in this forward pass."""

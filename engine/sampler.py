@@ -61,14 +61,38 @@ class Sampler:
             kth = torch.topk(logits, p.top_k).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
+        ids = None  # candidates' token ids, when the nucleus narrowed them down
         if p.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            cumulative = torch.cumsum(sorted_probs, dim=-1)
-            # keep the smallest prefix whose mass reaches top_p (always at least one token)
-            drop_sorted = cumulative - sorted_probs >= p.top_p
-            drop_sorted[0] = False  # top_p = 0 keeps the most likely token
-            drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-            probs = probs.masked_fill(drop, 0.0)
+            ids, probs = nucleus(probs, p.top_p)
         if p.min_p > 0.0:
             probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        pick = self._draw(probs)
+        return int(ids[pick]) if ids is not None else pick
+
+    def _draw(self, probs: torch.Tensor) -> int:
+        """An index drawn with probability probs[i] / sum(probs): one uniform number against
+        the float64 running sum (torch.multinomial takes milliseconds over a whole vocabulary)."""
+        cumulative = torch.cumsum(probs, 0, dtype=torch.float64)
+        target = torch.rand((), dtype=torch.float64, generator=self.generator) * cumulative[-1]
+        i = int(torch.searchsorted(cumulative, target, right=True))
+        if i >= probs.numel() or probs[i] <= 0:  # u * total rounded up to the total
+            i = int(torch.nonzero(probs)[-1])
+        return i
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest set of most likely tokens whose mass reaches top_p (at least one token),
+    most likely first: (token ids, their probabilities). The nucleus is usually a few dozen
+    tokens, so only the largest k are sorted, k growing until their mass reaches top_p; the
+    set is the one a sort of the whole vocabulary gives."""
+    n = probs.numel()
+    k = min(64, n)
+    while True:
+        top, ids = torch.topk(probs, k)  # descending
+        cumulative = torch.cumsum(top, dim=-1)
+        if k == n or cumulative[-1] >= top_p:
+            break
+        k = min(n, 4 * k)
+    # keep the tokens before which less than top_p is gathered (top_p = 0 keeps the first)
+    kept = max(1, int((cumulative - top < top_p).sum()))
+    return ids[:kept], top[:kept]

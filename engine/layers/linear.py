@@ -14,6 +14,7 @@ import torch
 from gguf import GGMLQuantizationType
 
 from engine.errors import NativeUnavailableError
+from engine.layers.fused import as_array, keep_array
 
 
 def native_module():
@@ -54,7 +55,7 @@ class NativeMatrix:
         """Write single-row results into one buffer kept for this matrix, overwritten by
         the next single-row call: for layers whose caller consumes the result at once."""
         out = torch.empty((1, self.rows), dtype=torch.float32)
-        self._row_out = (out, out.numpy())
+        self._row_out = (out, keep_array(out))
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, cols] f32/bf16 on the CPU → [T, rows] f32."""
@@ -68,7 +69,7 @@ class NativeMatrix:
             out = torch.empty((x.shape[0], self.rows), dtype=torch.float32)
             out_np = out.numpy()
         # numpy views of CPU tensors cross into the binding faster than DLPack capsules
-        self.native.matmul(self.data, self.ggml_type, self.rows, self.cols, x.numpy(), out=out_np)
+        self.native.matmul(self.data, self.ggml_type, self.rows, self.cols, as_array(x), out=out_np)
         return out
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from engine.layers import fused
 from engine.layers.linear import Linear
 
 
@@ -13,7 +13,7 @@ class GatedMLP:
         """gate_up: the gate and up rows stacked, [2 * inter, hidden]."""
         # gate_up is consumed by silu * up at once; down by the caller's residual add or sum
         self.gate_up, self.down = gate_up.reuse_row_output(), down.reuse_row_output()
+        self._act_row = fused.RowBuffer(gate_up.out_features // 2)  # consumed by down at once
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(fused.silu_mul(self.gate_up(x), self._act_row))

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import torch
 
+from engine.layers import fused
+
 
 class RMSNorm:
     def __init__(self, weight: torch.Tensor, eps: float):
         self.weight = weight.float()
+        if self.weight.is_cpu:
+            fused.keep_array(self.weight)  # handed to the native norm every step
         self.shape = tuple(self.weight.shape)
         self.eps = eps
+        self._row: fused.RowBuffer | None = None
+
+    def reuse_row_output(self) -> RMSNorm:
+        """Write single-row results into one buffer kept for this norm, overwritten by the
+        next single-row call: for callers that consume the result at once (decode steps
+        then allocate nothing here)."""
+        self._row = fused.RowBuffer(self.shape[0])
+        return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # called twice per layer per token: plain torch.rms_norm, no conversions when x is f32
+        # called twice per layer per token: one fused call on the CPU (engine/layers/fused.py)
         if self.weight.device != x.device:
             self.weight = self.weight.to(x.device)
-        if x.dtype == torch.float32 and x.dim() == 2 and x.shape[0] == 1:
-            # the decode row: torch.rms_norm's CPU path is a dozen small ops with dtype
-            # round trips; these four compute the same float32 values (same order)
-            return (x * x.square().mean(-1, keepdim=True).add_(self.eps).rsqrt_()).mul_(self.weight)
+            if self.weight.is_cpu:
+                fused.keep_array(self.weight)
+        if x.dtype == torch.float32 and x.dim() == 2:
+            return fused.rms_norm(x, self.weight, self.eps, self._row)
         if x.dtype == torch.float32:
             return torch.rms_norm(x, self.shape, self.weight, self.eps)
         return torch.rms_norm(x.float(), self.shape, self.weight, self.eps).to(x.dtype)

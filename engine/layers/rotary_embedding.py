@@ -78,6 +78,8 @@ class RotaryEmbedding:
         self._sin = torch.empty(0, dim // 2)
         self._positions: torch.Tensor | None = None
         self._rotation = None
+        self._tables_key: torch.Tensor | None = None
+        self._tables = None
 
     def _table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos.shape[0] < n:
@@ -87,6 +89,15 @@ class RotaryEmbedding:
             self._cos = freqs.cos() * self.cos_sin_scale
             self._sin = freqs.sin() * self.cos_sin_scale
         return self._cos, self._sin
+
+    def tables_for(self, positions: torch.Tensor):
+        """(cos, sin, positions) as numpy arrays for the native rope: [P, dim/2] tables
+        covering every position asked for, and positions [T] int64."""
+        if positions is not self._tables_key:  # every layer of one forward pass shares them
+            cos, sin = self._table(int(positions.max()) + 1)
+            self._tables = (cos.cpu().numpy(), sin.cpu().numpy(), positions.contiguous().numpy())
+            self._tables_key = positions
+        return self._tables
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: [T, heads, dim]; positions: [T] int64."""

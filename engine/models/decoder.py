@@ -13,7 +13,9 @@ from engine.layers.rmsnorm import RMSNorm
 
 class DecoderLayer:
     def __init__(self, attn_norm: RMSNorm, attn, ffn_norm: RMSNorm, ffn):
-        self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
+        # each norm's output is consumed by the next matmul at once
+        self.attn_norm, self.ffn_norm = attn_norm.reuse_row_output(), ffn_norm.reuse_row_output()
+        self.attn, self.ffn = attn, ffn
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         h = x + self.attn(self.attn_norm(x), positions, cache)

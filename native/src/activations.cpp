@@ -46,6 +46,23 @@ void quantize_q8_0_scalar(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
+void quantize_q8_1_scalar(const float* x, block_q8_1* y, int64_t n) {
+  for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
+    float amax = 0.f;
+    for (int i = 0; i < QK8_0; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+    const float d = amax / 127.f;
+    const float id = d > 0.f ? 1.f / d : 0.f;
+    int sum = 0;
+    for (int i = 0; i < QK8_0; ++i) {
+      const int q = static_cast<int>(std::nearbyint(x[i] * id));
+      y[b].qs[i] = static_cast<int8_t>(q > 127 ? 127 : (q < -127 ? -127 : q));
+      sum += y[b].qs[i];
+    }
+    y[b].d = d;
+    y[b].s = d * static_cast<float>(sum);
+  }
+}
+
 MOEBOX_TARGET_AVX2 inline float amax8(const float* x, int count) {
   const __m256 sign = _mm256_set1_ps(-0.f);
   __m256 m = _mm256_setzero_ps();
@@ -100,6 +117,16 @@ MOEBOX_TARGET_AVX2 void quantize_q8_0_avx2(const float* x, block_q8_0* y, int64_
   }
 }
 
+MOEBOX_TARGET_AVX2 void quantize_q8_1_avx2(const float* x, block_q8_1* y, int64_t n) {
+  for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
+    const float d = amax8(x, QK8_0) / 127.f;
+    const __m256i q = quantize32(x, _mm256_set1_ps(d > 0.f ? 1.f / d : 0.f));
+    y[b].d = d;
+    y[b].s = d * static_cast<float>(avx2::hsum_epi32(avx2::sum_s8(q)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs), q);
+  }
+}
+
 }  // namespace
 
 int64_t act_row_bytes(GgmlType act_type, int64_t n) {
@@ -108,6 +135,8 @@ int64_t act_row_bytes(GgmlType act_type, int64_t n) {
       return n / QK_K * static_cast<int64_t>(sizeof(block_q8_K));
     case GgmlType::Q8_0:
       return n / QK8_0 * static_cast<int64_t>(sizeof(block_q8_0));
+    case GgmlType::Q8_1:
+      return n / QK8_0 * static_cast<int64_t>(sizeof(block_q8_1));
     default:
       return n * static_cast<int64_t>(sizeof(float));
   }
@@ -126,6 +155,12 @@ void quantize_act_row(GgmlType act_type, const float* x, void* dst, int64_t n, I
         quantize_q8_0_avx2(x, static_cast<block_q8_0*>(dst), n);
       else
         quantize_q8_0_scalar(x, static_cast<block_q8_0*>(dst), n);
+      return;
+    case GgmlType::Q8_1:
+      if (isa >= kIsaAvx2)
+        quantize_q8_1_avx2(x, static_cast<block_q8_1*>(dst), n);
+      else
+        quantize_q8_1_scalar(x, static_cast<block_q8_1*>(dst), n);
       return;
     default:
       std::memcpy(dst, x, n * sizeof(float));

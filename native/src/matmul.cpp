@@ -100,8 +100,20 @@ void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const Activation
   chunk = std::min(chunk, std::max<int64_t>(1, kChunkBytes / std::max<int64_t>(1, w_row_bytes)));
   const int64_t n_chunks = (rows + chunk - 1) / chunk;
   const VecDotMultiFn multi = select_vec_dot_multi(f, isa);
+  const VecDotPairFn pair = T == 1 ? select_vec_dot_pair(f, isa) : nullptr;
   pool.parallel_for(n_chunks, [&](int64_t c, int) {
     const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
+    if (pair) {  // decode: two rows per call share the activation loads
+      int64_t r = r0;
+      for (; r + 2 <= r1; r += 2) {
+        const uint8_t* wr = w + r * w_row_bytes;
+        if (r + 2 < r1) prefetch_row_start(wr + 2 * w_row_bytes, w_row_bytes);
+        if (r + 3 < r1) prefetch_row_start(wr + 3 * w_row_bytes, w_row_bytes);
+        pair(cols, wr, wr + w_row_bytes, act, &y[r]);
+      }
+      if (r < r1) y[r] = dot(cols, w + r * w_row_bytes, act);
+      return;
+    }
     for (int64_t t0 = 0; t0 < T; t0 += kTokenBlock) {
       const int64_t t1 = std::min(T, t0 + kTokenBlock);
       for (int64_t r = r0; r < r1; ++r) {

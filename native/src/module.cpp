@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "moebox/cpu_features.h"
+#include "moebox/decode_ops.h"
 #include "moebox/dispatch.h"
 #include "moebox/formats.h"
 #include "moebox/matmul.h"
@@ -151,6 +152,106 @@ nb::object dequantize_py(const Array& data, int ggml_type, nb::object out) {
     dequantize(f, src, n, bf16 ? nullptr : static_cast<float*>(o.data()), bf16 ? static_cast<uint16_t*>(o.data()) : nullptr, *pool);
   }
   return out;
+}
+
+// --- fused decode ops: float32 arrays whose last dimension is contiguous ---
+bool is_f16(nb::dlpack::dtype t) { return (t.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && t.bits == 16 && t.lanes == 1); }
+
+template <typename A>
+void check_rows_f32(const A& a, size_t ndim, const char* what) {
+  if (a.device_type() != nb::device::cpu::value) fail(std::string(what) + " must be in CPU memory");
+  if (a.ndim() != ndim) fail(std::string(what) + " must be " + std::to_string(ndim) + "-D, got " + std::to_string(a.ndim()) + "-D");
+  if (!is_f32(a.dtype())) fail(std::string(what) + " must be float32");
+  if (a.shape(ndim - 1) > 1 && a.stride(ndim - 1) != 1) fail(std::string(what) + "'s last dimension must be contiguous");
+}
+
+void rms_norm_py(const Array& x, const Array& weight, float eps, MutArray out) {
+  check_rows_f32(x, 2, "x");
+  check_rows_f32(out, 2, "out");
+  check_rows_f32(weight, 1, "weight");
+  const int64_t rows = x.shape(0), n = x.shape(1);
+  if (static_cast<int64_t>(weight.shape(0)) != n) fail("weight has " + std::to_string(weight.shape(0)) + " elements, x rows " + std::to_string(n));
+  if (static_cast<int64_t>(out.shape(0)) != rows || static_cast<int64_t>(out.shape(1)) != n) fail("out must have x's shape");
+  rms_norm(static_cast<const float*>(x.data()), x.stride(0), static_cast<const float*>(weight.data()), eps,
+           static_cast<float*>(out.data()), out.stride(0), rows, n, active_isa());
+}
+
+void silu_mul_py(const Array& gate_up, MutArray out) {
+  check_rows_f32(gate_up, 2, "gate_up");
+  check_rows_f32(out, 2, "out");
+  const int64_t rows = gate_up.shape(0), n = out.shape(1);
+  if (static_cast<int64_t>(gate_up.shape(1)) != 2 * n || static_cast<int64_t>(out.shape(0)) != rows)
+    fail("gate_up must be [T, 2n] for out [T, n]");
+  if (!c_contiguous(out)) fail("out must be C-contiguous");
+  silu_mul(static_cast<const float*>(gate_up.data()), gate_up.stride(0), static_cast<float*>(out.data()), rows, n, active_isa());
+}
+
+void rope_py(MutArray x, const Array& cos, const Array& sin, const Array& positions, bool interleaved) {
+  check_rows_f32(x, 3, "x");
+  check_rows_f32(cos, 2, "cos");
+  check_rows_f32(sin, 2, "sin");
+  const int64_t tokens = x.shape(0), heads = x.shape(1), dim = x.shape(2);
+  if (dim % 2 || static_cast<int64_t>(cos.shape(1)) != dim / 2 || !c_contiguous(cos) || !c_contiguous(sin) ||
+      cos.shape(0) != sin.shape(0) || cos.shape(1) != sin.shape(1))
+    fail("cos and sin must be contiguous [positions, dim / 2] tables for x's dim " + std::to_string(dim));
+  if (positions.ndim() != 1 || static_cast<int64_t>(positions.shape(0)) != tokens || positions.dtype() != nb::dtype<int64_t>() || !c_contiguous(positions))
+    fail("positions must be int64 [tokens]");
+  const auto* pos = static_cast<const int64_t*>(positions.data());
+  for (int64_t t = 0; t < tokens; ++t)
+    if (pos[t] < 0 || pos[t] >= static_cast<int64_t>(cos.shape(0))) fail("position " + std::to_string(pos[t]) + " is outside the cos/sin table");
+  rope_inplace(static_cast<float*>(x.data()), tokens, heads, dim, x.stride(0), x.stride(1), static_cast<const float*>(cos.data()),
+               static_cast<const float*>(sin.data()), pos, interleaved);
+}
+
+void attend_one_py(const Array& q, const Array& k, const Array& v, float scale, MutArray out) {
+  check_rows_f32(q, 2, "q");
+  if (!c_contiguous(q)) fail("q must be C-contiguous [heads, dim]");
+  const int64_t heads = q.shape(0), dim = q.shape(1);
+  if (k.ndim() != 3 || v.ndim() != 3) fail("k and v must be [len, kv_heads, dim]");
+  if (k.device_type() != nb::device::cpu::value || v.device_type() != nb::device::cpu::value) fail("k and v must be in CPU memory");
+  const bool fp16 = is_f16(k.dtype());
+  if (k.dtype() != v.dtype() || (!fp16 && !is_f32(k.dtype()))) fail("k and v must both be float32 or both float16");
+  const int64_t len = k.shape(0), kv_heads = k.shape(1);
+  for (const Array* a : {&k, &v})
+    if (static_cast<int64_t>(a->shape(0)) != len || static_cast<int64_t>(a->shape(1)) != kv_heads || static_cast<int64_t>(a->shape(2)) != dim ||
+        a->stride(2) != 1 || (kv_heads > 1 && a->stride(1) != dim))
+      fail("k and v must be [len, kv_heads, dim] with q's dim and each token's heads contiguous");
+  if (len < 1 || kv_heads < 1 || heads % kv_heads) fail("need len >= 1 and heads a multiple of kv_heads");
+  if (!is_f32(out.dtype()) || !c_contiguous(out) || static_cast<int64_t>(out.size()) != heads * dim) fail("out must be contiguous float32 with heads * dim elements");
+  const Isa isa = active_isa();
+  nb::gil_scoped_release release;
+  auto pool = global_pool();
+  attend_one(static_cast<const float*>(q.data()), heads, kv_heads, dim, k.data(), k.stride(0), v.data(), v.stride(0), fp16, len,
+             scale, static_cast<float*>(out.data()), *pool, isa);
+}
+
+void rope_cache_attend_py(MutArray qkv, const Array& cos, const Array& sin, int64_t pos, bool interleaved, MutArray k_cache,
+                          MutArray v_cache, int64_t len, int64_t heads, float scale, MutArray out) {
+  check_rows_f32(qkv, 2, "qkv");
+  if (qkv.shape(0) != 1 || !c_contiguous(qkv)) fail("qkv must be one contiguous row [1, (heads + 2 * kv_heads) * dim]");
+  if (k_cache.ndim() != 3 || v_cache.ndim() != 3) fail("k_cache and v_cache must be [size, kv_heads, dim]");
+  const int64_t kv_heads = k_cache.shape(1), dim = k_cache.shape(2);
+  if (heads < 1 || kv_heads < 1 || heads % kv_heads) fail("heads must be a positive multiple of kv_heads");
+  if (static_cast<int64_t>(qkv.shape(1)) != (heads + 2 * kv_heads) * dim) fail("qkv row length must be (heads + 2 * kv_heads) * dim");
+  const bool fp16 = is_f16(k_cache.dtype());
+  if (k_cache.dtype() != v_cache.dtype() || (!fp16 && !is_f32(k_cache.dtype()))) fail("k_cache and v_cache must both be float32 or both float16");
+  if (k_cache.device_type() != nb::device::cpu::value || v_cache.device_type() != nb::device::cpu::value) fail("the caches must be in CPU memory");
+  for (const MutArray* c : {&k_cache, &v_cache})
+    if (c->shape(1) != k_cache.shape(1) || c->shape(2) != k_cache.shape(2) || !c_contiguous(*c)) fail("k_cache and v_cache must be contiguous with equal shapes");
+  if (len < 0 || len + 1 > static_cast<int64_t>(k_cache.shape(0)) || len + 1 > static_cast<int64_t>(v_cache.shape(0)))
+    fail("the caches have no room for entry " + std::to_string(len));
+  check_rows_f32(cos, 2, "cos");
+  check_rows_f32(sin, 2, "sin");
+  if (dim % 2 || static_cast<int64_t>(cos.shape(1)) != dim / 2 || !c_contiguous(cos) || !c_contiguous(sin) || cos.shape(0) != sin.shape(0) || cos.shape(1) != sin.shape(1))
+    fail("cos and sin must be contiguous [positions, dim / 2] tables");
+  if (pos < 0 || pos >= static_cast<int64_t>(cos.shape(0))) fail("position " + std::to_string(pos) + " is outside the cos/sin table");
+  if (!is_f32(out.dtype()) || !c_contiguous(out) || static_cast<int64_t>(out.size()) != heads * dim) fail("out must be contiguous float32 with heads * dim elements");
+  const Isa isa = active_isa();
+  nb::gil_scoped_release release;
+  auto pool = global_pool();
+  rope_cache_attend(static_cast<float*>(qkv.data()), heads, kv_heads, dim, static_cast<const float*>(cos.data()),
+                    static_cast<const float*>(sin.data()), pos, interleaved, k_cache.data(), v_cache.data(), fp16, len, scale,
+                    static_cast<float*>(out.data()), *pool, isa);
 }
 
 // Expert weights of one MoE layer, held zero-copy; the arrays stay referenced.
@@ -337,6 +438,24 @@ NB_MODULE(moebox_native, m) {
         "The activation blocks matmul dots x with for weights of ggml_type: uint8 [T, row bytes].");
   m.def("dequantize", &dequantize_py, nb::arg("data"), nb::arg("ggml_type"), nb::arg("out"),
         "Dequantize GGUF blocks into out (float32 or bfloat16 with as many elements); returns out.");
+
+
+  m.def("rms_norm", &rms_norm_py, nb::arg("x"), nb::arg("weight"), nb::arg("eps"), nb::arg("out"),
+        "out = x / sqrt(mean(x^2, -1) + eps) * weight for float32 x [T, n] (rows may be strided), written into out [T, n].");
+  m.def("silu_mul", &silu_mul_py, nb::arg("gate_up"), nb::arg("out"),
+        "out = silu(gate_up[:, :n]) * gate_up[:, n:] for float32 gate_up [T, 2n], out [T, n] contiguous.");
+  m.def("rope", &rope_py, nb::arg("x"), nb::arg("cos"), nb::arg("sin"), nb::arg("positions"), nb::arg("interleaved"),
+        "Rotate float32 x [tokens, heads, dim] in place by the rows positions[t] of the cos/sin tables [P, dim / 2]; "
+        "interleaved pairs (x[2i], x[2i+1]) or neox halves (x[i], x[i + dim/2]).");
+  m.def("attend_one", &attend_one_py, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("scale"), nb::arg("out"),
+        "Attention of one query: q [heads, dim] float32 over k, v [len, kv_heads, dim] (float32 or float16, "
+        "grouped-query); out[h] = softmax(scale * q[h] k^T) v, heads * dim float32 elements.");
+  m.def("rope_cache_attend", &rope_cache_attend_py, nb::arg("qkv"), nb::arg("cos"), nb::arg("sin"), nb::arg("pos"),
+        nb::arg("interleaved"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("len"), nb::arg("heads"), nb::arg("scale"),
+        nb::arg("out"),
+        "One decode step of grouped-query attention: rotate q and k of the float32 row qkv [1, (heads + 2 kv_heads) dim] "
+        "in place (rows pos of cos/sin), store k and v as entry len of k_cache / v_cache [size, kv_heads, dim] "
+        "(float32 or float16), and write the attention over entries 0..len into out (heads * dim float32).");
 
   m.def(
       "read_bandwidth",

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 namespace moebox {
@@ -39,58 +40,69 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(sleep_mutex_);
     stop_.store(true);
-    generation_.fetch_add(1);
+    state_.fetch_add(uint64_t{1} << 32);
   }
   cv_.notify_all();
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::run_tasks(int thread) {
+void ThreadPool::run_tasks(uint32_t gen, int thread) {
+  // The slot of `gen` is rewritten only for region gen + 2, which cannot start before this
+  // region's tasks are all done; a successful claim below proves `gen` is still current,
+  // so the parameters read before it are that region's.
+  const Region& r = regions_[gen & 1];
+  const TaskFn fn = r.fn.load(std::memory_order_relaxed);
+  void* const ctx = r.ctx.load(std::memory_order_relaxed);
+  const int64_t n = r.n_tasks.load(std::memory_order_relaxed);
+  uint64_t st = state_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n_tasks_) break;
-    fn_(ctx_, task, thread);
+    if (static_cast<uint32_t>(st >> 32) != gen) return;
+    const int64_t task = static_cast<int64_t>(st & 0xffffffffu);
+    if (task >= n) return;
+    if (!state_.compare_exchange_weak(st, st + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    fn(ctx, task, thread);
+    done_tasks_.fetch_add(1, std::memory_order_release);
+    st = state_.load(std::memory_order_acquire);
   }
 }
 
 void ThreadPool::worker_loop(int thread) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
+  auto gen_now = [&] { return static_cast<uint32_t>(state_.load(std::memory_order_acquire) >> 32); };
   for (;;) {
-    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    if (gen == seen) {
+    if (!spin_until([&] { return gen_now() != seen; })) {
       std::unique_lock<std::mutex> lock(sleep_mutex_);
-      cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      gen = generation_.load(std::memory_order_acquire);
+      cv_.wait(lock, [&] { return gen_now() != seen; });
     }
-    seen = gen;
+    seen = gen_now();
     if (stop_.load()) return;
-    run_tasks(thread);
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    run_tasks(seen, thread);
   }
 }
 
 void ThreadPool::parallel_for(int64_t n_tasks, TaskFn fn, void* ctx) {
   if (n_tasks <= 0) return;
+  if (n_tasks > 0xffffffffLL) throw std::length_error("parallel_for: more than 2^32 - 1 tasks in one region");
   std::lock_guard<std::mutex> region(region_mutex_);
   if (n_threads_ == 1 || n_tasks == 1) {
     for (int64_t t = 0; t < n_tasks; ++t) fn(ctx, t, 0);
     return;
   }
-  fn_ = fn;
-  ctx_ = ctx;
-  n_tasks_ = n_tasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
+  const uint32_t gen = static_cast<uint32_t>(state_.load(std::memory_order_relaxed) >> 32) + 1;
+  Region& r = regions_[gen & 1];
+  r.fn.store(fn, std::memory_order_relaxed);
+  r.ctx.store(ctx, std::memory_order_relaxed);
+  r.n_tasks.store(n_tasks, std::memory_order_relaxed);
+  done_tasks_.store(0, std::memory_order_relaxed);
   {
     // Under the mutex so a worker between its predicate check and its wait cannot miss the bump.
     std::lock_guard<std::mutex> lock(sleep_mutex_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    state_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
   }
   cv_.notify_all();
-  run_tasks(0);
-  // The other workers finish their last task; they never sleep mid-region.
-  while (busy_workers_.load(std::memory_order_acquire) != 0) _mm_pause();
+  run_tasks(gen, 0);
+  // Every task is claimed now; wait for the ones other threads are still running.
+  while (done_tasks_.load(std::memory_order_acquire) != n_tasks) _mm_pause();
 }
 
 int physical_cores() {

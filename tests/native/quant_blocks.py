@@ -39,6 +39,7 @@ ALL_FORMATS = FLOAT_FORMATS + QUANT_FORMATS
 
 Q8_K_DTYPE = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
 Q8_0_DTYPE = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
+Q8_1_DTYPE = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])
 
 
 def available_isas() -> list[str]:
@@ -111,6 +112,13 @@ def decode_activations(act_type: int, data: np.ndarray, cols: int) -> tuple[np.n
         return b["qs"].reshape(rows, cols) * d, d
     if act_type == GGMLQuantizationType.Q8_0:
         b = np.ascontiguousarray(data).view(Q8_0_DTYPE).reshape(rows, -1)
+        d = np.repeat(b["d"].astype(np.float64), 32, axis=1)
+        return b["qs"].reshape(rows, cols) * d, d
+    if act_type == GGMLQuantizationType.Q8_1:
+        b = np.ascontiguousarray(data).view(Q8_1_DTYPE).reshape(rows, -1)
+        # s must be d * sum(qs), rounded once to float32
+        s_ref = (b["d"] * b["qs"].astype(np.int32).sum(-1).astype(np.float32)).astype(np.float32)
+        assert np.array_equal(b["s"], s_ref), "Q8_1 block sums wrong"
         d = np.repeat(b["d"].astype(np.float64), 32, axis=1)
         return b["qs"].reshape(rows, cols) * d, d
     x = np.ascontiguousarray(data).view(np.float32).reshape(rows, cols).astype(np.float64)

@@ -20,7 +20,9 @@
 //   Optionally a format adds vec_dot_multi kernels (one weight row against
 //   kMultiTokens activation rows, for prefill) as a last initializer
 //   {nullptr, avx2_multi, avx512_multi, nullptr}; they must return bitwise the
-//   results of the vec_dot of the same ISA (tests check this).
+//   results of the vec_dot of the same ISA (tests check this). Likewise an optional
+//   vec_dot_pair (two weight rows against one activation row, for decode) as the
+//   initializer after amx_gemm; the same bitwise rule holds.
 //   A Q8_K format may add an AMX tile kernel (amx_gemm, see moebox/amx.h) after
 //   them; matmul and the MoE experts use it for batches of at least
 //   kAmxMinTokens tokens at the AMX level (decode stays on the vec_dot).
@@ -32,7 +34,8 @@
 //
 // Activation types (vec_dot_type):
 //   Q8_K  - block_q8_K, 256 values: every 256-element format (k-quants and IQ*).
-//   Q8_0  - block_q8_0, 32 values: the 32-element formats (Q4_0..Q8_0, IQ4_NL).
+//   Q8_0  - block_q8_0, 32 values: the 32-element formats (Q4_0, Q5_0, Q8_0, IQ4_NL).
+//   Q8_1  - block_q8_1, 32 values with their scaled sum: Q4_1, Q5_1.
 //   F32   - plain float rows: F32, F16, BF16 weights.
 // Activation rows are quantized once per matmul / MoE call (quantize_act_row).
 #pragma once
@@ -104,6 +107,17 @@ struct block_q8_0 {
 };
 static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
 
+// Activation block for the 32-element formats with a per-block minimum (Q4_1, Q5_1),
+// after ggml's block_q8_1: x[i] = d * qs[i], and s = d * sum(qs) so the minimum's
+// term m * sum(x) costs one multiply-add per block. d and s are float32 (ggml: fp16),
+// which spares the dot products a conversion per block and per weight row.
+struct block_q8_1 {
+  float d;
+  float s;
+  int8_t qs[QK8_0];
+};
+static_assert(sizeof(block_q8_1) == 40, "block_q8_1 layout");
+
 // Activation block for 256-element formats (ggml's block_q8_K): x[i] = d * qs[i];
 // bsums[j] = sum of qs[16j .. 16j+15] (lets formats with a per-block minimum
 // subtract it without touching the values again).
@@ -124,6 +138,9 @@ using VecDotFn = float (*)(int64_t n, const void* w_row, const void* act_row);
 // Must give bitwise the same results as the vec_dot of its ISA.
 constexpr int kMultiTokens = 4;
 using VecDotMultiFn = void (*)(int64_t n, const void* w_row, const void* const* act_rows, float* out);
+// Optional, for decode: two weight rows against one activation row, out[i] = dot(w_rows[i], act),
+// sharing the activation loads. Must give bitwise the same results as the vec_dot of its ISA.
+using VecDotPairFn = void (*)(int64_t n, const void* w_row0, const void* w_row1, const void* act_row, float* out);
 // Optional, AMX level, for prefill (moebox/amx.h): rows consecutive weight rows
 // against n_tokens Q8_K activation rows packed by amx_pack_q8_K,
 // y[t * y_stride + r] = dot(w row r, token t). Its own accumulation order: within
@@ -137,11 +154,12 @@ struct FormatOps {
   GgmlType type;
   int block_elems;
   int block_bytes;
-  GgmlType vec_dot_type;  // F32, Q8_0 or Q8_K
+  GgmlType vec_dot_type;  // F32, Q8_0, Q8_1 or Q8_K
   DequantFn dequant_f32;
   VecDotFn vec_dot[kIsaCount];  // [kIsaScalar] is required; nullptr = use a lower ISA
   VecDotMultiFn vec_dot_multi[kIsaCount];  // optional (may be left out of the initializer)
   AmxGemmFn amx_gemm;                      // optional: AMX tile kernel (k-quants dotted with Q8_K)
+  VecDotPairFn vec_dot_pair[kIsaCount];    // optional: two-row decode kernels
 };
 
 // --- registry (native/src/formats/registry.cpp) ---
@@ -154,6 +172,8 @@ VecDotFn select_vec_dot(const FormatOps& f, Isa isa);
 // The multi-token kernel of the level select_vec_dot picks, or nullptr (then
 // callers loop over vec_dot).
 VecDotMultiFn select_vec_dot_multi(const FormatOps& f, Isa isa);
+// The two-row kernel of that level, or nullptr.
+VecDotPairFn select_vec_dot_pair(const FormatOps& f, Isa isa);
 // The AMX tile kernel if `isa` is kIsaAmx and the format has one, else nullptr.
 inline AmxGemmFn select_amx_gemm(const FormatOps& f, Isa isa) { return isa >= kIsaAmx ? f.amx_gemm : nullptr; }
 // Bytes of one row of n elements (n a multiple of block_elems).
@@ -243,6 +263,10 @@ inline float act_value(GgmlType act_type, const void* row, int64_t i) {
     case GgmlType::Q8_0: {
       const auto* b = static_cast<const block_q8_0*>(row) + i / QK8_0;
       return fp16_to_f32(b->d) * b->qs[i % QK8_0];
+    }
+    case GgmlType::Q8_1: {
+      const auto* b = static_cast<const block_q8_1*>(row) + i / QK8_0;
+      return b->d * b->qs[i % QK8_0];
     }
     default:
       return static_cast<const float*>(row)[i];

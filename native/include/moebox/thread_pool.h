@@ -41,22 +41,29 @@ class ThreadPool {
   }
 
  private:
+  // A region's parameters; two slots, used by alternate regions (see run_tasks).
+  struct Region {
+    std::atomic<TaskFn> fn{nullptr};
+    std::atomic<void*> ctx{nullptr};
+    std::atomic<int64_t> n_tasks{0};
+  };
+
   void worker_loop(int thread);
-  void run_tasks(int thread);
+  // Claims and runs tasks of region `gen` until none is left or a newer region started.
+  void run_tasks(uint32_t gen, int thread);
 
   const int n_threads_;
   std::vector<std::thread> workers_;
   std::mutex region_mutex_;  // one parallel region at a time
 
-  // Current region.
-  TaskFn fn_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_task_{0};
-  std::atomic<int> busy_workers_{0};
+  // state_ = generation << 32 | next task index. Tasks are claimed by compare-exchange on
+  // it, so a worker that wakes late (the machine is busy, or it was asleep) claims nothing
+  // of a region that is over, and the caller never waits for a worker that has not
+  // started: it runs the unclaimed tasks itself and waits only for tasks being run.
+  std::atomic<uint64_t> state_{0};
+  Region regions_[2];
+  std::atomic<int64_t> done_tasks_{0};
 
-  // Wake-up: generation counter bumped per region; sleepers wait on cv_.
-  std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::mutex sleep_mutex_;
   std::condition_variable cv_;

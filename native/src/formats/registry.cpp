@@ -62,4 +62,10 @@ VecDotMultiFn select_vec_dot_multi(const FormatOps& f, Isa isa) {
   return nullptr;
 }
 
+VecDotPairFn select_vec_dot_pair(const FormatOps& f, Isa isa) {
+  for (int i = isa; i >= 0; --i)
+    if (f.vec_dot[i]) return f.vec_dot_pair[i];
+  return nullptr;
+}
+
 }  // namespace moebox

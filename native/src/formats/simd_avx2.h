@@ -62,6 +62,14 @@ MOEBOX_TARGET_AVX2 inline __m256i dot_s8(__m256i x, __m256i y) {
 // Sum of 32 int8 in 8 int32 lanes.
 MOEBOX_TARGET_AVX2 inline __m256i sum_s8(__m256i y) { return dot_us8(_mm256_set1_epi8(1), y); }
 
+// Sum of 8 int32 lanes.
+MOEBOX_TARGET_AVX2 inline int hsum_epi32(__m256i x) {
+  __m128i r = _mm_add_epi32(_mm256_extracti128_si256(x, 1), _mm256_castsi256_si128(x));
+  r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+  r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
+  return _mm_cvtsi128_si32(r);
+}
+
 // Shuffle that broadcasts the 16-bit lane i of each 128-bit half to the whole half.
 MOEBOX_TARGET_AVX2 inline __m256i broadcast_epi16_shuffle(int i) {
   return _mm256_set1_epi16(static_cast<short>(((2 * i + 1) << 8) | (2 * i)));
