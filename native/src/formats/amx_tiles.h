@@ -38,6 +38,19 @@ static_assert(sizeof(TileConfig) == 64, "LDTILECFG takes 64 bytes");
 // compiler may move (or drop) the stores that fill a buffer the tiles then read.
 inline void compiler_barrier() { __asm__ __volatile__("" ::: "memory"); }
 
+// Token group g0 + g of the call, token t of the group: acc[g][r][t] is y[token][r]
+// (y already offset to the row block; rows past nr and tokens past n_tokens are padding).
+inline void store_results(const float (*acc)[kRows][kAmxTokens], int ng, int64_t g0, int64_t n_tokens, int nr, float* y,
+                          int64_t y_stride) {
+  for (int g = 0; g < ng; ++g)
+    for (int t = 0; t < kAmxTokens; ++t) {
+      const int64_t token = (g0 + g) * kAmxTokens + t;
+      if (token >= n_tokens) return;
+      float* out = y + token * y_stride;
+      for (int r = 0; r < nr; ++r) out[r] = acc[g][r][t];
+    }
+}
+
 // Every tile 16 rows x 64 bytes: tmm0, tmm1 A_l, A_h; tmm2, tmm3 B of two token
 // groups; tmm4..7 C_l, C_h of each group.
 MOEBOX_TARGET_AMX inline void load_tile_config() {
@@ -132,13 +145,7 @@ MOEBOX_TARGET_AMX void gemm_planes_amx(int64_t n, const uint8_t* w, int64_t rows
           F::fold(u, b, c, acc[g]);
         }
       }
-      for (int g = 0; g < ng; ++g)
-        for (int t = 0; t < kAmxTokens; ++t) {
-          const int64_t token = (g0 + g) * kAmxTokens + t;
-          if (token >= n_tokens) break;
-          float* out = y + token * y_stride + r0;
-          for (int r = 0; r < nr; ++r) out[r] = acc[g][r][t];
-        }
+      store_results(acc, ng, g0, n_tokens, nr, y + r0, y_stride);
     }
   }
   _tile_release();

@@ -292,13 +292,7 @@ MOEBOX_TARGET_AMX void gemm_q4_K_amx(int64_t n, const uint8_t* w, int64_t rows, 
           if (pair) fold_q4_K(u, b1, c[1][0], c[1][1], acc[g + 1]);
         }
       }
-      for (int g = 0; g < ng; ++g)
-        for (int t = 0; t < kAmxTokens; ++t) {
-          const int64_t token = (g0 + g) * kAmxTokens + t;
-          if (token >= n_tokens) break;
-          float* out = y + token * y_stride + r0;
-          for (int r = 0; r < nr; ++r) out[r] = acc[g][r][t];
-        }
+      store_results(acc, ng, g0, n_tokens, nr, y + r0, y_stride);
     }
   }
   _tile_release();
