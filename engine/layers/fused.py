@@ -55,7 +55,8 @@ class RowBuffer:
         self.array = keep_array(self.tensor)
 
 
-def _out(rows: int, n: int, row: RowBuffer | None) -> tuple[torch.Tensor, object]:
+def row_output(rows: int, n: int, row: RowBuffer | None) -> tuple[torch.Tensor, object]:
+    """A float32 [rows, n] result tensor and its numpy view: `row`'s buffer for a single row, else new."""
     if row is not None and rows == 1:
         return row.tensor, row.array
     out = torch.empty((rows, n), dtype=torch.float32)
@@ -67,7 +68,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, row: RowBuffer |
     row: where a single-row result may go (natively computed results only)."""
     native = cpu_kernels()
     if native is not None and x.dim() == 2 and _on_cpu_f32(x) and x.stride(-1) == 1:
-        out, out_np = _out(x.shape[0], x.shape[1], row)
+        out, out_np = row_output(x.shape[0], x.shape[1], row)
         native.rms_norm(as_array(x), as_array(weight), eps, out_np)
         return out
     if x.shape[0] == 1:
@@ -81,7 +82,7 @@ def silu_mul(gate_up: torch.Tensor, row: RowBuffer | None = None) -> torch.Tenso
     """gate_up [T, 2n] (gate rows first) → silu(gate) * up, [T, n]. row: as for rms_norm."""
     native = cpu_kernels()
     if native is not None and gate_up.dim() == 2 and _on_cpu_f32(gate_up) and gate_up.stride(-1) == 1:
-        out, out_np = _out(gate_up.shape[0], gate_up.shape[1] // 2, row)
+        out, out_np = row_output(gate_up.shape[0], gate_up.shape[1] // 2, row)
         native.silu_mul(as_array(gate_up), out_np)
         return out
     gate, up = gate_up.chunk(2, dim=-1)
@@ -105,7 +106,7 @@ def attend_one(
         and k.dtype in (torch.float32, torch.float16)
         and k.device.type == "cpu"
     ):
-        out, out_np = _out(1, heads * dim, row)
+        out, out_np = row_output(1, heads * dim, row)
         native.attend_one(q.numpy(), k.numpy(), v.numpy(), scale, out_np)
         return out
     rep = heads // kv_heads
@@ -164,7 +165,7 @@ def rope_cache_attend(
     if k_buf.device.type != "cpu":
         return None
     cos, sin, pos = rope.tables_for(positions)
-    out, out_np = _out(1, n_heads * head_dim, row)
+    out, out_np = row_output(1, n_heads * head_dim, row)
     native.rope_cache_attend(
         qkv.numpy(),
         cos,

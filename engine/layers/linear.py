@@ -14,7 +14,7 @@ import torch
 from gguf import GGMLQuantizationType
 
 from engine.errors import NativeUnavailableError
-from engine.layers.fused import as_array, keep_array
+from engine.layers.fused import RowBuffer, as_array, row_output
 
 
 def native_module():
@@ -49,13 +49,12 @@ class NativeMatrix:
         self.ggml_type = int(ggml_type)
         self.rows = rows
         self.cols = cols
-        self._row_out: tuple[torch.Tensor, np.ndarray] | None = None
+        self._row: RowBuffer | None = None
 
     def reuse_row_output(self) -> None:
         """Write single-row results into one buffer kept for this matrix, overwritten by
         the next single-row call: for layers whose caller consumes the result at once."""
-        out = torch.empty((1, self.rows), dtype=torch.float32)
-        self._row_out = (out, keep_array(out))
+        self._row = RowBuffer(self.rows)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, cols] f32/bf16 on the CPU → [T, rows] f32."""
@@ -63,11 +62,7 @@ class NativeMatrix:
             x = x.float()
         if not x.is_contiguous():
             x = x.contiguous()
-        if self._row_out is not None and x.shape[0] == 1:
-            out, out_np = self._row_out
-        else:
-            out = torch.empty((x.shape[0], self.rows), dtype=torch.float32)
-            out_np = out.numpy()
+        out, out_np = row_output(x.shape[0], self.rows, self._row)
         # numpy views of CPU tensors cross into the binding faster than DLPack capsules
         self.native.matmul(self.data, self.ggml_type, self.rows, self.cols, as_array(x), out=out_np)
         return out
