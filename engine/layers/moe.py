@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.layers.fused import RowBuffer, as_array, row_output
 from engine.layers.linear import Linear, native_module
 from engine.layers.mlp import GatedMLP
 
@@ -113,8 +114,21 @@ class RoutedExperts:
                 inter,
             )
             self.hidden = hidden
+            self._row = RowBuffer(hidden)  # single-token results of __call__, consumed at once
         else:
             self.hidden = down.shape[1]
+
+    def __call__(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_j weights[t,j] · expert_{ids[t,j]}(x[t]) computed now, on the calling thread. A
+        single-token result lives in a buffer that the next call overwrites."""
+        if self.native is not None and x.is_cpu and x.dtype == torch.float32 and x.is_contiguous():
+            # the calling thread joins the kernel threads: no hand-over to the background driver
+            out, out_np = row_output(x.shape[0], self.hidden, self._row)
+            self.native.forward(
+                as_array(x), as_array(ids.contiguous()), as_array(weights.float().contiguous()), out=out_np
+            )
+            return out
+        return self.submit(x, ids, weights).wait()
 
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor):
         """Start out[t] = Σ_j weights[t,j] · expert_{ids[t,j]}(x[t]); returns an object with wait()."""
@@ -153,6 +167,16 @@ class MoE:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         ids, weights = self.router(x)
+        if x.is_cpu:
+            # Shared experts on the CPU would only compete with the routed experts for the
+            # same cores: one after the other, each with all kernel threads.
+            out = self.experts(x, ids, weights)
+            if self.shared is not None:
+                shared = self.shared(x)
+                if self.shared_gate is not None:
+                    shared = shared * torch.sigmoid(self.shared_gate(x))
+                out = out + shared
+            return out
         job = self.experts.submit(x, ids, weights)
         shared = None
         if self.shared is not None:
