@@ -50,7 +50,11 @@ class Attention:
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
         qkv = self.qkv(x)
-        if t == 1 and self.q_norm is None:
+        if t == 1 and self.q_norm is not None and qkv.dtype == torch.float32:
+            # qwen3: each q and k head normalized in place, then the fused path below
+            self.q_norm.apply_(qkv[0, :q_size].view(self.n_heads, self.head_dim))
+            self.k_norm.apply_(qkv[0, q_size : q_size + kv_size].view(self.n_kv_heads, self.head_dim))
+        if t == 1:
             # rope, cache append and attention as one CPU kernel where the tensors allow it
             out = fused.rope_cache_attend(
                 qkv,
@@ -68,7 +72,7 @@ class Attention:
                 return self.o(out)
         qk = qkv[:, : q_size + kv_size].reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)
         v = qkv[:, q_size + kv_size :].reshape(t, self.n_kv_heads, self.head_dim)
-        if self.q_norm is not None:
+        if self.q_norm is not None and (t > 1 or qkv.dtype != torch.float32):
             q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)
             qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=1)
         # q and k heads rotate together, in place (qk is this step's own buffer): one rope call per layer

@@ -78,6 +78,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, row: RowBuffer |
     return torch.rms_norm(x, weight.shape, weight, eps)
 
 
+def rms_norm_(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """rms_norm(x, weight, eps) written over x (x [T, n] f32, rows contiguous); returns x."""
+    native = cpu_kernels()
+    if native is not None and x.dim() == 2 and _on_cpu_f32(x) and x.stride(-1) == 1:
+        arr = x.numpy()
+        native.rms_norm(arr, as_array(weight), eps, arr)  # each row is read whole before it is written
+        return x
+    return x.copy_(rms_norm(x, weight, eps))
+
+
 def silu_mul(gate_up: torch.Tensor, row: RowBuffer | None = None) -> torch.Tensor:
     """gate_up [T, 2n] (gate rows first) → silu(gate) * up, [T, n]. row: as for rms_norm."""
     native = cpu_kernels()

@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gguf import GGMLQuantizationType
 
 from engine.layers.fused import RowBuffer, as_array, row_output
-from engine.layers.linear import Linear, native_module
+from engine.layers.linear import Linear, NativeMatrix, native_available, native_module
 from engine.layers.mlp import GatedMLP
 
 
@@ -40,6 +41,13 @@ class Router:
         scale: float = 1.0,
     ):
         self.weight = weight.float()
+        # On the CPU the logits come from the kernel threads: the f32 router matrix
+        # (1-3.5 MB) is read from RAM each token, by one torch thread otherwise.
+        self._native = None
+        if self.weight.is_cpu and native_available():
+            w = self.weight.contiguous()
+            self._native = NativeMatrix(w.numpy().view(np.uint8).reshape(-1), GGMLQuantizationType.F32, *w.shape)
+            self._native.reuse_row_output()
         self.top_k = top_k
         self.gating = gating
         self.bias = bias.float() if bias is not None else None
@@ -49,7 +57,10 @@ class Router:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [T, hidden] → (ids [T, k] int64, weights [T, k] f32)."""
-        logits = F.linear(x.float(), self.weight)  # [T, experts]
+        if self._native is not None and x.is_cpu and x.dtype == torch.float32 and x.dim() == 2:
+            logits = self._native.matmul(x)  # [T, experts]
+        else:
+            logits = F.linear(x.float(), self.weight)
         if self.gating == "sigmoid":
             scores = logits.sigmoid()
             choice = scores + self.bias if self.bias is not None else scores
@@ -66,11 +77,11 @@ class Router:
             keep = torch.zeros_like(group_scores, dtype=torch.bool)
             keep.scatter_(1, group_scores.topk(self.n_groups_used, dim=-1).indices, True)
             choice = choice.masked_fill(~keep.repeat_interleave(e // self.n_groups, dim=1), float("-inf"))
-        ids = choice.topk(self.top_k, dim=-1).indices
-        weights = scores.gather(1, ids)
+        top, ids = choice.topk(self.top_k, dim=-1)
+        weights = top if choice is scores else scores.gather(1, ids)
         if self.normalize:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return ids, weights * self.scale
+        return ids, weights * self.scale if self.scale != 1.0 else weights
 
 
 class _Done:

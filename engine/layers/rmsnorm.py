@@ -23,12 +23,20 @@ class RMSNorm:
         self._row = fused.RowBuffer(self.shape[0])
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # called twice per layer per token: one fused call on the CPU (engine/layers/fused.py)
+    def _follow(self, x: torch.Tensor) -> None:
         if self.weight.device != x.device:
             self.weight = self.weight.to(x.device)
             if self.weight.is_cpu:
                 fused.keep_array(self.weight)
+
+    def apply_(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize the rows of float32 x [T, n] in place; returns x."""
+        self._follow(x)
+        return fused.rms_norm_(x, self.weight, self.eps)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # called twice per layer per token: one fused call on the CPU (engine/layers/fused.py)
+        self._follow(x)
         if x.dtype == torch.float32 and x.dim() == 2:
             return fused.rms_norm(x, self.weight, self.eps, self._row)
         if x.dtype == torch.float32:

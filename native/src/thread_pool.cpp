@@ -14,8 +14,12 @@
 namespace moebox {
 namespace {
 
-// Polling time before a worker (or a waiter) goes to sleep.
-constexpr auto kSpinTime = std::chrono::microseconds(100);
+// Polling time before a worker (or a waiter) goes to sleep. A decode step runs its
+// kernels a few hundred microseconds apart (Python in between), so a worker that sleeps
+// sooner pays a futex wake-up per kernel: on 2 cores, 1 ms instead of 0.1 ms made a
+// Qwen3-MoE-shaped decode 10-20 % faster. Idle CPU use stays ~0: after the last call
+// the workers spin for 1 ms and sleep.
+constexpr auto kSpinTime = std::chrono::microseconds(1000);
 
 // Spin until pred() or kSpinTime passed; true if pred() held.
 template <typename Pred>
