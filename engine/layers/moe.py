@@ -46,7 +46,9 @@ class Router:
         self._native = None
         if self.weight.is_cpu and native_available():
             w = self.weight.contiguous()
-            self._native = NativeMatrix(w.numpy().view(np.uint8).reshape(-1), GGMLQuantizationType.F32, *w.shape)
+            self._native = NativeMatrix(
+                w.numpy().view(np.uint8).reshape(-1), GGMLQuantizationType.F32, *w.shape
+            )
             self._native.reuse_row_output()
         self.top_k = top_k
         self.gating = gating
