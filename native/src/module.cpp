@@ -7,12 +7,14 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "moebox/cpu_features.h"
+#include "moebox/decode_layer.h"
 #include "moebox/decode_ops.h"
 #include "moebox/dispatch.h"
 #include "moebox/formats.h"
@@ -311,6 +313,8 @@ class MoeExperts {
     return c;
   }
 
+  const MoeWeights& weights() const { return m_; }
+
   void run(const Call& c, Isa isa) const {
     auto pool = global_pool();
     moe_forward(m_, c.x, c.ids.data(), c.weights.data(), c.k, c.out, *pool, isa);
@@ -368,6 +372,120 @@ class MoeJob {
 };
 
 }  // namespace
+
+
+// A decoder layer's weights held for decode_layer_step (zero-copy; the arrays stay referenced).
+class DecodeLayer {
+ public:
+  DecodeLayer(int64_t hidden, int64_t heads, int64_t kv_heads, int64_t dim, float eps, float scale, bool interleaved,
+              Array attn_norm, Array ffn_norm, Array qkv, int qkv_type, Array o, int o_type, nb::object q_norm,
+              nb::object k_norm, float qk_eps, nb::object gate_up, int gate_up_type, nb::object down, int down_type,
+              nb::object router, nb::object experts, int64_t top_k, bool normalize, float expert_scale) {
+    if (hidden <= 0 || heads <= 0 || kv_heads <= 0 || dim <= 0 || heads % kv_heads || dim % 2)
+      fail("need positive hidden, heads, kv_heads and dim, heads a multiple of kv_heads and dim even");
+    s_.hidden = hidden;
+    s_.heads = heads;
+    s_.kv_heads = kv_heads;
+    s_.dim = dim;
+    s_.eps = eps;
+    s_.scale = scale;
+    s_.interleaved = interleaved;
+    s_.attn_norm = vector_f32(attn_norm, hidden, "attn_norm");
+    s_.ffn_norm = vector_f32(ffn_norm, hidden, "ffn_norm");
+    s_.qkv = matrix(qkv, qkv_type, (heads + 2 * kv_heads) * dim, hidden, "qkv");
+    s_.o = matrix(o, o_type, hidden, heads * dim, "o");
+    if (q_norm.is_none() != k_norm.is_none()) fail("q_norm and k_norm go together");
+    if (!q_norm.is_none()) {
+      s_.q_norm = vector_f32(keep(q_norm), dim, "q_norm");
+      s_.k_norm = vector_f32(keep(k_norm), dim, "k_norm");
+      s_.qk_eps = qk_eps;
+    }
+    if (experts.is_none()) {
+      if (gate_up.is_none() || down.is_none()) fail("a layer needs gate_up and down, or router and experts");
+      const Array& gu = keep(gate_up);
+      if (gu.ndim() < 1) fail("gate_up must be the GGUF bytes of a matrix");
+      const FormatOps& gf = format_of(gate_up_type);
+      const int64_t gu_rows = nbytes(gu) / row_bytes(gf, hidden);
+      if (gu_rows % 2) fail("gate_up must hold an even number of rows (gate rows, then up rows)");
+      s_.gate_up = matrix(gu, gate_up_type, gu_rows, hidden, "gate_up");
+      s_.down = matrix(keep(down), down_type, hidden, gu_rows / 2, "down");
+    } else {
+      if (router.is_none()) fail("routed experts need their router");
+      const MoeExperts& e = nb::cast<const MoeExperts&>(experts);
+      held_objects_.push_back(experts);
+      if (e.hidden() != hidden) fail("the experts take " + std::to_string(e.hidden()) + " columns, the layer has " + std::to_string(hidden));
+      if (top_k < 1 || top_k > e.experts()) fail("top_k must lie in [1, experts]");
+      moe_.router = matrix(keep(router), static_cast<int>(GgmlType::F32), e.experts(), hidden, "router");
+      moe_.experts = e.weights();
+      moe_.top_k = top_k;
+      moe_.normalize = normalize;
+      moe_.scale = expert_scale;
+      s_.moe = &moe_;
+    }
+    held_.push_back(attn_norm);
+    held_.push_back(ffn_norm);
+    held_.push_back(qkv);
+    held_.push_back(o);
+  }
+
+  void step(const Array& x_in, MutArray x_out, const Array& cos, const Array& sin, int64_t pos, MutArray k_cache,
+            MutArray v_cache, int64_t len) const {
+    for (const Array* a : {&x_in, &cos, &sin})
+      if (!is_f32(a->dtype()) || !c_contiguous(*a)) fail("x, cos and sin must be contiguous float32");
+    if (!is_f32(x_out.dtype()) || !c_contiguous(x_out)) fail("x_out must be contiguous float32");
+    if (static_cast<int64_t>(x_in.size()) != s_.hidden || static_cast<int64_t>(x_out.size()) != s_.hidden)
+      fail("x and x_out must hold one token of " + std::to_string(s_.hidden) + " values");
+    const bool fp16 = is_f16(k_cache.dtype());
+    if (k_cache.dtype() != v_cache.dtype() || (!fp16 && !is_f32(k_cache.dtype())))
+      fail("k_cache and v_cache must both be float32 or both float16");
+    for (const MutArray* c : {&k_cache, &v_cache}) {
+      if (c->ndim() != 3 || !c_contiguous(*c) || static_cast<int64_t>(c->shape(1)) != s_.kv_heads ||
+          static_cast<int64_t>(c->shape(2)) != s_.dim)
+        fail("k_cache and v_cache must be contiguous [size, kv_heads, dim]");
+      if (len < 0 || len + 1 > static_cast<int64_t>(c->shape(0))) fail("the caches have no room for entry " + std::to_string(len));
+    }
+    if (cos.ndim() != 2 || sin.ndim() != 2 || static_cast<int64_t>(cos.shape(1)) != s_.dim / 2 || cos.shape(0) != sin.shape(0) ||
+        cos.shape(1) != sin.shape(1))
+      fail("cos and sin must be [positions, dim / 2] tables");
+    if (pos < 0 || pos >= static_cast<int64_t>(cos.shape(0))) fail("position " + std::to_string(pos) + " is outside the cos/sin table");
+    const Isa isa = active_isa();
+    nb::gil_scoped_release release;
+    auto pool = global_pool();
+    decode_layer_step(s_, static_cast<const float*>(x_in.data()), static_cast<float*>(x_out.data()),
+                      static_cast<const float*>(cos.data()), static_cast<const float*>(sin.data()), pos, k_cache.data(),
+                      v_cache.data(), fp16, len, *pool, isa);
+  }
+
+ private:
+  const Array& keep(nb::object o) {
+    Array a;
+    if (!nb::try_cast(o, a)) fail("expected an array");
+    held_.push_back(a);
+    return held_.back();
+  }
+  static const float* vector_f32(const Array& a, int64_t n, const char* what) {
+    if (!is_f32(a.dtype()) || !c_contiguous(a) || static_cast<int64_t>(a.size()) != n)
+      fail(std::string(what) + " must be contiguous float32 with " + std::to_string(n) + " values");
+    return static_cast<const float*>(a.data());
+  }
+  static WeightMatrix matrix(const Array& a, int type, int64_t rows, int64_t cols, const char* what) {
+    WeightMatrix m;
+    m.format = &format_of(type);
+    if (cols % m.format->block_elems) fail(std::string(what) + ": " + m.format->name + " needs a multiple of " + std::to_string(m.format->block_elems) + " columns");
+    if (!c_contiguous(a)) fail(std::string(what) + " must be C-contiguous");
+    if (nbytes(a) != rows * row_bytes(*m.format, cols))
+      fail(std::string(what) + " has " + std::to_string(nbytes(a)) + " bytes; " + std::to_string(rows) + " x " + std::to_string(cols) + " " + m.format->name + " needs " + std::to_string(rows * row_bytes(*m.format, cols)));
+    m.data = static_cast<const uint8_t*>(a.data());
+    m.rows = rows;
+    m.cols = cols;
+    return m;
+  }
+
+  DecodeLayerSpec s_;
+  DecodeMoe moe_;
+  std::deque<Array> held_;  // stable addresses: keep() hands out references
+  std::vector<nb::object> held_objects_;
+};
 
 NB_MODULE(moebox_native, m) {
   m.doc() = "moebox native CPU kernels";
@@ -508,6 +626,21 @@ NB_MODULE(moebox_native, m) {
           },
           nb::arg("x"), nb::arg("ids"), nb::arg("weights"), nb::arg("out") = nb::none(),
           "Like forward, but returns a MoeJob at once; the work runs on the kernel threads.");
+
+  nb::class_<DecodeLayer>(m, "DecodeLayer",
+                          "A pre-norm GQA decoder layer (dense SwiGLU or softmax-routed experts) for one-call decode steps.")
+      .def(nb::init<int64_t, int64_t, int64_t, int64_t, float, float, bool, Array, Array, Array, int, Array, int, nb::object,
+                    nb::object, float, nb::object, int, nb::object, int, nb::object, nb::object, int64_t, bool, float>(),
+           nb::arg("hidden"), nb::arg("heads"), nb::arg("kv_heads"), nb::arg("dim"), nb::arg("eps"), nb::arg("scale"),
+           nb::arg("interleaved"), nb::arg("attn_norm"), nb::arg("ffn_norm"), nb::arg("qkv"), nb::arg("qkv_type"), nb::arg("o"),
+           nb::arg("o_type"), nb::arg("q_norm") = nb::none(), nb::arg("k_norm") = nb::none(), nb::arg("qk_eps") = 0.f,
+           nb::arg("gate_up") = nb::none(), nb::arg("gate_up_type") = -1, nb::arg("down") = nb::none(),
+           nb::arg("down_type") = -1, nb::arg("router") = nb::none(), nb::arg("experts") = nb::none(),
+           nb::arg("top_k") = 0, nb::arg("normalize") = false, nb::arg("expert_scale") = 1.f)
+      .def("step", &DecodeLayer::step, nb::arg("x"), nb::arg("out"), nb::arg("cos"), nb::arg("sin"), nb::arg("pos"),
+           nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("len"),
+           "out = the layer applied to one token x [hidden] (out may be x); its k, v become cache entry len, attention "
+           "covers entries 0..len, rotation uses row pos of the cos / sin tables.");
 
   nb::class_<MoeJob>(m, "MoeJob", "A submitted MoE call.")
       .def("done", &MoeJob::done, "True once the result is ready.")
