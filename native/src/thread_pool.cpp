@@ -14,17 +14,20 @@
 namespace moebox {
 namespace {
 
-// Polling time before a worker (or a waiter) goes to sleep. A decode step runs its
-// kernels a few hundred microseconds apart (Python in between), so a worker that sleeps
-// sooner pays a futex wake-up per kernel: on 2 cores, 1 ms instead of 0.1 ms made a
-// Qwen3-MoE-shaped decode 10-20 % faster. Idle CPU use stays ~0: after the last call
-// the workers spin for 1 ms and sleep.
-constexpr auto kSpinTime = std::chrono::microseconds(1000);
+// Polling time before a worker goes to sleep. A decode step runs its kernels a few
+// hundred microseconds apart (Python in between), so a worker that sleeps sooner pays a
+// futex wake-up per kernel: on 2 cores, 1 ms instead of 0.1 ms made a Qwen3-MoE-shaped
+// decode 10-20 % faster. Idle CPU use stays ~0: after the last call the workers spin
+// for 1 ms and sleep.
+constexpr auto kWorkerSpin = std::chrono::microseconds(1000);
+// A thread waiting for a submitted job polls only briefly: while it spins it takes a
+// core from the kernel threads that run the job.
+constexpr auto kWaiterSpin = std::chrono::microseconds(100);
 
-// Spin until pred() or kSpinTime passed; true if pred() held.
+// Spin until pred() or `time` passed; true if pred() held.
 template <typename Pred>
-bool spin_until(Pred pred) {
-  const auto end = std::chrono::steady_clock::now() + kSpinTime;
+bool spin_until(Pred pred, std::chrono::microseconds time) {
+  const auto end = std::chrono::steady_clock::now() + time;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (pred()) return true;
@@ -74,7 +77,7 @@ void ThreadPool::worker_loop(int thread) {
   uint32_t seen = 0;
   auto gen_now = [&] { return static_cast<uint32_t>(state_.load(std::memory_order_acquire) >> 32); };
   for (;;) {
-    if (!spin_until([&] { return gen_now() != seen; })) {
+    if (!spin_until([&] { return gen_now() != seen; }, kWorkerSpin)) {
       std::unique_lock<std::mutex> lock(sleep_mutex_);
       cv_.wait(lock, [&] { return gen_now() != seen; });
     }
@@ -161,7 +164,7 @@ int global_pool_threads() {
 }
 
 void AsyncJob::wait() {
-  if (!spin_until([&] { return done(); })) {
+  if (!spin_until([&] { return done(); }, kWaiterSpin)) {
     std::unique_lock<std::mutex> lock(mutex_);
     cv_.wait(lock, [&] { return done(); });
   }
