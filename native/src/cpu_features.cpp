@@ -46,7 +46,13 @@ bool request_amx_permission() {
 
 CpuFeatures detect() {
   CpuFeatures f;
-  const unsigned max_leaf = cpuid(0, 0).a;
+  const Regs l0 = cpuid(0, 0);
+  const unsigned max_leaf = l0.a;
+  char vendor[13] = {0};
+  std::memcpy(vendor, &l0.b, 4);
+  std::memcpy(vendor + 4, &l0.d, 4);
+  std::memcpy(vendor + 8, &l0.c, 4);
+  f.amd = std::strcmp(vendor, "AuthenticAMD") == 0;
   const Regs l1 = cpuid(1, 0);
   const bool osxsave = bit(l1.c, 27);
   const uint64_t xcr0 = osxsave ? xgetbv0() : 0;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "moebox/amx.h"
+#include "moebox/cpu_features.h"
 
 namespace moebox {
 namespace {
@@ -21,6 +22,11 @@ int64_t amx_row_chunk(int64_t rows, int threads) {
 }
 
 }  // namespace
+
+bool prefetch_next_row(int64_t row_bytes) {
+  static const bool amd = cpu_features().amd;
+  return !amd || row_bytes < 1024;
+}
 
 void amx_pack_activations(int64_t n, const uint8_t* act, int64_t act_bytes, const int32_t* order, int64_t n_tokens,
                           AmxActBlock* dst) {
@@ -101,14 +107,15 @@ void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const Activation
   const int64_t n_chunks = (rows + chunk - 1) / chunk;
   const VecDotMultiFn multi = select_vec_dot_multi(f, isa);
   const VecDotPairFn pair = T == 1 ? select_vec_dot_pair(f, isa) : nullptr;
+  const bool prefetch = prefetch_next_row(w_row_bytes);
   pool.parallel_for(n_chunks, [&](int64_t c, int) {
     const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
     if (pair) {  // decode: two rows per call share the activation loads
       int64_t r = r0;
       for (; r + 2 <= r1; r += 2) {
         const uint8_t* wr = w + r * w_row_bytes;
-        if (r + 2 < r1) prefetch_row_start(wr + 2 * w_row_bytes, w_row_bytes);
-        if (r + 3 < r1) prefetch_row_start(wr + 3 * w_row_bytes, w_row_bytes);
+        if (prefetch && r + 2 < r1) prefetch_row_start(wr + 2 * w_row_bytes, w_row_bytes);
+        if (prefetch && r + 3 < r1) prefetch_row_start(wr + 3 * w_row_bytes, w_row_bytes);
         pair(cols, wr, wr + w_row_bytes, act, &y[r]);
       }
       if (r < r1) y[r] = dot(cols, w + r * w_row_bytes, act);
@@ -118,7 +125,7 @@ void matmul(const FormatOps& f, const uint8_t* w, int64_t rows, const Activation
       const int64_t t1 = std::min(T, t0 + kTokenBlock);
       for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* wr = w + r * w_row_bytes;
-        if (r + 1 < r1) prefetch_row_start(wr + w_row_bytes, w_row_bytes);
+        if (prefetch && r + 1 < r1) prefetch_row_start(wr + w_row_bytes, w_row_bytes);
         int64_t t = t0;
         if (multi) {
           for (; t + kMultiTokens <= t1; t += kMultiTokens) {

@@ -160,6 +160,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
     const VecDotMultiFn gate_multi = select_vec_dot_multi(*m.gate.format, isa);
     const VecDotMultiFn up_multi = select_vec_dot_multi(*m.up.format, isa);
     const int64_t gate_rb = row_bytes(*m.gate.format, hidden), up_rb = row_bytes(*m.up.format, hidden);
+    const bool prefetch = prefetch_next_row(std::max(gate_rb, up_rb));
     // AMX tiles for experts with enough tokens, if gate and up both have a tile kernel.
     const AmxGemmFn gate_amx = select_amx_gemm(*m.gate.format, isa), up_amx = select_amx_gemm(*m.up.format, isa);
     const bool amx = gate_amx && up_amx && gate_act == up_act;
@@ -187,7 +188,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
         for (int64_t row = c.r0; row < c.r1; ++row) {
           const uint8_t* g_row = gw + row * gate_rb;
           const uint8_t* u_row = uw + row * up_rb;
-          if (row + 1 < c.r1) {
+          if (prefetch && row + 1 < c.r1) {
             prefetch_row_start(g_row + gate_rb, gate_rb);
             prefetch_row_start(u_row + up_rb, up_rb);
           }
@@ -234,6 +235,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
     const VecDotFn down_dot = select_vec_dot(*m.down.format, isa);
     const VecDotMultiFn down_multi = select_vec_dot_multi(*m.down.format, isa);
     const int64_t down_rb = row_bytes(*m.down.format, inter);
+    const bool prefetch = prefetch_next_row(down_rb);
     const AmxGemmFn down_amx = select_amx_gemm(*m.down.format, isa);
     AmxPacked hp;
     if (down_amx) hp = amx_pack_experts(r, inter, hq, down_abytes, nullptr, scratch.hp, pool);
@@ -251,7 +253,7 @@ void moe_forward(const MoeWeights& m, const ActivationRows& x, const int32_t* id
         const int64_t p1 = std::min(r.begin[c.expert + 1], p0 + kTokenBlock);
         for (int64_t row = c.r0; row < c.r1; ++row) {
           const uint8_t* d_row = dw + row * down_rb;
-          if (row + 1 < c.r1) prefetch_row_start(d_row + down_rb, down_rb);
+          if (prefetch && row + 1 < c.r1) prefetch_row_start(d_row + down_rb, down_rb);
           int64_t p = p0;
           if (down_multi) {
             for (; p + kMultiTokens <= p1; p += kMultiTokens) {

@@ -19,6 +19,7 @@ struct CpuFeatures {
   bool amx_bf16 = false;
   // Linux needs ARCH_REQ_XCOMP_PERM before a process may touch tile state.
   bool amx_permitted = false;
+  bool amd = false;  // vendor AuthenticAMD
   std::string brand;
 };
 
