@@ -10,9 +10,11 @@ Routers, by the file's expert_gating_func:
 Then optional normalization of the k weights (norm_topk_prob) and the routed
 scaling factor.
 
-Routed experts run through a RoutedExperts object: `submit()` starts them
-(on the CPU kernels they run asynchronously) so the shared experts are computed
-at the same time; `wait()` returns their sum.
+Routed experts run through a RoutedExperts object. With the activations on a GPU,
+`submit()` starts them on the CPU kernels and returns at once, so the shared experts
+are computed on the GPU meanwhile; `wait()` returns their sum. With the activations
+on the CPU there is nothing to overlap (the shared experts would need the same
+cores), so the experts run on the calling thread (`__call__`).
 """
 
 from __future__ import annotations
