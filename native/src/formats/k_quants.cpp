@@ -250,9 +250,7 @@ MOEBOX_TARGET_AVX2 void q4_K_avx2(int64_t n, const void* w, const void* const* a
   }
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const float dx = avx2::fp16(x[i].d), mx = avx2::fp16(x[i].dmin);
-    uint32_t utmp[4];
-    unpack_scales_mins_k4(x[i].scales, utmp);
-    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(utmp[3]), static_cast<int>(utmp[2]), static_cast<int>(utmp[1]), static_cast<int>(utmp[0])));
+    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(avx2::scales_mins_k4(x[i].scales));
     for (int t = 0; t < NT; ++t)
       acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(-y[t][i].d * mx),
                               _mm_cvtepi32_ps(mins_dot_bsums(mins_and_scales, y[t][i].bsums)), acc_m[t]);
@@ -286,9 +284,7 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_K_avx2(int64_t n, const void* w, const void*
   __m128 acc_m = _mm_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const float d = y[i].d * avx2::fp16(x[i].d), dmin = -y[i].d * avx2::fp16(x[i].dmin);
-    uint32_t utmp[4];
-    unpack_scales_mins_k4(x[i].scales, utmp);
-    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(utmp[3]), static_cast<int>(utmp[2]), static_cast<int>(utmp[1]), static_cast<int>(utmp[0])));
+    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(avx2::scales_mins_k4(x[i].scales));
     acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_dot_bsums(mins_and_scales, y[i].bsums)), acc_m);
     const __m128i sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
     const __m256i scales = _mm256_set_m128i(sc128, sc128);

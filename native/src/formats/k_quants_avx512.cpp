@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include "k_quants.h"
+#include "simd_avx2.h"
 
 namespace moebox {
 namespace {
@@ -141,9 +142,7 @@ MOEBOX_TARGET_AVX512 void q4_K_avx512(int64_t n, const void* w, const void* cons
   }
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const float dx = _cvtsh_ss(x[i].d), mx = _cvtsh_ss(x[i].dmin);
-    uint32_t utmp[4];
-    unpack_scales_mins_k4(x[i].scales, utmp);
-    const __m128i sm8 = _mm_set_epi32(static_cast<int>(utmp[3]), static_cast<int>(utmp[2]), static_cast<int>(utmp[1]), static_cast<int>(utmp[0]));  // 8 scales, 8 mins
+    const __m128i sm8 = avx2::scales_mins_k4(x[i].scales);  // 8 scales, 8 mins
     const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8));
     for (int t = 0; t < NT; ++t) {
       const __m256i q8sums = load256(y[t][i].bsums);

@@ -82,6 +82,21 @@ MOEBOX_TARGET_AVX2 inline __m256i broadcast_epi16_shuffle2(int a, int b) {
   return _mm256_set_m128i(hi, lo);
 }
 
+// The 12 packed scale bytes of a Q4_K/Q5_K super-block (6-bit scales and mins of its 8
+// sub-blocks) as 16 bytes [scale 0..7, min 0..7]: unpack_scales_mins_k4 in a few vector
+// ops. Reads 16 bytes at p: the block's first 4 quant bytes follow its scales.
+MOEBOX_TARGET_AVX2 inline __m128i scales_mins_k4(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  // bytes 0-3: scales 0-3 (bits 6-7: high bits of scales 4-7), 4-7: mins 0-3 (bits 6-7:
+  // high bits of mins 4-7), 8-11: low nibble scale 4-7, high nibble min 4-7
+  const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const __m128i low6 = _mm_and_si128(a, _mm_set1_epi8(63));
+  const __m128i nibbles = _mm_and_si128(_mm_blend_epi32(a, _mm_srli_epi16(a, 4), 0x8), _mm_set1_epi8(0xF));
+  const __m128i high2 = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));  // bits 6-7 -> 4-5
+  return _mm_blend_epi32(low6, _mm_or_si128(nibbles, high2), 0xA);
+}
+
 // 8 fp16 -> 8 f32.
 MOEBOX_TARGET_AVX2 inline __m256 load_fp16x8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
