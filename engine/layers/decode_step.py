@@ -53,7 +53,7 @@ class LayerStep:
             or not all(_cpu_f32(n) for n in (attn_norm, ffn_norm, attn.q_norm, attn.k_norm))
         ):
             return None
-        if attn.q_norm is not None and attn.q_norm.eps != attn.k_norm.eps:
+        if attn_norm.eps != ffn_norm.eps or (attn.q_norm is not None and attn.q_norm.eps != attn.k_norm.eps):
             return None
         kwargs = {}
         if isinstance(ffn, GatedMLP):
@@ -70,12 +70,12 @@ class LayerStep:
                 or router.gating != "softmax"
                 or router.bias is not None
                 or (router.n_groups > 1 and router.n_groups_used < router.n_groups)
-                or router._native is None
+                or router.native_logits is None
                 or experts.native is None
             ):
                 return None
             kwargs.update(
-                router=router._native.data,
+                router=router.native_logits.data,
                 experts=experts.native,
                 top_k=router.top_k,
                 normalize=router.normalize,
@@ -104,8 +104,6 @@ class LayerStep:
             **{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in qk.items()},
             **kwargs,
         )
-        if attn_norm.eps != ffn_norm.eps:
-            return None
         return cls(layer, attn, hidden)
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor | None:

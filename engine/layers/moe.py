@@ -45,13 +45,13 @@ class Router:
         self.weight = weight.float()
         # On the CPU the logits come from the kernel threads: the f32 router matrix
         # (1-3.5 MB) is read from RAM each token, by one torch thread otherwise.
-        self._native = None
+        self.native_logits: NativeMatrix | None = None  # the f32 weight for the kernels, on the CPU
         if self.weight.is_cpu and native_available():
             w = self.weight.contiguous()
-            self._native = NativeMatrix(
+            self.native_logits = NativeMatrix(
                 w.numpy().view(np.uint8).reshape(-1), GGMLQuantizationType.F32, *w.shape
             )
-            self._native.reuse_row_output()
+            self.native_logits.reuse_row_output()
         self.top_k = top_k
         self.gating = gating
         self.bias = bias.float() if bias is not None else None
@@ -61,8 +61,8 @@ class Router:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [T, hidden] → (ids [T, k] int64, weights [T, k] f32)."""
-        if self._native is not None and x.is_cpu and x.dtype == torch.float32 and x.dim() == 2:
-            logits = self._native.matmul(x)  # [T, experts]
+        if self.native_logits is not None and x.is_cpu and x.dtype == torch.float32 and x.dim() == 2:
+            logits = self.native_logits.matmul(x)  # [T, experts]
         else:
             logits = F.linear(x.float(), self.weight)
         if self.gating == "sigmoid":
