@@ -44,10 +44,10 @@ def load(path, kv_cache_dtype=torch.float32):
     )
 
 
-def decode_logits(model, ids: list[int], steps: int, one_call: bool) -> torch.Tensor:
+def decode_logits(model, ids: list[int], steps: int, one_call: bool, capacity: int = 64) -> torch.Tensor:
     for layer in model.layers:
         layer._step = False if one_call else None  # False: built at the first step; None: per-op path
-    cache = model.new_cache(64)
+    cache = model.new_cache(capacity)
     token = int(model.forward(torch.tensor(ids), cache)[-1].argmax())
     out = []
     for _ in range(steps):
@@ -77,6 +77,15 @@ def test_one_call_layer_matches_per_op_path(model_file, shape, qtype, kv):
     else:
         assert (got - ref).abs().max() < 1e-4, (got - ref).abs().max()
         assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_one_call_layer_across_cache_growth(model_file):
+    # the cache buffers grow at 256 entries (KVCache.reserve): steps 250..261 cross it
+    config, model = load(model_file("tiny-llama", "Q4_K"))
+    ids = torch.randint(0, config.vocab_size, (250,), generator=torch.Generator().manual_seed(1)).tolist()
+    ref = decode_logits(model, ids, 12, one_call=False, capacity=300)
+    got = decode_logits(model, ids, 12, one_call=True, capacity=300)
+    assert torch.equal(got, ref), (got - ref).abs().max()
 
 
 @pytest.mark.parametrize("shape", ["tiny-deepseek-v3", "tiny-qwen2moe"])
