@@ -110,7 +110,7 @@ class LayerStep:
         """The layer's output for one token x [1, hidden] f32, or None where the cache or
         positions are not on the CPU in float32/float16 (the caller then runs the ops)."""
         attn = self.attn
-        if cache.dtype not in (torch.float32, torch.float16) or not positions.is_cpu:
+        if cache.dtype not in (torch.float32, torch.float16) or not positions.is_cpu or not x.is_contiguous():
             return None
         shape = (attn.n_kv_heads, attn.head_dim)
         k_buf, v_buf = cache.reserve(attn.layer, 1, shape, shape)
