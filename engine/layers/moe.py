@@ -185,18 +185,18 @@ class MoE:
         if x.is_cpu:
             # Shared experts on the CPU would only compete with the routed experts for the
             # same cores: one after the other, each with all kernel threads.
-            out = self.experts(x, ids, weights)
-            if self.shared is not None:
-                shared = self.shared(x)
-                if self.shared_gate is not None:
-                    shared = shared * torch.sigmoid(self.shared_gate(x))
-                out = out + shared
-            return out
-        job = self.experts.submit(x, ids, weights)
-        shared = None
-        if self.shared is not None:
-            shared = self.shared(x)
-            if self.shared_gate is not None:
-                shared = shared * torch.sigmoid(self.shared_gate(x))
-        out = job.wait().to(x.dtype)
+            out = self.experts(x, ids, weights).to(x.dtype)
+            shared = self._shared(x)
+        else:
+            job = self.experts.submit(x, ids, weights)
+            shared = self._shared(x)
+            out = job.wait().to(x.dtype)
         return out + shared if shared is not None else out
+
+    def _shared(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.shared is None:
+            return None
+        shared = self.shared(x)
+        if self.shared_gate is not None:
+            shared = shared * torch.sigmoid(self.shared_gate(x))
+        return shared
