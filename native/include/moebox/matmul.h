@@ -33,9 +33,11 @@ void amx_pack_activations(int64_t n, const uint8_t* act, int64_t act_bytes, cons
                           AmxActBlock* dst);
 
 // Hardware prefetchers stop at 4 KiB page borders, and a weight row of a few KiB
-// starts on a new page: ask for the start of the next row while this one is dotted.
+// starts on a new page: ask for the next row (up to 4 KiB of it) while this one is
+// dotted. On the Xeon, 4 KiB instead of the first 1 KiB took the Q4_K GEMV (7168
+// columns, 16 threads, out of cache) from 64-65 % to 78-80 % of read bandwidth.
 inline void prefetch_row_start(const uint8_t* row, int64_t row_bytes) {
-  const int64_t n = row_bytes < 1024 ? row_bytes : 1024;
+  const int64_t n = row_bytes < 4096 ? row_bytes : 4096;
   for (int64_t off = 0; off < n; off += 64) __builtin_prefetch(row + off, 0, 3);
 }
 
