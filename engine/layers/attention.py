@@ -50,8 +50,9 @@ class Attention:
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
         qkv = self.qkv(x)
-        if t == 1 and self.q_norm is not None and qkv.dtype == torch.float32:
-            # qwen3: each q and k head normalized in place, then the fused path below
+        # qwen3 decode step: each q and k head normalized in place, then the fused path below
+        norm_in_place = t == 1 and self.q_norm is not None and qkv.dtype == torch.float32
+        if norm_in_place:
             self.q_norm.apply_(qkv[0, :q_size].view(self.n_heads, self.head_dim))
             self.k_norm.apply_(qkv[0, q_size : q_size + kv_size].view(self.n_kv_heads, self.head_dim))
         if t == 1:
@@ -72,7 +73,7 @@ class Attention:
                 return self.o(out)
         qk = qkv[:, : q_size + kv_size].reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)
         v = qkv[:, q_size + kv_size :].reshape(t, self.n_kv_heads, self.head_dim)
-        if self.q_norm is not None and (t > 1 or qkv.dtype != torch.float32):
+        if self.q_norm is not None and not norm_in_place:
             q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)
             qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=1)
         # q and k heads rotate together, in place (qk is this step's own buffer): one rope call per layer

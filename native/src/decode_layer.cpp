@@ -43,13 +43,16 @@ void decode_layer_step(const DecodeLayerSpec& s, const float* x_in, float* x_out
   float* const act = gate_up + 2 * inter;
   float* const logits = act + inter;
 
-  auto mm = [&](const WeightMatrix& w, const float* in, float* out) {
+  auto one_row = [](const float* v, int64_t n) {
     ActivationRows r;
-    r.data = in;
+    r.data = v;
     r.rows = 1;
-    r.cols = w.cols;
-    r.stride = w.cols;
-    matmul(*w.format, w.data, w.rows, r, out, w.rows, pool, isa);
+    r.cols = n;
+    r.stride = n;
+    return r;
+  };
+  auto mm = [&](const WeightMatrix& w, const float* in, float* out) {
+    matmul(*w.format, w.data, w.rows, one_row(in, w.cols), out, w.rows, pool, isa);
   };
   auto add = [&](float* x, const float* d) {
     for (int64_t i = 0; i < hidden; ++i) x[i] += d[i];
@@ -84,12 +87,7 @@ void decode_layer_step(const DecodeLayerSpec& s, const float* x_in, float* x_out
     }
     if (m.scale != 1.f)
       for (float& v : w) v *= m.scale;
-    ActivationRows r;
-    r.data = xn;
-    r.rows = 1;
-    r.cols = hidden;
-    r.stride = hidden;
-    moe_forward(m.experts, r, ids.data(), w.data(), m.top_k, delta, pool, isa);
+    moe_forward(m.experts, one_row(xn, hidden), ids.data(), w.data(), m.top_k, delta, pool, isa);
   } else {
     mm(s.gate_up, xn, gate_up);
     silu_mul(gate_up, 2 * inter, act, 1, inter, isa);

@@ -97,23 +97,35 @@ nb::object output_f32(nb::object out, int64_t rows, int64_t cols, float** ptr) {
   return out;
 }
 
+// The GGUF bytes of a [rows, cols] matrix in ggml type `type`, checked: format, shape,
+// layout and size.
+WeightMatrix weight_matrix(const Array& a, int type, int64_t rows, int64_t cols, const char* what) {
+  WeightMatrix m;
+  m.format = &format_of(type);
+  const FormatOps& f = *m.format;
+  if (rows <= 0 || cols <= 0) fail(std::string(what) + ": rows and cols must be positive");
+  if (cols % f.block_elems) fail(std::string(what) + ": " + f.name + " rows need a multiple of " + std::to_string(f.block_elems) + " columns, got " + std::to_string(cols));
+  if (!c_contiguous(a)) fail(std::string(what) + " must be C-contiguous");
+  if (nbytes(a) != rows * row_bytes(f, cols))
+    fail(std::string(what) + " has " + std::to_string(nbytes(a)) + " bytes; " + std::to_string(rows) + " x " + std::to_string(cols) + " " + f.name + " needs " + std::to_string(rows * row_bytes(f, cols)));
+  m.data = static_cast<const uint8_t*>(a.data());
+  m.rows = rows;
+  m.cols = cols;
+  return m;
+}
+
 nb::object matmul_py(const Array& weight, int ggml_type, int64_t rows, int64_t cols, const Array& x, nb::object out) {
-  const FormatOps& f = format_of(ggml_type);
-  if (rows <= 0 || cols <= 0) fail("rows and cols must be positive");
-  if (cols % f.block_elems) fail(std::string(f.name) + " rows need a multiple of " + std::to_string(f.block_elems) + " columns, got " + std::to_string(cols));
-  if (!c_contiguous(weight)) fail("weight must be C-contiguous");
-  if (nbytes(weight) != rows * row_bytes(f, cols))
-    fail("weight has " + std::to_string(nbytes(weight)) + " bytes; " + std::to_string(rows) + " x " + std::to_string(cols) + " " + f.name + " needs " + std::to_string(rows * row_bytes(f, cols)));
+  const WeightMatrix wm = weight_matrix(weight, ggml_type, rows, cols, "weight");
+  const FormatOps& f = *wm.format;
   const ActivationRows xr = activation_rows(x, "x");
   if (xr.cols != cols) fail("x has " + std::to_string(xr.cols) + " columns, weight has " + std::to_string(cols));
   float* y = nullptr;
   nb::object result = output_f32(out, xr.rows, rows, &y);
   const Isa isa = active_isa();
-  const auto* w = static_cast<const uint8_t*>(weight.data());
   {
     nb::gil_scoped_release release;
     auto pool = global_pool();
-    matmul(f, w, rows, xr, y, rows, *pool, isa);
+    matmul(f, wm.data, rows, xr, y, rows, *pool, isa);
   }
   if (x.ndim() == 1 && out.is_none()) return result.attr("reshape")(rows);
   return result;
@@ -392,8 +404,8 @@ class DecodeLayer {
     s_.interleaved = interleaved;
     s_.attn_norm = vector_f32(attn_norm, hidden, "attn_norm");
     s_.ffn_norm = vector_f32(ffn_norm, hidden, "ffn_norm");
-    s_.qkv = matrix(qkv, qkv_type, (heads + 2 * kv_heads) * dim, hidden, "qkv");
-    s_.o = matrix(o, o_type, hidden, heads * dim, "o");
+    s_.qkv = weight_matrix(qkv, qkv_type, (heads + 2 * kv_heads) * dim, hidden, "qkv");
+    s_.o = weight_matrix(o, o_type, hidden, heads * dim, "o");
     if (q_norm.is_none() != k_norm.is_none()) fail("q_norm and k_norm go together");
     if (!q_norm.is_none()) {
       s_.q_norm = vector_f32(keep(q_norm), dim, "q_norm");
@@ -407,15 +419,15 @@ class DecodeLayer {
       const FormatOps& gf = format_of(gate_up_type);
       const int64_t gu_rows = nbytes(gu) / row_bytes(gf, hidden);
       if (gu_rows % 2) fail("gate_up must hold an even number of rows (gate rows, then up rows)");
-      s_.gate_up = matrix(gu, gate_up_type, gu_rows, hidden, "gate_up");
-      s_.down = matrix(keep(down), down_type, hidden, gu_rows / 2, "down");
+      s_.gate_up = weight_matrix(gu, gate_up_type, gu_rows, hidden, "gate_up");
+      s_.down = weight_matrix(keep(down), down_type, hidden, gu_rows / 2, "down");
     } else {
       if (router.is_none()) fail("routed experts need their router");
       const MoeExperts& e = nb::cast<const MoeExperts&>(experts);
       held_objects_.push_back(experts);
       if (e.hidden() != hidden) fail("the experts take " + std::to_string(e.hidden()) + " columns, the layer has " + std::to_string(hidden));
       if (top_k < 1 || top_k > e.experts()) fail("top_k must lie in [1, experts]");
-      moe_.router = matrix(keep(router), static_cast<int>(GgmlType::F32), e.experts(), hidden, "router");
+      moe_.router = weight_matrix(keep(router), static_cast<int>(GgmlType::F32), e.experts(), hidden, "router");
       moe_.experts = e.weights();
       moe_.top_k = top_k;
       moe_.normalize = normalize;
@@ -468,19 +480,6 @@ class DecodeLayer {
       fail(std::string(what) + " must be contiguous float32 with " + std::to_string(n) + " values");
     return static_cast<const float*>(a.data());
   }
-  static WeightMatrix matrix(const Array& a, int type, int64_t rows, int64_t cols, const char* what) {
-    WeightMatrix m;
-    m.format = &format_of(type);
-    if (cols % m.format->block_elems) fail(std::string(what) + ": " + m.format->name + " needs a multiple of " + std::to_string(m.format->block_elems) + " columns");
-    if (!c_contiguous(a)) fail(std::string(what) + " must be C-contiguous");
-    if (nbytes(a) != rows * row_bytes(*m.format, cols))
-      fail(std::string(what) + " has " + std::to_string(nbytes(a)) + " bytes; " + std::to_string(rows) + " x " + std::to_string(cols) + " " + m.format->name + " needs " + std::to_string(rows * row_bytes(*m.format, cols)));
-    m.data = static_cast<const uint8_t*>(a.data());
-    m.rows = rows;
-    m.cols = cols;
-    return m;
-  }
-
   DecodeLayerSpec s_;
   DecodeMoe moe_;
   std::deque<Array> held_;  // stable addresses: keep() hands out references
