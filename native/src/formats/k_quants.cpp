@@ -129,13 +129,17 @@ using avx2::broadcast_epi16_shuffle2;
 
 MOEBOX_TARGET_AVX2 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-// Scales of 16 sub-blocks of 16 as int16, split in two halves each duplicated to both 128-bit lanes.
-MOEBOX_TARGET_AVX2 inline void split_scales16(__m128i scales8, __m256i out[2]) {
-  const __m256i all = _mm256_cvtepi8_epi16(scales8);
-  const __m128i lo = _mm256_extracti128_si256(all, 0), hi = _mm256_extracti128_si256(all, 1);
-  out[0] = _mm256_set_m128i(lo, lo);
-  out[1] = _mm256_set_m128i(hi, hi);
+// Scales of 16 sub-blocks of 16 as int16 (sc16: [0..7 | 8..15]), split in two halves
+// each duplicated to both 128-bit lanes.
+MOEBOX_TARGET_AVX2 inline void split_scales16(__m256i sc16, __m256i out[2]) {
+  out[0] = _mm256_permute4x64_epi64(sc16, 0x44);
+  out[1] = _mm256_permute4x64_epi64(sc16, 0xEE);
 }
+
+// The kernels below keep the minimum term (Q2_K, Q4_K) in its own accumulator and
+// convert a block's d and dmin with one instruction: a block's float work is a few
+// instructions besides its 16 multiplies, which matters on 2-core machines where the
+// dot product, not the memory, sets the GEMV speed.
 
 // One weight row against NT activation rows: the weight unpacking and scale
 // shuffles are shared by the tokens (prefill); NT = 1 is the plain dot product.
@@ -145,25 +149,27 @@ MOEBOX_TARGET_AVX2 void q2_K_avx2(int64_t n, const void* w, const void* const* a
   const block_q8_K* y[NT];
   for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
   const __m256i m3 = _mm256_set1_epi8(3);
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  __m256 acc[NT], acc_m[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = acc_m[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float dx = avx2::fp16(x[i].d), mx = avx2::fp16(x[i].dmin);
-    const __m128i mins_and_scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
-    const __m128i scales8 = _mm_and_si128(mins_and_scales, _mm_set1_epi8(0xF));
-    const __m256i mins = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_srli_epi16(mins_and_scales, 4), _mm_set1_epi8(0xF)));
-    for (int t = 0; t < NT; ++t) {
-      const __m256i prod_m = _mm256_madd_epi16(mins, load256(y[t][i].bsums));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-y[t][i].d * mx), _mm256_cvtepi32_ps(prod_m), acc[t]);
-    }
+    const __m128 dm = avx2::fp16x2(&x[i].d);
+    const __m256 d = _mm256_broadcastss_ps(dm), dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+    // scale byte k: low nibble the scale of sub-block k, high nibble its minimum
+    const __m256i raw = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
+    const __m256i mins = _mm256_srli_epi16(raw, 4);
     __m256i scales[2];
-    split_scales16(scales8, scales);
+    split_scales16(_mm256_and_si256(raw, _mm256_set1_epi16(0xF)), scales);
     __m256i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
+    for (int t = 0; t < NT; ++t) {
+      const __m256 yd = _mm256_broadcast_ss(&y[t][i].d);
+      const __m256i prod_m = _mm256_madd_epi16(mins, load256(y[t][i].bsums));
+      acc_m[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
+      sumi[t] = _mm256_setzero_si256();
+    }
     for (int h = 0; h < 2; ++h) {
       const __m256i bits = load256(x[i].qs + 32 * h);
       for (int s = 0; s < 4; ++s) {
-        const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * s), m3);
+        const __m256i q = _mm256_and_si256(s ? _mm256_srli_epi16(bits, 2 * s) : bits, m3);
         const __m256i sc = _mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1));
         for (int t = 0; t < NT; ++t) {
           const __m256i p = _mm256_maddubs_epi16(q, load256(y[t][i].qs + 128 * h + 32 * s));
@@ -172,9 +178,9 @@ MOEBOX_TARGET_AVX2 void q2_K_avx2(int64_t n, const void* w, const void* const* a
       }
     }
     for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(&y[t][i].d)), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]);
+  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(_mm256_sub_ps(acc[t], acc_m[t]));
 }
 
 // The 16 signed 6-bit Q3_K scales (minus 32) as bytes, without a trip through
@@ -205,7 +211,7 @@ MOEBOX_TARGET_AVX2 void q3_K_avx2(int64_t n, const void* w, const void* const* a
     const __m128i sc8 = q3_K_scales(x[i].scales);
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
     __m256i scales[2];
-    split_scales16(sc8, scales);
+    split_scales16(sc16, scales);
     __m256i sumi[NT];
     for (int t = 0; t < NT; ++t)
       sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(y[t][i].bsums)), 2));
@@ -242,22 +248,23 @@ MOEBOX_TARGET_AVX2 void q4_K_avx2(int64_t n, const void* w, const void* const* a
   const block_q8_K* y[NT];
   for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
   const __m256i m4 = _mm256_set1_epi8(0xF);
-  __m256 acc[NT];
-  __m128 acc_m[NT];
-  for (int t = 0; t < NT; ++t) {
-    acc[t] = _mm256_setzero_ps();
-    acc_m[t] = _mm_setzero_ps();
-  }
+  __m256 acc[NT], acc_m[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = acc_m[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float dx = avx2::fp16(x[i].d), mx = avx2::fp16(x[i].dmin);
-    const __m256i mins_and_scales = _mm256_cvtepu8_epi16(avx2::scales_mins_k4(x[i].scales));
-    for (int t = 0; t < NT; ++t)
-      acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(-y[t][i].d * mx),
-                              _mm_cvtepi32_ps(mins_dot_bsums(mins_and_scales, y[t][i].bsums)), acc_m[t]);
-    const __m128i sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
-    const __m256i scales = _mm256_set_m128i(sc128, sc128);
+    const __m128 dm = avx2::fp16x2(&x[i].d);
+    const __m256 d = _mm256_broadcastss_ps(dm), dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+    const __m128i sm = avx2::scales_mins_k4(x[i].scales);  // bytes: 8 scales, 8 mins
+    const __m256i scales = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+    // each minimum twice, for the 16 bsums (two per sub-block of 32)
+    const __m256i mins = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
     __m256i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
+    for (int t = 0; t < NT; ++t) {
+      const __m256 yd = _mm256_broadcast_ss(&y[t][i].d);
+      const __m256i prod_m = _mm256_madd_epi16(mins, load256(y[t][i].bsums));
+      acc_m[t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(prod_m), acc_m[t]);
+      sumi[t] = _mm256_setzero_si256();
+    }
     for (int j = 0; j < QK_K / 64; ++j) {
       const __m256i bits = load256(x[i].qs + 32 * j);
       const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
@@ -271,9 +278,9 @@ MOEBOX_TARGET_AVX2 void q4_K_avx2(int64_t n, const void* w, const void* const* a
       }
     }
     for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(&y[t][i].d)), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]) + avx2::hsum(acc_m[t]);
+  for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(_mm256_sub_ps(acc[t], acc_m[t]));
 }
 
 MOEBOX_TARGET_AVX2 float vec_dot_q5_K_avx2(int64_t n, const void* w, const void* a) {
@@ -312,43 +319,48 @@ MOEBOX_TARGET_AVX2 float vec_dot_q5_K_avx2(int64_t n, const void* w, const void*
   return avx2::hsum(acc) + avx2::hsum(acc_m);
 }
 
+// value = q - 32: the unsigned 6-bit q is dotted, 32 * sum_k sc_k * bsums_k subtracted
+// once per block (instead of a second vpmaddubsw per 32 elements).
 template <int NT>
 MOEBOX_TARGET_AVX2 void q6_K_avx2(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const block_q6_K*>(w);
   const block_q8_K* y[NT];
   for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
-  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3), m32s = _mm256_set1_epi8(32);
+  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3), m2h = _mm256_set1_epi8(0x30);
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float dx = avx2::fp16(x[i].d);
+    const __m256 dx = _mm256_set1_ps(avx2::fp16(x[i].d));
     // 16 int8 scales widened to int16, halves duplicated per 128-bit lane like Q2_K.
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
     __m256i scales[2];
-    split_scales16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)), scales);
-    __m256i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
+    split_scales16(sc16, scales);
+    __m256i sumi[NT], offset[NT];
+    for (int t = 0; t < NT; ++t) {
+      offset[t] = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(y[t][i].bsums)), 5);
+      sumi[t] = _mm256_setzero_si256();
+    }
     for (int h = 0; h < 2; ++h) {
       const __m256i bits1 = load256(x[i].ql + 64 * h), bits2 = load256(x[i].ql + 64 * h + 32);
-      const __m256i bitsh = load256(x[i].qh + 32 * h);
+      const __m256i bitsh = load256(x[i].qh + 32 * h);  // 2 high bits of 4 elements per byte
       __m256i q[4];
       q[0] = _mm256_or_si256(_mm256_and_si256(bits1, m4), _mm256_slli_epi16(_mm256_and_si256(bitsh, m2), 4));
-      q[1] = _mm256_or_si256(_mm256_and_si256(bits2, m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bitsh, 2), m2), 4));
-      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bitsh, 4), m2), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(bits2, m4), _mm256_and_si256(_mm256_slli_epi16(bitsh, 2), m2h));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m4), _mm256_and_si256(bitsh, m2h));
       q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4),
-                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bitsh, 6), m2), 4));
+                             _mm256_and_si256(_mm256_srli_epi16(bitsh, 2), m2h));
       for (int s = 0; s < 4; ++s) {
         const __m256i sc = _mm256_shuffle_epi8(scales[h], broadcast_epi16_shuffle2(2 * s, 2 * s + 1));
         for (int t = 0; t < NT; ++t) {
-          const __m256i yv = load256(y[t][i].qs + 128 * h + 32 * s);
-          const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[s], yv), _mm256_maddubs_epi16(m32s, yv));
+          const __m256i p = _mm256_maddubs_epi16(q[s], load256(y[t][i].qs + 128 * h + 32 * s));
           sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc, p));
         }
       }
     }
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(y[t][i].d * dx), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    for (int t = 0; t < NT; ++t) {
+      const __m256 dy = _mm256_mul_ps(dx, _mm256_broadcast_ss(&y[t][i].d));
+      acc[t] = _mm256_fmadd_ps(dy, _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], offset[t])), acc[t]);
+    }
   }
   for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]);
 }

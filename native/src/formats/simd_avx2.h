@@ -27,6 +27,13 @@ MOEBOX_TARGET_AVX2 inline float hsum(__m128 r) {
 // One fp16 -> f32 with F16C (the portable fp16_to_f32 branches; too slow per block).
 MOEBOX_TARGET_AVX2 inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
 
+// Two consecutive fp16 (a k-quant block's d and dmin) -> f32 lanes 0 and 1, one conversion.
+MOEBOX_TARGET_AVX2 inline __m128 fp16x2(const uint16_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(v)));
+}
+
 // f32 -> fp16, round to nearest even.
 MOEBOX_TARGET_AVX2 inline uint16_t to_fp16(float f) {
   return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
