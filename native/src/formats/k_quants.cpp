@@ -255,9 +255,7 @@ MOEBOX_TARGET_AVX2 void q4_K_avx2(int64_t n, const void* w, const void* const* a
     const __m256 d = _mm256_broadcastss_ps(dm), dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
     const __m128i sm = avx2::scales_mins_k4(x[i].scales);  // bytes: 8 scales, 8 mins
     const __m256i scales = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
-    // each minimum twice, for the 16 bsums (two per sub-block of 32)
-    const __m256i mins = _mm256_cvtepu8_epi16(
-        _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const __m256i mins = avx2::mins_k4_per_bsum(sm);
     __m256i sumi[NT];
     for (int t = 0; t < NT; ++t) {
       const __m256 yd = _mm256_broadcast_ss(&y[t][i].d);

@@ -156,9 +156,7 @@ MOEBOX_TARGET_AVX512 void q4_K_avx512(int64_t n, const void* w, const void* cons
     const float dx = _mm_cvtss_f32(dm);
     const __m256 dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
     const __m128i sm8 = avx2::scales_mins_k4(x[i].scales);  // 8 scales, 8 mins
-    // each minimum twice, for the 16 bsums (two per sub-block of 32)
-    const __m256i mins = _mm256_cvtepu8_epi16(
-        _mm_shuffle_epi8(sm8, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const __m256i mins = avx2::mins_k4_per_bsum(sm8);
     const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm8));
     __m512i sumi[NT];
     for (int t = 0; t < NT; ++t) {

@@ -104,6 +104,14 @@ MOEBOX_TARGET_AVX2 inline __m128i scales_mins_k4(const uint8_t* p) {
   return _mm_blend_epi32(low6, _mm_or_si128(nibbles, high2), 0xA);
 }
 
+// The 8 minimums of scales_mins_k4's result (bytes 8..15) as 16 int16, each twice: one
+// per activation block sum (two bsums of 16 per Q4_K/Q5_K sub-block of 32), for one
+// vpmaddwd against the 16 bsums.
+MOEBOX_TARGET_AVX2 inline __m256i mins_k4_per_bsum(__m128i scales_mins) {
+  return _mm256_cvtepu8_epi16(
+      _mm_shuffle_epi8(scales_mins, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+}
+
 // 8 fp16 -> 8 f32.
 MOEBOX_TARGET_AVX2 inline __m256 load_fp16x8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
