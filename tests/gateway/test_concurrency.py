@@ -91,7 +91,13 @@ def test_ollama_disconnect_cancels(smol_server):
 
 def test_non_streamed_request_is_cancelled_when_the_client_leaves(smol_server):
     before = smol_server.wait_idle()
-    req = {"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 400}
+    # Greedy: this prompt then always runs to max_tokens (several seconds). Sampled at the
+    # default temperature, some replies end after ~50 tokens, within the 0.5 s.
+    req = {
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 400,
+        "temperature": 0,
+    }
     with httpx.Client(base_url=smol_server.url, timeout=httpx.Timeout(300, read=0.5)) as http:
         try:
             http.post("/v1/chat/completions", json=req)
