@@ -15,9 +15,8 @@ import moebox_native as mn
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-from quant_blocks import available_isas, random_weights, reference_dequantize
+from quant_blocks import random_weights, reference_dequantize
 
-AVAILABLE_ISAS = available_isas()
 IQ_FORMATS = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS"]
 
 
@@ -77,22 +76,6 @@ def test_matmul_within_activation_quantization_error(name, rows, cols, tokens, i
     tol += 2e-5 * (np.abs(x64) @ np.abs(w).T)
     err = np.abs(got - x64 @ w.T)
     assert np.all(err <= tol), f"max excess {np.max(err - tol)}"
-
-
-def test_avx2_path_without_pdep():
-    """The AVX2 IQ1 kernels avoid pdep on CPUs where it is microcoded (AMD Zen 1/2): that path too."""
-    import os
-    import subprocess
-    import sys
-
-    if "avx2" not in AVAILABLE_ISAS:
-        pytest.skip("no AVX2")
-    env = dict(os.environ, MOEBOX_SLOW_PDEP="1")
-    select = "IQ1 and avx2 and within_activation"
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select], env=env
-    )
-    assert r.returncode == 0
 
 
 @pytest.mark.parametrize("name", IQ_FORMATS)

@@ -54,63 +54,88 @@ float vec_dot_iq1_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return sumf;
 }
 
-// The SIMD kernels fold the ±1/8 shift into the weights: u = 8 * (grid ± 1/8) + 9
-// is an unsigned byte (0, 2, 8, 10, 16, 18), so one unsigned x signed int8 dot
-// (maddubs / dpbusd) gives sum(u * q8) = 8 * sum((grid ± 1/8) * q8) + 9 * sum(q8),
-// and sum(q8) per 16 activations is in bsums. All integer, exact.
+// The SIMD kernels look the grid up as unsigned bytes u = 8 grid + 9 (1, 9, 17), so one
+// unsigned x signed int8 dot (maddubs) gives sum(u * q8) = 8 * sum(grid * q8) + 9 * sum(q8).
+// The ±1/8 shift is per 32 weights, so it joins the 9 in one correction from bsums:
+// 8 * sum((grid + delta) * q8) = sum(u * q8) - (9 - 8 delta) * sum(q8), 9 - 8 delta = 8 or 10.
+// All integer, exact.
+//
+// The 32 grid lookups of a block are the cost (IQ1_S reads 50 bytes per 256 weights). They
+// are scalar loads: a dword gather is no faster on Zen 3 (~10 cycles for 8 lanes) and
+// measured slower than loads on the Xeon. The indices of the next block are computed in
+// vector and stored while the current block runs: reading them back right after the store
+// stalls on store forwarding. Four 8-byte entries are joined by broadcast + blend (no
+// port-5 shuffle on Intel, cheap on Zen 3).
 
-template <bool kPdep>
-MOEBOX_TARGET_AVX2 static float iq1_s_avx2(int64_t n, const void* w_row, const void* act_row) {
+// 11-bit grid index of each group of 8 weights: qs[e] | ((qh[e / 4] >> 3 (e % 4)) & 7) << 8.
+// Per 16-bit lane the qh word is picked by a shuffle (for e % 4 == 3 its high byte only, the
+// bits then sit at 1..3) and moved to bits 8..10 by a multiply.
+MOEBOX_TARGET_AVX2 static inline void iq1_s_indices(const block_iq1_s& b, uint16_t* out) {
+  const __m256i qh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qh)));
+  const __m256i pick_lo = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 1, -1, 2, 3, 2, 3, 2, 3, 3, -1,  //
+                                           4, 5, 4, 5, 4, 5, 5, -1, 6, 7, 6, 7, 6, 7, 7, -1);
+  const __m256i pick_hi = _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 9, -1, 10, 11, 10, 11, 10, 11, 11, -1,  //
+                                           12, 13, 12, 13, 12, 13, 13, -1, 14, 15, 14, 15, 14, 15, 15, -1);
+  const __m256i shift = _mm256_setr_epi16(256, 32, 4, 128, 256, 32, 4, 128, 256, 32, 4, 128, 256, 32, 4, 128);
+  const __m256i bits = _mm256_set1_epi16(0x700);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i hi = _mm256_and_si256(_mm256_mullo_epi16(_mm256_shuffle_epi8(qh, h ? pick_hi : pick_lo), shift), bits);
+    const __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * h)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out + 16 * h), _mm256_or_si256(hi, lo));
+  }
+}
+
+// Grid entries of 4 groups (32 weights) from four packed 16-bit indices.
+MOEBOX_TARGET_AVX2 static inline __m256i iq1_lookup4(const uint64_t* grid, const uint16_t* idx) {
+  uint64_t p;
+  std::memcpy(&p, idx, 8);
+  const __m256i a = _mm256_blend_epi32(_mm256_castsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(grid + (p & 0xffff)))),
+                                       _mm256_set1_epi64x(static_cast<long long>(grid[(p >> 16) & 0xffff])), 0x0c);
+  const __m256i b = _mm256_blend_epi32(_mm256_set1_epi64x(static_cast<long long>(grid[(p >> 32) & 0xffff])),
+                                       _mm256_set1_epi64x(static_cast<long long>(grid[p >> 48])), 0xc0);
+  return _mm256_blend_epi32(a, b, 0xf0);
+}
+
+// Per sub-block: (2s + 1), and (2s + 1) (9 - 8 delta) twice per int32 lane, to be dotted
+// with the 16 bsums (int16 pairs) in one madd.
+struct Iq1sScales {
+  __m128i odd;         // 8 x int16
+  __m256i correction;  // 8 x (int16, int16)
+};
+
+MOEBOX_TARGET_AVX2 static inline Iq1sScales iq1_s_scales(const block_iq1_s& b) {
+  const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qh));
+  const __m128i odd = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+  const __m128i c = _mm_sub_epi16(_mm_set1_epi16(9), _mm_or_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi16(1)));
+  const __m256i oc = _mm256_cvtepu16_epi32(_mm_mullo_epi16(odd, c));
+  return {odd, _mm256_or_si256(oc, _mm256_slli_epi32(oc, 16))};
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_s*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
   const uint64_t* grid = iq::iq1s_grid_x8p9;
+  const int64_t nb = n / QK_K;
+  alignas(32) uint16_t idx[2][QK_K / 8];
+  if (nb > 0) iq1_s_indices(x[0], idx[0]);
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint16_t* id = idx[i & 1];
+    if (i + 1 < nb) iq1_s_indices(x[i + 1], idx[(i + 1) & 1]);
+    const Iq1sScales sc = iq1_s_scales(x[i]);
+    const __m256i odd = _mm256_broadcastsi128_si256(sc.odd);
     const int8_t* q8 = y[i].qs;
-    const uint8_t* qs = x[i].qs;
-    uint16_t qh[QK_K / 32];
-    std::memcpy(qh, x[i].qh, sizeof(qh));
     __m256i sumi = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, q8 += 64) {
-      const uint32_t h1 = qh[ib], h2 = qh[ib + 1];
-      __m256i u1, u2;
-      if constexpr (kPdep) {  // four 11-bit indices as 16-bit fields of one word
-        const uint64_t p1 = _pdep_u64(iq::load_u32(qs), 0x00ff00ff00ff00ffULL) | _pdep_u64(h1, 0x0700070007000700ULL);
-        const uint64_t p2 = _pdep_u64(iq::load_u32(qs + 4), 0x00ff00ff00ff00ffULL) | _pdep_u64(h2, 0x0700070007000700ULL);
-        u1 = _mm256_set_epi64x(grid[p1 >> 48], grid[(p1 >> 32) & 0xffff], grid[(p1 >> 16) & 0xffff], grid[p1 & 0xffff]);
-        u2 = _mm256_set_epi64x(grid[p2 >> 48], grid[(p2 >> 32) & 0xffff], grid[(p2 >> 16) & 0xffff], grid[p2 & 0xffff]);
-      } else {
-        u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 >> 1) & 0x700)], grid[qs[2] | ((h1 << 2) & 0x700)],
-                               grid[qs[1] | ((h1 << 5) & 0x700)], grid[qs[0] | ((h1 << 8) & 0x700)]);
-        u2 = _mm256_set_epi64x(grid[qs[7] | ((h2 >> 1) & 0x700)], grid[qs[6] | ((h2 << 2) & 0x700)],
-                               grid[qs[5] | ((h2 << 5) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
-      }
-      u1 = _mm256_add_epi8(u1, _mm256_set1_epi8(h1 & 0x8000 ? -1 : 1));
-      u2 = _mm256_add_epi8(u2, _mm256_set1_epi8(h2 & 0x8000 ? -1 : 1));
-      const __m256i d1 = _mm256_maddubs_epi16(u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
-      const __m256i d2 = _mm256_maddubs_epi16(u2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
-      const int16_t ls1 = static_cast<int16_t>(2 * ((h1 >> 12) & 7) + 1);
-      const int16_t ls2 = static_cast<int16_t>(2 * ((h2 >> 12) & 7) + 1);
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(d1, _mm256_set1_epi16(ls1)),
-                                                     _mm256_madd_epi16(d2, _mm256_set1_epi16(ls2))));
+#pragma GCC unroll 8
+    for (int ib = 0; ib < QK_K / 32; ++ib, q8 += 32, id += 4) {
+      const __m256i p = _mm256_maddubs_epi16(iq1_lookup4(grid, id), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+      const __m256i s = _mm256_shuffle_epi8(odd, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * ib)));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
     }
-    // - 9 * sum over sub-blocks of scale * (bsums[2ib] + bsums[2ib + 1])
-    const __m256i ls = _mm256_or_si256(
-        _mm256_and_si256(_mm256_srli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh))), 11),
-                         _mm256_set1_epi32(14)),
-        _mm256_set1_epi32(1));
-    const __m256i b = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)),
-                                        _mm256_set1_epi16(1));
-    const __m256i lb = _mm256_mullo_epi32(ls, b);
-    sumi = _mm256_sub_epi32(sumi, _mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb));
-    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    sumi = _mm256_sub_epi32(sumi, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), sc.correction));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(iq::fp16_to_f32_f16c(x[i].d) * y[i].d), _mm256_cvtepi32_ps(sumi), acc);
   }
   return 0.125f * iq::hsum_f32x8(acc);
-}
-
-float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
-  return iq::fast_pdep() ? iq1_s_avx2<true>(n, w_row, act_row) : iq1_s_avx2<false>(n, w_row, act_row);
 }
 
 // ---------------------------------------------------------------- IQ1_M
@@ -166,72 +191,66 @@ float vec_dot_iq1_m_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return sumf;
 }
 
-// Four ±1 int8 patterns per 32 weights: bit j of the index set = group j has -1/8.
-struct Iq1DeltaPatterns {
-  alignas(32) uint64_t v[16][4];
-  constexpr Iq1DeltaPatterns() : v() {
-    for (int i = 0; i < 16; ++i)
-      for (int j = 0; j < 4; ++j) v[i][j] = (i >> j) & 1 ? ~0ULL : 0x0101010101010101ULL;
+// The AVX2 kernel looks up u = 8 grid + 9 ± 1 (the shift of each 8 weights folded in) from
+// iq1m_grid_x8p9_delta by a 12-bit index: qs[e] | (qh nibble of group e) << 8, the nibble's
+// top bit being the shift's sign. sum(u * q8) = 8 * sum((grid + delta) * q8) + 9 * sum(q8),
+// and the scales are per 16 weights, as the bsums. Lookups as for IQ1_S.
+MOEBOX_TARGET_AVX2 static inline void iq1_m_indices(const block_iq1_m& b, uint16_t* out) {
+  const __m256i qh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qh)));
+  // group e: qh byte e / 2 into the low byte; its low nibble (e even) or high nibble (odd) to bits 8..11
+  const __m256i pick_lo = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,  //
+                                           4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
+  const __m256i pick_hi = _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1,  //
+                                           12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
+  const __m256i shift = _mm256_setr_epi16(256, 16, 256, 16, 256, 16, 256, 16, 256, 16, 256, 16, 256, 16, 256, 16);
+  const __m256i bits = _mm256_set1_epi16(0xf00);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i hi = _mm256_and_si256(_mm256_mullo_epi16(_mm256_shuffle_epi8(qh, h ? pick_hi : pick_lo), shift), bits);
+    const __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * h)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out + 16 * h), _mm256_or_si256(hi, lo));
   }
-};
-static constexpr Iq1DeltaPatterns kIq1Deltas;
-
-// Delta-sign bits of the four groups of 8 weights covered by qh bytes h0, h1.
-static inline int iq1_m_delta_bits(uint32_t h0, uint32_t h1) {
-  return ((h0 >> 3) & 1) | ((h0 >> 6) & 2) | ((h1 >> 1) & 4) | ((h1 >> 4) & 8);
 }
 
-template <bool kPdep>
-MOEBOX_TARGET_AVX2 static float iq1_m_avx2(int64_t n, const void* w_row, const void* act_row) {
+// The 16 odd scales 2s + 1 (int16, one per 16 weights): scale k is bits 3 (k % 4) of word
+// k / 4, moved to bits 12..14 by a multiply.
+MOEBOX_TARGET_AVX2 static inline __m256i iq1_m_scales(const block_iq1_m& b) {
+  uint64_t sc;
+  std::memcpy(&sc, b.scales, 8);
+  const __m256i words = _mm256_shuffle_epi8(_mm256_set1_epi64x(static_cast<long long>(sc)),
+                                            _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3,  //
+                                                             4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7));
+  const __m256i shift = _mm256_setr_epi16(4096, 512, 64, 8, 4096, 512, 64, 8, 4096, 512, 64, 8, 4096, 512, 64, 8);
+  const __m256i s = _mm256_and_si256(_mm256_srli_epi16(_mm256_mullo_epi16(words, shift), 12), _mm256_set1_epi16(7));
+  return _mm256_or_si256(_mm256_add_epi16(s, s), _mm256_set1_epi16(1));
+}
+
+MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_m*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
-  const uint64_t* grid = iq::iq1s_grid_x8p9;
-  const auto* deltas = reinterpret_cast<const __m256i*>(kIq1Deltas.v);
+  const uint64_t* grid = iq::iq1m_grid_x8p9_delta;
+  const int64_t nb = n / QK_K;
+  alignas(32) uint16_t idx[2][QK_K / 8];
+  if (nb > 0) iq1_m_indices(x[0], idx[0]);
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint16_t* id = idx[i & 1];
+    if (i + 1 < nb) iq1_m_indices(x[i + 1], idx[(i + 1) & 1]);
+    const __m256i ls = iq1_m_scales(x[i]);
+    // scales 0..7 and 8..15 in both 128-bit halves: sub-block ib takes 2 ib (low half), 2 ib + 1
+    const __m256i ls_lo = _mm256_permute4x64_epi64(ls, 0x44), ls_hi = _mm256_permute4x64_epi64(ls, 0xee);
     const int8_t* q8 = y[i].qs;
-    const uint8_t* qs = x[i].qs;
-    const uint8_t* qh = x[i].qh;
-    uint64_t sc;
-    std::memcpy(&sc, x[i].scales, 8);
-    alignas(32) int16_t ls[16];  // one odd scale per 16 weights
-    if constexpr (kPdep) {  // the four 3-bit scales of each word into four 16-bit fields
-      uint64_t f[4];
-      for (int w = 0; w < 4; ++w) f[w] = (_pdep_u64(sc >> (16 * w), 0x0007000700070007ULL) << 1) | 0x0001000100010001ULL;
-      std::memcpy(ls, f, sizeof(ls));
-    } else {
-      for (int k = 0; k < 16; ++k) ls[k] = static_cast<int16_t>(2 * ((sc >> (3 * (k % 4) + 16 * (k / 4))) & 7) + 1);
-    }
     __m256i sumi = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, qh += 4, q8 += 64) {
-      const uint32_t h0 = qh[0], h1 = qh[1], h2 = qh[2], h3 = qh[3];
-      __m256i u1, u2;
-      if constexpr (kPdep) {  // four 11-bit indices as 16-bit fields of one word
-        const uint64_t p1 = _pdep_u64(iq::load_u32(qs), 0x00ff00ff00ff00ffULL) |
-                            _pdep_u64((h0 | (h1 << 8)) & 0x7777, 0x0f000f000f000f00ULL);
-        const uint64_t p2 = _pdep_u64(iq::load_u32(qs + 4), 0x00ff00ff00ff00ffULL) |
-                            _pdep_u64((h2 | (h3 << 8)) & 0x7777, 0x0f000f000f000f00ULL);
-        u1 = _mm256_set_epi64x(grid[p1 >> 48], grid[(p1 >> 32) & 0xffff], grid[(p1 >> 16) & 0xffff], grid[p1 & 0xffff]);
-        u2 = _mm256_set_epi64x(grid[p2 >> 48], grid[(p2 >> 32) & 0xffff], grid[(p2 >> 16) & 0xffff], grid[p2 & 0xffff]);
-      } else {
-        u1 = _mm256_set_epi64x(grid[qs[3] | ((h1 << 4) & 0x700)], grid[qs[2] | ((h1 << 8) & 0x700)],
-                               grid[qs[1] | ((h0 << 4) & 0x700)], grid[qs[0] | ((h0 << 8) & 0x700)]);
-        u2 = _mm256_set_epi64x(grid[qs[7] | ((h3 << 4) & 0x700)], grid[qs[6] | ((h3 << 8) & 0x700)],
-                               grid[qs[5] | ((h2 << 4) & 0x700)], grid[qs[4] | ((h2 << 8) & 0x700)]);
-      }
-      u1 = _mm256_add_epi8(u1, _mm256_load_si256(deltas + iq1_m_delta_bits(h0, h1)));
-      u2 = _mm256_add_epi8(u2, _mm256_load_si256(deltas + iq1_m_delta_bits(h2, h3)));
-      const __m256i d1 = _mm256_maddubs_epi16(u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
-      const __m256i d2 = _mm256_maddubs_epi16(u2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
-      // Low 128-bit lane of each product: the first 16 weights (scale 2ib or 2ib + 2).
-      const int k = 2 * ib;
-      const __m256i sc1 = _mm256_blend_epi32(_mm256_set1_epi16(ls[k]), _mm256_set1_epi16(ls[k + 1]), 0xf0);
-      const __m256i sc2 = _mm256_blend_epi32(_mm256_set1_epi16(ls[k + 2]), _mm256_set1_epi16(ls[k + 3]), 0xf0);
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(d1, sc1), _mm256_madd_epi16(d2, sc2)));
+#pragma GCC unroll 8
+    for (int ib = 0; ib < QK_K / 32; ++ib, q8 += 32, id += 4) {
+      const __m256i p = _mm256_maddubs_epi16(iq1_lookup4(grid, id), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+      const int b0 = 4 * (ib % 4);  // byte of scale 2 ib within its half
+      const __m256i pick = _mm256_setr_epi8(b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1,
+                                            b0, b0 + 1, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2,
+                                            b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3);
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_shuffle_epi8(ib < 4 ? ls_lo : ls_hi, pick)));
     }
     // - 9 * sum over groups of 16 of scale * bsum
-    const __m256i lb = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(ls)),
-                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)));
+    const __m256i lb = _mm256_madd_epi16(ls, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)));
     sumi = _mm256_sub_epi32(sumi, _mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb));
     const float d = iq::fp16_to_f32_f16c(iq::iq1_m_scale_bits(x[i])) * y[i].d;
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -239,64 +258,40 @@ MOEBOX_TARGET_AVX2 static float iq1_m_avx2(int64_t n, const void* w_row, const v
   return 0.125f * iq::hsum_f32x8(acc);
 }
 
-float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
-  return iq::fast_pdep() ? iq1_m_avx2<true>(n, w_row, act_row) : iq1_m_avx2<false>(n, w_row, act_row);
-}
-
 // ---------------------------------------------------------------- AVX-512 VNNI
 //
-// Same folded shift as AVX2; maddubs gives int16 pair sums and dpwssd applies the
-// scales while accumulating. The 8-value grid entries come by one gather per 64
-// weights (iq::lookup8).
+// The AVX2 lookups, 8 grid entries per zmm; maddubs gives int16 pair sums and dpwssd
+// applies the scales while accumulating.
 
 MOEBOX_TARGET_AVX512 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_s*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
   const uint64_t* grid = iq::iq1s_grid_x8p9;
-  // Lane g (group of 8 weights, 0..31) reads qh word g / 4, shifted by 3 * (g % 4).
-  alignas(64) static const uint16_t kWord[32] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
-                                                 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7};
-  alignas(64) static const uint16_t kShift[32] = {0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9,
-                                                  0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9};
-  static const uint8_t kHalves[4] = {0x00, 0x0f, 0xf0, 0xff};  // 2 sub-block bits -> 8 qword lanes
+  const int64_t nb = n / QK_K;
   // int16 lane L of the k-th 64 weights holds weights 64k + 2L, +1: sub-block 2k + L / 16.
   alignas(64) static const uint16_t kScaleOfPair[4][32] = {
       {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
       {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
       {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
       {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
-  alignas(32) static const uint16_t kScaleOfBsum[16] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
-  const __m512i word_idx = _mm512_load_si512(kWord);
-  const __m512i shifts = _mm512_load_si512(kShift);
-  const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
+  alignas(32) uint16_t idx[2][QK_K / 8];
+  if (nb > 0) iq1_s_indices(x[0], idx[0]);
   __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qh));
-    const __m512i qs16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
-    const __m512i hi = _mm512_and_si512(_mm512_srlv_epi16(_mm512_permutexvar_epi16(word_idx, _mm512_castsi128_si512(qh)), shifts),
-                                        _mm512_set1_epi16(7));
-    const __m512i idx = _mm512_or_si512(qs16, _mm512_slli_epi16(hi, 8));
-    const unsigned negative = _mm_movepi16_mask(qh);  // bit ib: delta of sub-block ib is -1/8
-    const __m128i ls = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
-    const __m512i ls512 = _mm512_castsi128_si512(ls);  // 8 odd scales (int16), one per 32 weights
-    const __m256i ids[4] = {_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 0)),
-                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 1)),
-                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 2)),
-                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 3))};
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint16_t* id = idx[i & 1];
+    if (i + 1 < nb) iq1_s_indices(x[i + 1], idx[(i + 1) & 1]);
+    const Iq1sScales sc = iq1_s_scales(x[i]);
+    const __m512i odd = _mm512_castsi128_si512(sc.odd);
     __m512i sumi = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k) {
-      const __m512i g = iq::lookup8(grid, ids[k]);
-      const __m512i u = _mm512_add_epi8(g, _mm512_mask_blend_epi64(kHalves[(negative >> (2 * k)) & 3], plus1, minus1));
-      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
-      // int16 pair sums (< 2 * 18 * 127), times the sub-block scale, accumulated: maddubs + dpwssd.
-      const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(kScaleOfPair[k]), ls512);
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u, q), sc);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k, id += 8) {
+      const __m512i g = _mm512_inserti64x4(_mm512_castsi256_si512(iq1_lookup4(grid, id)), iq1_lookup4(grid, id + 4), 1);
+      const __m512i s = _mm512_permutexvar_epi16(_mm512_load_si512(kScaleOfPair[k]), odd);
+      // int16 pair sums (< 2 * 17 * 127), times the sub-block scale, accumulated: maddubs + dpwssd.
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, _mm512_loadu_si512(y[i].qs + 64 * k)), s);
     }
-    // - 9 * sum over sub-blocks of scale * (bsums[2ib] + bsums[2ib + 1])
-    const __m256i lb = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)),
-                                         _mm256_permutexvar_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(kScaleOfBsum)),
-                                                                  _mm256_castsi128_si256(ls)));
-    sumi = _mm512_sub_epi32(sumi, _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb)));
+    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), sc.correction);
+    sumi = _mm512_sub_epi32(sumi, _mm512_castsi256_si512(corr));
     acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
   }
   return 0.125f * _mm512_reduce_add_ps(acc);
@@ -305,43 +300,22 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_ro
 MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
   const auto* x = static_cast<const block_iq1_m*>(w_row);
   const auto* y = static_cast<const block_q8_K*>(act_row);
-  const uint64_t* grid = iq::iq1s_grid_x8p9;
-  // Lane g (group of 8 weights) reads qh byte g / 2, shifted by 4 * (g % 2).
-  alignas(64) static const uint16_t kByte[32] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7,
-                                                 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
-  alignas(64) static const uint16_t kShift[32] = {0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4,
-                                                  0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4};
-  const __m512i byte_idx = _mm512_load_si512(kByte);
-  const __m512i shifts = _mm512_load_si512(kShift);
-  // Scale m (per 16 weights, 0..15) is bits 3 * (m % 4) of scale word m / 4.
-  const __m256i scale_word = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m256i scale_shift = _mm256_setr_epi16(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9);
-  const __m512i plus1 = _mm512_set1_epi8(1), minus1 = _mm512_set1_epi8(-1);
+  const uint64_t* grid = iq::iq1m_grid_x8p9_delta;
+  const int64_t nb = n / QK_K;
+  alignas(32) uint16_t idx[2][QK_K / 8];
+  if (nb > 0) iq1_m_indices(x[0], idx[0]);
   __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const __m512i qs16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
-    const __m512i qh16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qh))));
-    const __m512i nib = _mm512_srlv_epi16(_mm512_permutexvar_epi16(byte_idx, qh16), shifts);
-    const __m512i idx = _mm512_or_si512(qs16, _mm512_slli_epi16(_mm512_and_si512(nib, _mm512_set1_epi16(7)), 8));
-    const uint32_t negative = _mm512_test_epi16_mask(nib, _mm512_set1_epi16(8));  // bit g: delta of group g is -1/8
-    uint64_t sc;
-    std::memcpy(&sc, x[i].scales, 8);
-    const __m256i words = _mm256_permutexvar_epi16(scale_word, _mm256_castsi128_si256(_mm_cvtsi64_si128(static_cast<long long>(sc))));
-    const __m256i ls = _mm256_or_si256(
-        _mm256_slli_epi16(_mm256_and_si256(_mm256_srlv_epi16(words, scale_shift), _mm256_set1_epi16(7)), 1),
-        _mm256_set1_epi16(1));  // 16 odd scales (int16), one per 16 weights
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint16_t* id = idx[i & 1];
+    if (i + 1 < nb) iq1_m_indices(x[i + 1], idx[(i + 1) & 1]);
+    const __m256i ls = iq1_m_scales(x[i]);
     const __m512i ls512 = _mm512_castsi256_si512(ls);
-    const __m256i ids[4] = {_mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 0)),
-                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 1)),
-                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 2)),
-                            _mm256_cvtepu16_epi32(_mm512_extracti32x4_epi32(idx, 3))};
     __m512i sumi = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k) {
-      const __m512i g = iq::lookup8(grid, ids[k]);
-      const __m512i u = _mm512_add_epi8(g, _mm512_mask_blend_epi64(static_cast<__mmask8>(negative >> (8 * k)), plus1, minus1));
-      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k, id += 8) {
+      const __m512i g = _mm512_inserti64x4(_mm512_castsi256_si512(iq1_lookup4(grid, id)), iq1_lookup4(grid, id + 4), 1);
       const __m512i scale = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls512);
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u, q), scale);
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, _mm512_loadu_si512(y[i].qs + 64 * k)), scale);
     }
     // - 9 * sum over groups of 16 of scale * bsum
     const __m256i lb = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), ls);

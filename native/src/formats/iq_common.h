@@ -1,10 +1,8 @@
 // Shared pieces of the IQ format kernels (iq1.cpp, iq2.cpp, iq3.cpp, iq4.cpp).
 #pragma once
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #include "moebox/formats.h"
@@ -34,23 +32,6 @@ inline uint16_t iq1_m_scale_bits(const block_iq1_m& b) {
   uint16_t sc[4];
   std::memcpy(sc, b.scales, 8);
   return static_cast<uint16_t>((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
-}
-
-// pdep/pext run in one cycle on Intel (Haswell on) and AMD Zen 3 on, but are
-// microcoded on Zen 1 / Zen 2 (hundreds of cycles): kernels that use them in the
-// AVX2 path ask this first. MOEBOX_SLOW_PDEP=1 forces the other path (tests).
-inline bool fast_pdep() {
-  static const bool fast = [] {
-    if (const char* force = std::getenv("MOEBOX_SLOW_PDEP"); force && *force == '1') return false;
-    unsigned a, b, c, d;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
-    const bool amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;  // "AuthenticAMD"
-    if (!amd) return true;
-    __get_cpuid(1, &a, &b, &c, &d);
-    const unsigned family = ((a >> 8) & 0xf) + ((a >> 20) & 0xff);
-    return family >= 0x19;  // Zen 3 and later
-  }();
-  return fast;
 }
 
 MOEBOX_TARGET_AVX2 inline float hsum_f32x8(__m256 v) {
