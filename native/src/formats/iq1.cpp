@@ -67,22 +67,29 @@ float vec_dot_iq1_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
 // stalls on store forwarding. Four 8-byte entries are joined by broadcast + blend (no
 // port-5 shuffle on Intel, cheap on Zen 3).
 
-// 11-bit grid index of each group of 8 weights: qs[e] | ((qh[e / 4] >> 3 (e % 4)) & 7) << 8.
-// Per 16-bit lane the qh word is picked by a shuffle (for e % 4 == 3 its high byte only, the
-// bits then sit at 1..3) and moved to bits 8..10 by a multiply.
-MOEBOX_TARGET_AVX2 static inline void iq1_s_indices(const block_iq1_s& b, uint16_t* out) {
-  const __m256i qh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qh)));
-  const __m256i pick_lo = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 1, -1, 2, 3, 2, 3, 2, 3, 3, -1,  //
-                                           4, 5, 4, 5, 4, 5, 5, -1, 6, 7, 6, 7, 6, 7, 7, -1);
-  const __m256i pick_hi = _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 9, -1, 10, 11, 10, 11, 10, 11, 11, -1,  //
-                                           12, 13, 12, 13, 12, 13, 13, -1, 14, 15, 14, 15, 14, 15, 15, -1);
-  const __m256i shift = _mm256_setr_epi16(256, 32, 4, 128, 256, 32, 4, 128, 256, 32, 4, 128, 256, 32, 4, 128);
-  const __m256i bits = _mm256_set1_epi16(0x700);
+// Grid indices of the 32 groups of 8 weights of a block: qs[e] | high bits << 8, the high
+// bits taken from the 16 qh bytes per 16-bit lane: `pick` (one shuffle mask per 16 groups)
+// moves the byte(s) holding them into the lane, `shift` (a power of two per lane) moves
+// them to bit 8 on, `bits` keeps them.
+MOEBOX_TARGET_AVX2 static inline void iq1_indices(const uint8_t* qs, const void* qh16, const __m256i (&pick)[2], __m256i shift,
+                                                  __m256i bits, uint16_t* out) {
+  const __m256i qh = _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(qh16)));
   for (int h = 0; h < 2; ++h) {
-    const __m256i hi = _mm256_and_si256(_mm256_mullo_epi16(_mm256_shuffle_epi8(qh, h ? pick_hi : pick_lo), shift), bits);
-    const __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * h)));
+    const __m256i hi = _mm256_and_si256(_mm256_mullo_epi16(_mm256_shuffle_epi8(qh, pick[h]), shift), bits);
+    const __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16 * h)));
     _mm256_store_si256(reinterpret_cast<__m256i*>(out + 16 * h), _mm256_or_si256(hi, lo));
   }
+}
+
+// IQ1_S: 11-bit index qs[e] | ((qh[e / 4] >> 3 (e % 4)) & 7) << 8. Each lane takes its qh
+// word (for e % 4 == 3 its high byte only, the bits then sit at 1..3).
+MOEBOX_TARGET_AVX2 static inline void iq1_s_indices(const block_iq1_s& b, uint16_t* out) {
+  const __m256i pick[2] = {_mm256_setr_epi8(0, 1, 0, 1, 0, 1, 1, -1, 2, 3, 2, 3, 2, 3, 3, -1,  //
+                                            4, 5, 4, 5, 4, 5, 5, -1, 6, 7, 6, 7, 6, 7, 7, -1),
+                           _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 9, -1, 10, 11, 10, 11, 10, 11, 11, -1,  //
+                                            12, 13, 12, 13, 12, 13, 13, -1, 14, 15, 14, 15, 14, 15, 15, -1)};
+  const __m256i shift = _mm256_setr_epi16(256, 32, 4, 128, 256, 32, 4, 128, 256, 32, 4, 128, 256, 32, 4, 128);
+  iq1_indices(b.qs, b.qh, pick, shift, _mm256_set1_epi16(0x700), out);
 }
 
 // Grid entries of 4 groups (32 weights) from four packed 16-bit indices.
@@ -196,19 +203,13 @@ float vec_dot_iq1_m_q8_K(int64_t n, const void* w_row, const void* act_row) {
 // top bit being the shift's sign. sum(u * q8) = 8 * sum((grid + delta) * q8) + 9 * sum(q8),
 // and the scales are per 16 weights, as the bsums. Lookups as for IQ1_S.
 MOEBOX_TARGET_AVX2 static inline void iq1_m_indices(const block_iq1_m& b, uint16_t* out) {
-  const __m256i qh = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qh)));
   // group e: qh byte e / 2 into the low byte; its low nibble (e even) or high nibble (odd) to bits 8..11
-  const __m256i pick_lo = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,  //
-                                           4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);
-  const __m256i pick_hi = _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1,  //
-                                           12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
+  const __m256i pick[2] = {_mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1,  //
+                                            4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1),
+                           _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1,  //
+                                            12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1)};
   const __m256i shift = _mm256_setr_epi16(256, 16, 256, 16, 256, 16, 256, 16, 256, 16, 256, 16, 256, 16, 256, 16);
-  const __m256i bits = _mm256_set1_epi16(0xf00);
-  for (int h = 0; h < 2; ++h) {
-    const __m256i hi = _mm256_and_si256(_mm256_mullo_epi16(_mm256_shuffle_epi8(qh, h ? pick_hi : pick_lo), shift), bits);
-    const __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * h)));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(out + 16 * h), _mm256_or_si256(hi, lo));
-  }
+  iq1_indices(b.qs, b.qh, pick, shift, _mm256_set1_epi16(0xf00), out);
 }
 
 // The 16 odd scales 2s + 1 (int16, one per 16 weights): scale k is bits 3 (k % 4) of word
