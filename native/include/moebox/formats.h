@@ -138,6 +138,14 @@ using VecDotFn = float (*)(int64_t n, const void* w_row, const void* act_row);
 // Must give bitwise the same results as the vec_dot of its ISA.
 constexpr int kMultiTokens = 4;
 using VecDotMultiFn = void (*)(int64_t n, const void* w_row, const void* const* act_rows, float* out);
+// The vec_dot of a multi-token kernel template instantiated for one token (Multi =
+// kernel<1>): the same code per token, so kernel<kMultiTokens> is bitwise equal to it.
+template <void (*Multi)(int64_t, const void*, const void* const*, float*)>
+float single_token(int64_t n, const void* w_row, const void* act_row) {
+  float r;
+  Multi(n, w_row, &act_row, &r);
+  return r;
+}
 // Optional, for decode: two weight rows against one activation row, out[i] = dot(w_rows[i], act),
 // sharing the activation loads. Must give bitwise the same results as the vec_dot of its ISA.
 using VecDotPairFn = void (*)(int64_t n, const void* w_row0, const void* w_row1, const void* act_row, float* out);

@@ -118,31 +118,43 @@ MOEBOX_TARGET_AVX2 static inline Iq1sScales iq1_s_scales(const block_iq1_s& b) {
   return {odd, _mm256_or_si256(oc, _mm256_slli_epi32(oc, 16))};
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+// One weight row against NT activation rows: the lookups, indices and scales are shared
+// by the tokens (prefill); NT = 1 is the plain dot product, and each token's sums are
+// the same operations in the same order for every NT (bitwise equal results).
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq1_s_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq1_s*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq1s_grid_x8p9;
   const int64_t nb = n / QK_K;
   alignas(32) uint16_t idx[2][QK_K / 8];
   if (nb > 0) iq1_s_indices(x[0], idx[0]);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const uint16_t* id = idx[i & 1];
     if (i + 1 < nb) iq1_s_indices(x[i + 1], idx[(i + 1) & 1]);
     const Iq1sScales sc = iq1_s_scales(x[i]);
     const __m256i odd = _mm256_broadcastsi128_si256(sc.odd);
-    const int8_t* q8 = y[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-    for (int ib = 0; ib < QK_K / 32; ++ib, q8 += 32, id += 4) {
-      const __m256i p = _mm256_maddubs_epi16(iq1_lookup4(grid, id), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+    for (int ib = 0; ib < QK_K / 32; ++ib, id += 4) {
+      const __m256i g = iq1_lookup4(grid, id);
       const __m256i s = _mm256_shuffle_epi8(odd, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * ib)));
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+      for (int t = 0; t < NT; ++t) {
+        const __m256i p = _mm256_maddubs_epi16(g, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs + 32 * ib)));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, s));
+      }
     }
-    sumi = _mm256_sub_epi32(sumi, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), sc.correction));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(iq::fp16_to_f32_f16c(x[i].d) * y[i].d), _mm256_cvtepi32_ps(sumi), acc);
+    const float dx = iq::fp16_to_f32_f16c(x[i].d);
+    for (int t = 0; t < NT; ++t) {
+      const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].bsums)), sc.correction);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], corr)), acc[t]);
+    }
   }
-  return 0.125f * iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
 // ---------------------------------------------------------------- IQ1_M
@@ -225,38 +237,47 @@ MOEBOX_TARGET_AVX2 static inline __m256i iq1_m_scales(const block_iq1_m& b) {
   return _mm256_or_si256(_mm256_add_epi16(s, s), _mm256_set1_epi16(1));
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq1_m_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq1_m*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq1m_grid_x8p9_delta;
   const int64_t nb = n / QK_K;
   alignas(32) uint16_t idx[2][QK_K / 8];
   if (nb > 0) iq1_m_indices(x[0], idx[0]);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const uint16_t* id = idx[i & 1];
     if (i + 1 < nb) iq1_m_indices(x[i + 1], idx[(i + 1) & 1]);
     const __m256i ls = iq1_m_scales(x[i]);
     // scales 0..7 and 8..15 in both 128-bit halves: sub-block ib takes 2 ib (low half), 2 ib + 1
     const __m256i ls_lo = _mm256_permute4x64_epi64(ls, 0x44), ls_hi = _mm256_permute4x64_epi64(ls, 0xee);
-    const int8_t* q8 = y[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-    for (int ib = 0; ib < QK_K / 32; ++ib, q8 += 32, id += 4) {
-      const __m256i p = _mm256_maddubs_epi16(iq1_lookup4(grid, id), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+    for (int ib = 0; ib < QK_K / 32; ++ib, id += 4) {
+      const __m256i g = iq1_lookup4(grid, id);
       const int b0 = 4 * (ib % 4);  // byte of scale 2 ib within its half
       const __m256i pick = _mm256_setr_epi8(b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1, b0, b0 + 1,
                                             b0, b0 + 1, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2,
                                             b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3, b0 + 2, b0 + 3);
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_shuffle_epi8(ib < 4 ? ls_lo : ls_hi, pick)));
+      const __m256i s = _mm256_shuffle_epi8(ib < 4 ? ls_lo : ls_hi, pick);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i p = _mm256_maddubs_epi16(g, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].qs + 32 * ib)));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, s));
+      }
     }
-    // - 9 * sum over groups of 16 of scale * bsum
-    const __m256i lb = _mm256_madd_epi16(ls, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)));
-    sumi = _mm256_sub_epi32(sumi, _mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb));
-    const float d = iq::fp16_to_f32_f16c(iq::iq1_m_scale_bits(x[i])) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    const float dx = iq::fp16_to_f32_f16c(iq::iq1_m_scale_bits(x[i]));
+    for (int t = 0; t < NT; ++t) {
+      // - 9 * sum over groups of 16 of scale * bsum
+      const __m256i lb = _mm256_madd_epi16(ls, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].bsums)));
+      const __m256i sum = _mm256_sub_epi32(sumi[t], _mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb));
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(sum), acc[t]);
+    }
   }
-  return 0.125f * iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
 // ---------------------------------------------------------------- AVX-512 VNNI
@@ -264,9 +285,11 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w_row, c
 // The AVX2 lookups, 8 grid entries per zmm; maddubs gives int16 pair sums and dpwssd
 // applies the scales while accumulating.
 
-MOEBOX_TARGET_AVX512 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX512 void iq1_s_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq1_s*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq1s_grid_x8p9;
   const int64_t nb = n / QK_K;
   // int16 lane L of the k-th 64 weights holds weights 64k + 2L, +1: sub-block 2k + L / 16.
@@ -277,64 +300,83 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w_ro
       {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
   alignas(32) uint16_t idx[2][QK_K / 8];
   if (nb > 0) iq1_s_indices(x[0], idx[0]);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const uint16_t* id = idx[i & 1];
     if (i + 1 < nb) iq1_s_indices(x[i + 1], idx[(i + 1) & 1]);
     const Iq1sScales sc = iq1_s_scales(x[i]);
     const __m512i odd = _mm512_castsi128_si512(sc.odd);
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k, id += 8) {
       const __m512i g = _mm512_inserti64x4(_mm512_castsi256_si512(iq1_lookup4(grid, id)), iq1_lookup4(grid, id + 4), 1);
       const __m512i s = _mm512_permutexvar_epi16(_mm512_load_si512(kScaleOfPair[k]), odd);
       // int16 pair sums (< 2 * 17 * 127), times the sub-block scale, accumulated: maddubs + dpwssd.
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, _mm512_loadu_si512(y[i].qs + 64 * k)), s);
+      for (int t = 0; t < NT; ++t)
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, _mm512_loadu_si512(y[t][i].qs + 64 * k)), s);
     }
-    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), sc.correction);
-    sumi = _mm512_sub_epi32(sumi, _mm512_castsi256_si512(corr));
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t) {
+      const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].bsums)), sc.correction);
+      const __m512i sum = _mm512_sub_epi32(sumi[t], _mm512_castsi256_si512(corr));
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sum), acc[t]);
+    }
   }
-  return 0.125f * _mm512_reduce_add_ps(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
 }
 
-MOEBOX_TARGET_AVX512 float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX512 void iq1_m_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq1_m*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq1m_grid_x8p9_delta;
   const int64_t nb = n / QK_K;
   alignas(32) uint16_t idx[2][QK_K / 8];
   if (nb > 0) iq1_m_indices(x[0], idx[0]);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const uint16_t* id = idx[i & 1];
     if (i + 1 < nb) iq1_m_indices(x[i + 1], idx[(i + 1) & 1]);
     const __m256i ls = iq1_m_scales(x[i]);
     const __m512i ls512 = _mm512_castsi256_si512(ls);
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k, id += 8) {
       const __m512i g = _mm512_inserti64x4(_mm512_castsi256_si512(iq1_lookup4(grid, id)), iq1_lookup4(grid, id + 4), 1);
       const __m512i scale = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls512);
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, _mm512_loadu_si512(y[i].qs + 64 * k)), scale);
+      for (int t = 0; t < NT; ++t)
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, _mm512_loadu_si512(y[t][i].qs + 64 * k)), scale);
     }
-    // - 9 * sum over groups of 16 of scale * bsum
-    const __m256i lb = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums)), ls);
-    sumi = _mm512_sub_epi32(sumi, _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb)));
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(iq::iq1_m_scale_bits(x[i])) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    const float dx = _cvtsh_ss(iq::iq1_m_scale_bits(x[i]));
+    for (int t = 0; t < NT; ++t) {
+      // - 9 * sum over groups of 16 of scale * bsum
+      const __m256i lb = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][i].bsums)), ls);
+      const __m512i sum = _mm512_sub_epi32(sumi[t], _mm512_castsi256_si512(_mm256_add_epi32(_mm256_slli_epi32(lb, 3), lb)));
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sum), acc[t]);
+    }
   }
-  return 0.125f * _mm512_reduce_add_ps(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
 }
+
+float vec_dot_iq1_s_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq1_s_avx2<1>>(n, w, a); }
+float vec_dot_iq1_m_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq1_m_avx2<1>>(n, w, a); }
+float vec_dot_iq1_s_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq1_s_avx512<1>>(n, w, a); }
+float vec_dot_iq1_m_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq1_m_avx512<1>>(n, w, a); }
 
 extern const FormatOps kFormatIQ1_S = {
     "IQ1_S", GgmlType::IQ1_S, QK_K, sizeof(block_iq1_s), GgmlType::Q8_K, dequant_iq1_s,
     {vec_dot_iq1_s_q8_K, vec_dot_iq1_s_q8_K_avx2, vec_dot_iq1_s_q8_K_avx512, nullptr},
-    {},
+    {nullptr, iq1_s_avx2<kMultiTokens>, iq1_s_avx512<kMultiTokens>, nullptr},
     gemm_iq1_s_amx};
 extern const FormatOps kFormatIQ1_M = {
     "IQ1_M", GgmlType::IQ1_M, QK_K, sizeof(block_iq1_m), GgmlType::Q8_K, dequant_iq1_m,
     {vec_dot_iq1_m_q8_K, vec_dot_iq1_m_q8_K_avx2, vec_dot_iq1_m_q8_K_avx512, nullptr},
-    {},
+    {nullptr, iq1_m_avx2<kMultiTokens>, iq1_m_avx512<kMultiTokens>, nullptr},
     gemm_iq1_m_amx};
 
 }  // namespace moebox

@@ -363,14 +363,6 @@ MOEBOX_TARGET_AVX2 void q6_K_avx2(int64_t n, const void* w, const void* const* a
   for (int t = 0; t < NT; ++t) out[t] = avx2::hsum(acc[t]);
 }
 
-// The single-token entry of a multi-token kernel.
-template <void (*Multi)(int64_t, const void*, const void* const*, float*)>
-MOEBOX_TARGET_AVX2 float single_token(int64_t n, const void* w, const void* a) {
-  float r;
-  Multi(n, w, &a, &r);
-  return r;
-}
-
 const auto vec_dot_q2_K_avx2 = single_token<q2_K_avx2<1>>;
 const auto vec_dot_q3_K_avx2 = single_token<q3_K_avx2<1>>;
 const auto vec_dot_q4_K_avx2 = single_token<q4_K_avx2<1>>;

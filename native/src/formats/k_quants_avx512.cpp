@@ -225,13 +225,6 @@ MOEBOX_TARGET_AVX512 void q6_K_avx512(int64_t n, const void* w, const void* cons
   for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
 
-template <void (*Multi)(int64_t, const void*, const void* const*, float*)>
-MOEBOX_TARGET_AVX512 float single_token(int64_t n, const void* w, const void* a) {
-  float r;
-  Multi(n, w, &a, &r);
-  return r;
-}
-
 }  // namespace
 
 float vec_dot_q2_K_avx512(int64_t n, const void* w, const void* a) { return single_token<q2_K_avx512<1>>(n, w, a); }
