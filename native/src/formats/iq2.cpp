@@ -50,18 +50,22 @@ float vec_dot_iq2_xxs_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return 0.125f * sumf;
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+// One weight row against NT activation rows (NT = 1: the dot product): the grid and sign
+// lookups are shared by the tokens, the signs applied to each token's activations.
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq2_xxs_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq2_xxs*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq2xxs_grid;
   const uint64_t* sgn = iq::ksigns_bytes;
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const int8_t* q8 = y[i].qs;
     const uint8_t* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
-    __m256i sumi1 = _mm256_setzero_si256();
-    __m256i sumi2 = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, q2 += 16, q8 += 64) {
+    __m256i sumi1[NT], sumi2[NT];
+    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2, q2 += 16) {
       uint32_t a[4];
       std::memcpy(a, q2, 16);  // [idx, signs+scale] for sub-blocks ib and ib+1
       const auto* i8 = reinterpret_cast<const uint8_t*>(a);
@@ -71,49 +75,63 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w_row,
                                            sgn[a[1] & 127]);
       const __m256i s2 = _mm256_set_epi64x(sgn[(a[3] >> 21) & 127], sgn[(a[3] >> 14) & 127], sgn[(a[3] >> 7) & 127],
                                            sgn[a[3] & 127]);
-      const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s1);
-      const __m256i y2 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s2);
-      // grid values (< 0x2c) are unsigned bytes: maddubs directly.
-      const __m256i d1 = _mm256_maddubs_epi16(w1, y1);
-      const __m256i d2 = _mm256_maddubs_epi16(w2, y2);
-      sumi1 = _mm256_add_epi32(sumi1, _mm256_madd_epi16(d1, _mm256_set1_epi16(static_cast<int16_t>(2 * (a[1] >> 28) + 1))));
-      sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(d2, _mm256_set1_epi16(static_cast<int16_t>(2 * (a[3] >> 28) + 1))));
+      const __m256i ls1 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a[1] >> 28) + 1));
+      const __m256i ls2 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a[3] >> 28) + 1));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 32 * ib;
+        const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s1);
+        const __m256i y2 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s2);
+        // grid values (< 0x2c) are unsigned bytes: maddubs directly.
+        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
+        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
+      }
     }
-    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)), acc);
+    const float dx = iq::fp16_to_f32_f16c(x[i].d);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
   }
-  return 0.125f * iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
 // AVX-512 VNNI: grid bytes (0x08..0x2b) are unsigned, so maddubs takes them as
 // they are and dpwssd applies the scale while accumulating; signs go onto the
 // activations through a 64-bit mask; one gather fetches the 8 grid entries of 64
 // weights.
-MOEBOX_TARGET_AVX512 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX512 void iq2_xxs_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq2_xxs*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq2xxs_grid;
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const auto* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k, q2 += 16) {
       uint32_t a[4];  // sub-block 2k: a[0] indices, a[1] signs+scale; sub-block 2k+1: a[2], a[3]
       std::memcpy(a, q2, 16);
       const __m256i idx = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(a[2]), static_cast<int>(a[0])));
       const __m512i g = iq::lookup8(grid, idx);
       const uint64_t signs = iq::ksigns_mask(a[1], a[3]);
-      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
       // int16 pair sums (< 2 * 43 * 127) times the sub-block scale (lanes 0..15: sub-block 2k), accumulated.
       const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(2 * (a[1] >> 28) + 1)),
                                                  _mm512_set1_epi16(static_cast<int16_t>(2 * (a[3] >> 28) + 1)));
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, qs), sc);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i q = _mm512_loadu_si512(y[t][i].qs + 64 * k);
+        const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, qs), sc);
+      }
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return 0.125f * _mm512_reduce_add_ps(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
 }
+
+float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_xxs_avx2<1>>(n, w, a); }
+float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq2_xxs_avx512<1>>(n, w, a); }
 
 // ---------------------------------------------------------------- IQ2_XS
 
@@ -163,9 +181,11 @@ MOEBOX_TARGET_AVX2 static inline __m256i split_scales(uint8_t sc) {
                             _mm256_set1_epi16(static_cast<int16_t>(2 * (sc >> 4) + 1)), 0xf0);
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq2_xs_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq2_xs*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq2xs_grid;
   // Sign bytes computed, not looked up: 7 stored bits plus their parity as bit 7
   // (0x80 where the 4-bit fold s ^ (s >> 4) has odd parity).
@@ -176,12 +196,12 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w_row, 
                                              6, 6, 6, 6, 6, 6, 6, 6);
   const __m256i spread_hi = _mm256_add_epi8(spread_lo, _mm256_set1_epi8(8));
   const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const int8_t* q8 = y[i].qs;
-    __m256i sumi1 = _mm256_setzero_si256();
-    __m256i sumi2 = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, q8 += 64) {
+    __m256i sumi1[NT], sumi2[NT];
+    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2) {
       const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 4 * ib));  // 8 x (index | signs << 9)
       alignas(16) uint16_t gi[8];
       _mm_store_si128(reinterpret_cast<__m128i*>(gi), _mm_and_si128(q, _mm_set1_epi16(511)));
@@ -192,31 +212,38 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w_row, 
       const __m256i both = _mm256_broadcastsi128_si256(full);
       const __m256i m1 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_lo), bit), bit);
       const __m256i m2 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_hi), bit), bit);
-      const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
-      const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
-      const __m256i d1 = _mm256_maddubs_epi16(w1, y1);
-      const __m256i d2 = _mm256_maddubs_epi16(w2, y2);
-      sumi1 = _mm256_add_epi32(sumi1, _mm256_madd_epi16(d1, split_scales(x[i].scales[ib])));
-      sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(d2, split_scales(x[i].scales[ib + 1])));
+      const __m256i ls1 = split_scales(x[i].scales[ib]), ls2 = split_scales(x[i].scales[ib + 1]);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 32 * ib;
+        const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
+        const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
+        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
+        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
+      }
     }
-    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)), acc);
+    const float dx = iq::fp16_to_f32_f16c(x[i].d);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
   }
-  return 0.125f * iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
 // AVX-512 VNNI: 9-bit grid indices widened and gathered (one gather per 64
 // weights), the 7-bit sign fields packed by pext into ksigns_mask, per-16 scales
 // applied by dpwssd.
-MOEBOX_TARGET_AVX512 float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX512 void iq2_xs_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq2_xs*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   constexpr uint64_t kSignFields = 0xfe00fe00fe00fe00ULL;  // bits 9..15 of four uint16
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const auto* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
     const __m512i ls = _mm512_castsi256_si512(iq::nibble_scales16(x[i].scales));
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k, q2 += 16) {
       const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2));  // 8 x (index | signs << 9)
       const __m256i idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
@@ -225,15 +252,21 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w_r
       std::memcpy(v, q2, 16);
       const uint64_t signs = iq::ksigns_mask(static_cast<uint32_t>(_pext_u64(v[0], kSignFields)),
                                              static_cast<uint32_t>(_pext_u64(v[1], kSignFields)));
-      const __m512i a = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i as = _mm512_mask_sub_epi8(a, signs, _mm512_setzero_si512(), a);
       const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls);
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, as), sc);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i a = _mm512_loadu_si512(y[t][i].qs + 64 * k);
+        const __m512i as = _mm512_mask_sub_epi8(a, signs, _mm512_setzero_si512(), a);
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, as), sc);
+      }
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return 0.125f * _mm512_reduce_add_ps(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
 }
+
+float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_xs_avx2<1>>(n, w, a); }
+float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq2_xs_avx512<1>>(n, w, a); }
 
 // ---------------------------------------------------------------- IQ2_S
 
@@ -280,54 +313,62 @@ float vec_dot_iq2_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return 0.125f * sumf;
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq2_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq2_s_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq2_s*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint64_t* grid = iq::iq2s_grid;
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const int8_t* q8 = y[i].qs;
     const uint8_t* qs = x[i].qs;
     const uint8_t* qh = x[i].qh;
     const uint8_t* signs = x[i].qs + QK_K / 8;
-    __m256i sumi1 = _mm256_setzero_si256();
-    __m256i sumi2 = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, signs += 8, q8 += 64) {
+    __m256i sumi1[NT], sumi2[NT];
+    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, signs += 8) {
       const __m256i w1 = _mm256_set_epi64x(
           grid[qs[3] | ((qh[ib] << 2) & 0x300)], grid[qs[2] | ((qh[ib] << 4) & 0x300)],
           grid[qs[1] | ((qh[ib] << 6) & 0x300)], grid[qs[0] | ((qh[ib] << 8) & 0x300)]);
       const __m256i w2 = _mm256_set_epi64x(
           grid[qs[7] | ((qh[ib + 1] << 2) & 0x300)], grid[qs[6] | ((qh[ib + 1] << 4) & 0x300)],
           grid[qs[5] | ((qh[ib + 1] << 6) & 0x300)], grid[qs[4] | ((qh[ib + 1] << 8) & 0x300)]);
-      const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)),
-                                         iq::sign_bits_to_mask(iq::load_u32(signs)));
-      const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)),
-                                         iq::sign_bits_to_mask(iq::load_u32(signs + 4)));
-      const __m256i d1 = _mm256_maddubs_epi16(w1, y1);
-      const __m256i d2 = _mm256_maddubs_epi16(w2, y2);
-      sumi1 = _mm256_add_epi32(sumi1, _mm256_madd_epi16(d1, split_scales(x[i].scales[ib])));
-      sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(d2, split_scales(x[i].scales[ib + 1])));
+      const __m256i m1 = iq::sign_bits_to_mask(iq::load_u32(signs)), m2 = iq::sign_bits_to_mask(iq::load_u32(signs + 4));
+      const __m256i ls1 = split_scales(x[i].scales[ib]), ls2 = split_scales(x[i].scales[ib + 1]);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 32 * ib;
+        const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
+        const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
+        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
+        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
+      }
     }
-    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)), acc);
+    const float dx = iq::fp16_to_f32_f16c(x[i].d);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
   }
-  return 0.125f * iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
 // AVX-512 VNNI: 10-bit grid indices assembled as vectors and gathered, the
 // explicit sign bits used directly as a 64-bit mask, per-16 scales by dpwssd.
-MOEBOX_TARGET_AVX512 float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX512 void iq2_s_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq2_s*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   // Lane l of the 8 groups of 64 weights: qh byte l / 4 (of the pair), bits 2 (l % 4), +1.
   const __m256i qh_lane = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
   const __m256i qh_shift = _mm256_setr_epi32(8, 6, 4, 2, 8, 6, 4, 2);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const uint8_t* qs = x[i].qs;
     const uint8_t* signs = x[i].qs + QK_K / 8;
     const __m512i ls = _mm512_castsi256_si512(iq::nibble_scales16(x[i].scales));
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k, qs += 8, signs += 8) {
       const __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs)));
       const __m256i qh = _mm256_permutevar8x32_epi32(
@@ -336,30 +377,36 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w_ro
       const __m512i g = iq::lookup8(iq::iq2s_grid, idx);
       uint64_t sign_bits;
       std::memcpy(&sign_bits, signs, 8);
-      const __m512i a = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
       const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls);
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, as), sc);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i a = _mm512_loadu_si512(y[t][i].qs + 64 * k);
+        const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, as), sc);
+      }
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return 0.125f * _mm512_reduce_add_ps(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
 }
+
+float vec_dot_iq2_s_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_s_avx2<1>>(n, w, a); }
+float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq2_s_avx512<1>>(n, w, a); }
 
 extern const FormatOps kFormatIQ2_XXS = {
     "IQ2_XXS", GgmlType::IQ2_XXS, QK_K, sizeof(block_iq2_xxs), GgmlType::Q8_K, dequant_iq2_xxs,
     {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, vec_dot_iq2_xxs_q8_K_avx512, nullptr},
-    {},
+    {nullptr, iq2_xxs_avx2<kMultiTokens>, iq2_xxs_avx512<kMultiTokens>, nullptr},
     gemm_iq2_xxs_amx};
 extern const FormatOps kFormatIQ2_XS = {
     "IQ2_XS", GgmlType::IQ2_XS, QK_K, sizeof(block_iq2_xs), GgmlType::Q8_K, dequant_iq2_xs,
     {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, vec_dot_iq2_xs_q8_K_avx512, nullptr},
-    {},
+    {nullptr, iq2_xs_avx2<kMultiTokens>, iq2_xs_avx512<kMultiTokens>, nullptr},
     gemm_iq2_xs_amx};
 extern const FormatOps kFormatIQ2_S = {
     "IQ2_S", GgmlType::IQ2_S, QK_K, sizeof(block_iq2_s), GgmlType::Q8_K, dequant_iq2_s,
     {vec_dot_iq2_s_q8_K, vec_dot_iq2_s_q8_K_avx2, vec_dot_iq2_s_q8_K_avx512, nullptr},
-    {},
+    {nullptr, iq2_s_avx2<kMultiTokens>, iq2_s_avx512<kMultiTokens>, nullptr},
     gemm_iq2_s_amx};
 
 }  // namespace moebox
