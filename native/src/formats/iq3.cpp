@@ -50,19 +50,23 @@ float vec_dot_iq3_xxs_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return 0.25f * sumf;
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq3_xxs_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+// One weight row against NT activation rows (NT = 1: the dot product): grid and sign
+// lookups shared by the tokens.
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq3_xxs_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq3_xxs*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint32_t* grid = iq::iq3xxs_grid;
   const uint64_t* sgn = iq::ksigns_bytes;
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const int8_t* q8 = y[i].qs;
     const uint8_t* q3 = x[i].qs;
     const uint8_t* gas = x[i].qs + QK_K / 4;
-    __m256i sumi1 = _mm256_setzero_si256();
-    __m256i sumi2 = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, q3 += 16, gas += 8, q8 += 64) {
+    __m256i sumi1[NT], sumi2[NT];
+    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2, q3 += 16, gas += 8) {
       const __m256i w1 = _mm256_set_epi32(grid[q3[7]], grid[q3[6]], grid[q3[5]], grid[q3[4]], grid[q3[3]], grid[q3[2]],
                                           grid[q3[1]], grid[q3[0]]);
       const __m256i w2 = _mm256_set_epi32(grid[q3[15]], grid[q3[14]], grid[q3[13]], grid[q3[12]], grid[q3[11]],
@@ -70,45 +74,60 @@ MOEBOX_TARGET_AVX2 float vec_dot_iq3_xxs_q8_K_avx2(int64_t n, const void* w_row,
       const uint32_t a1 = iq::load_u32(gas), a2 = iq::load_u32(gas + 4);
       const __m256i s1 = _mm256_set_epi64x(sgn[(a1 >> 21) & 127], sgn[(a1 >> 14) & 127], sgn[(a1 >> 7) & 127], sgn[a1 & 127]);
       const __m256i s2 = _mm256_set_epi64x(sgn[(a2 >> 21) & 127], sgn[(a2 >> 14) & 127], sgn[(a2 >> 7) & 127], sgn[a2 & 127]);
-      const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s1);
-      const __m256i y2 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s2);
-      const __m256i d1 = _mm256_maddubs_epi16(w1, y1);
-      const __m256i d2 = _mm256_maddubs_epi16(w2, y2);
-      sumi1 = _mm256_add_epi32(sumi1, _mm256_madd_epi16(d1, _mm256_set1_epi16(static_cast<int16_t>(2 * (a1 >> 28) + 1))));
-      sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(d2, _mm256_set1_epi16(static_cast<int16_t>(2 * (a2 >> 28) + 1))));
+      const __m256i ls1 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a1 >> 28) + 1));
+      const __m256i ls2 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a2 >> 28) + 1));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 32 * ib;
+        const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s1);
+        const __m256i y2 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s2);
+        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
+        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
+      }
     }
-    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)), acc);
+    const float dx = iq::fp16_to_f32_f16c(x[i].d);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
   }
-  return 0.25f * iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.25f * iq::hsum_f32x8(acc[t]);
 }
 
 // AVX-512 VNNI: 4-value grid entries (bytes 0x04..0x3e) by one 32-bit gather per 64
 // weights, signs as a 64-bit mask on the activations, maddubs + dpwssd.
-MOEBOX_TARGET_AVX512 float vec_dot_iq3_xxs_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX512 void iq3_xxs_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq3_xxs*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const auto* grid = reinterpret_cast<const int*>(iq::iq3xxs_grid);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const uint8_t* q3 = x[i].qs;
     const uint8_t* gas = x[i].qs + QK_K / 4;
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k, q3 += 16, gas += 8) {
       const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q3)));
       const __m512i g = _mm512_i32gather_epi32(idx, grid, 4);
       const uint32_t a1 = iq::load_u32(gas), a2 = iq::load_u32(gas + 4);
-      const __m512i q = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i qs = _mm512_mask_sub_epi8(q, iq::ksigns_mask(a1, a2), _mm512_setzero_si512(), q);
+      const uint64_t signs = iq::ksigns_mask(a1, a2);
       // int16 pair sums (< 2 * 62 * 127) times the sub-block scale (lanes 0..15: sub-block 2k).
       const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(2 * (a1 >> 28) + 1)),
                                                  _mm512_set1_epi16(static_cast<int16_t>(2 * (a2 >> 28) + 1)));
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, qs), sc);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i q = _mm512_loadu_si512(y[t][i].qs + 64 * k);
+        const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, qs), sc);
+      }
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return 0.25f * _mm512_reduce_add_ps(acc);
+  for (int t = 0; t < NT; ++t) out[t] = 0.25f * _mm512_reduce_add_ps(acc[t]);
 }
+
+float vec_dot_iq3_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq3_xxs_avx2<1>>(n, w, a); }
+float vec_dot_iq3_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq3_xxs_avx512<1>>(n, w, a); }
 
 // ---------------------------------------------------------------- IQ3_S
 
@@ -157,52 +176,60 @@ float vec_dot_iq3_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return sumf;
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq3_s_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq3_s_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq3_s*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const uint32_t* grid = iq::iq3s_grid;
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const int8_t* q8 = y[i].qs;
     const uint8_t* qs = x[i].qs;
     const uint8_t* signs = x[i].signs;
-    __m256i sumi1 = _mm256_setzero_si256();
-    __m256i sumi2 = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 16, signs += 8, q8 += 64) {
+    __m256i sumi1[NT], sumi2[NT];
+    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 16, signs += 8) {
       const uint32_t h1 = x[i].qh[ib], h2 = x[i].qh[ib + 1];
       auto g = [&](const uint8_t* q, uint32_t h, int k) { return grid[q[k] | ((h << (8 - k)) & 256)]; };
       const __m256i w1 = _mm256_set_epi32(g(qs, h1, 7), g(qs, h1, 6), g(qs, h1, 5), g(qs, h1, 4), g(qs, h1, 3),
                                           g(qs, h1, 2), g(qs, h1, 1), g(qs, h1, 0));
       const __m256i w2 = _mm256_set_epi32(g(qs + 8, h2, 7), g(qs + 8, h2, 6), g(qs + 8, h2, 5), g(qs + 8, h2, 4),
                                           g(qs + 8, h2, 3), g(qs + 8, h2, 2), g(qs + 8, h2, 1), g(qs + 8, h2, 0));
-      const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)),
-                                             iq::sign_bits_to_mask(iq::load_u32(signs)));
-      const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)),
-                                             iq::sign_bits_to_mask(iq::load_u32(signs + 4)));
-      const __m256i d1 = _mm256_maddubs_epi16(w1, y1);
-      const __m256i d2 = _mm256_maddubs_epi16(w2, y2);
-      sumi1 = _mm256_add_epi32(sumi1, _mm256_madd_epi16(d1, _mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], ib)))));
-      sumi2 = _mm256_add_epi32(sumi2,
-                               _mm256_madd_epi16(d2, _mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], ib + 1)))));
+      const __m256i m1 = iq::sign_bits_to_mask(iq::load_u32(signs)), m2 = iq::sign_bits_to_mask(iq::load_u32(signs + 4));
+      const __m256i ls1 = _mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], ib)));
+      const __m256i ls2 = _mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], ib + 1)));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 32 * ib;
+        const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
+        const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
+        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
+        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
+      }
     }
-    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)), acc);
+    const float dx = iq::fp16_to_f32_f16c(x[i].d);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
   }
-  return iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = iq::hsum_f32x8(acc[t]);
 }
 
 // AVX-512 VNNI: 9-bit indices of 16 groups of 4 weights assembled as a vector and
 // gathered (32-bit entries), explicit sign bits as the mask, maddubs + dpwssd.
-MOEBOX_TARGET_AVX512 float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w_row, const void* act_row) {
+template <int NT>
+MOEBOX_TARGET_AVX512 void iq3_s_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq3_s*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
   const auto* grid = reinterpret_cast<const int*>(iq::iq3s_grid);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const uint8_t* qs = x[i].qs;
     const uint8_t* signs = x[i].signs;
-    __m512i sumi = _mm512_setzero_si512();
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k, qs += 16, signs += 8) {
       // bit l of the 16 qh bits of sub-blocks 2k, 2k+1 is the high index bit of group l
       const __m512i hbit = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(iq::load_u16(x[i].qh + 2 * k)), lane),
@@ -212,26 +239,32 @@ MOEBOX_TARGET_AVX512 float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w_ro
       const __m512i g = _mm512_i32gather_epi32(idx, grid, 4);
       uint64_t sign_bits;
       std::memcpy(&sign_bits, signs, 8);
-      const __m512i a = _mm512_loadu_si512(y[i].qs + 64 * k);
-      const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
       const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], 2 * k))),
                                                  _mm512_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], 2 * k + 1))));
-      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(g, as), sc);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i a = _mm512_loadu_si512(y[t][i].qs + 64 * k);
+        const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, as), sc);
+      }
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
   }
-  return _mm512_reduce_add_ps(acc);
+  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
 }
+
+float vec_dot_iq3_s_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq3_s_avx2<1>>(n, w, a); }
+float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq3_s_avx512<1>>(n, w, a); }
 
 extern const FormatOps kFormatIQ3_XXS = {
     "IQ3_XXS", GgmlType::IQ3_XXS, QK_K, sizeof(block_iq3_xxs), GgmlType::Q8_K, dequant_iq3_xxs,
     {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, vec_dot_iq3_xxs_q8_K_avx512, nullptr},
-    {},
+    {nullptr, iq3_xxs_avx2<kMultiTokens>, iq3_xxs_avx512<kMultiTokens>, nullptr},
     gemm_iq3_xxs_amx};
 extern const FormatOps kFormatIQ3_S = {
     "IQ3_S", GgmlType::IQ3_S, QK_K, sizeof(block_iq3_s), GgmlType::Q8_K, dequant_iq3_s,
     {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, vec_dot_iq3_s_q8_K_avx512, nullptr},
-    {},
+    {nullptr, iq3_s_avx2<kMultiTokens>, iq3_s_avx512<kMultiTokens>, nullptr},
     gemm_iq3_s_amx};
 
 }  // namespace moebox

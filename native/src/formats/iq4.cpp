@@ -116,27 +116,39 @@ float vec_dot_iq4_xs_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return sumf;
 }
 
-MOEBOX_TARGET_AVX2 float vec_dot_iq4_xs_q8_K_avx2(int64_t n, const void* w_row, const void* act_row) {
+// One weight row against NT activation rows (NT = 1: the dot product): table values and
+// scales shared by the tokens.
+template <int NT>
+MOEBOX_TARGET_AVX2 void iq4_xs_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const block_iq4_xs*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act_row);
-  __m256 acc = _mm256_setzero_ps();
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const int8_t* q8 = y[i].qs;
     const uint8_t* qs = x[i].qs;
-    __m256i sumi1 = _mm256_setzero_si256();
-    __m256i sumi2 = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 32, q8 += 64) {
-      const __m256i p1 = iq::mul_add_i8(iq4_values(qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
-      const __m256i p2 = iq::mul_add_i8(iq4_values(qs + 16), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
-      sumi1 = _mm256_add_epi32(sumi1, _mm256_madd_epi16(p1, _mm256_set1_epi16(static_cast<int16_t>(iq4_xs_scale(x[i], ib)))));
-      sumi2 = _mm256_add_epi32(sumi2,
-                               _mm256_madd_epi16(p2, _mm256_set1_epi16(static_cast<int16_t>(iq4_xs_scale(x[i], ib + 1)))));
+    __m256i sumi1[NT], sumi2[NT];
+    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 32) {
+      const __m256i v1 = iq4_values(qs), v2 = iq4_values(qs + 16);
+      const __m256i ls1 = _mm256_set1_epi16(static_cast<int16_t>(iq4_xs_scale(x[i], ib)));
+      const __m256i ls2 = _mm256_set1_epi16(static_cast<int16_t>(iq4_xs_scale(x[i], ib + 1)));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 32 * ib;
+        const __m256i p1 = iq::mul_add_i8(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+        const __m256i p2 = iq::mul_add_i8(v2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
+        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(p1, ls1));
+        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(p2, ls2));
+      }
     }
-    const float d = iq::fp16_to_f32_f16c(x[i].d) * y[i].d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)), acc);
+    const float dx = iq::fp16_to_f32_f16c(x[i].d);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
   }
-  return iq::hsum_f32x8(acc);
+  for (int t = 0; t < NT; ++t) out[t] = iq::hsum_f32x8(acc[t]);
 }
+
+float vec_dot_iq4_xs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq4_xs_avx2<1>>(n, w, a); }
 
 extern const FormatOps kFormatIQ4_NL = {
     "IQ4_NL", GgmlType::IQ4_NL, QK4_NL, sizeof(block_iq4_nl), GgmlType::Q8_0, dequant_iq4_nl,
@@ -144,7 +156,7 @@ extern const FormatOps kFormatIQ4_NL = {
 extern const FormatOps kFormatIQ4_XS = {
     "IQ4_XS", GgmlType::IQ4_XS, QK_K, sizeof(block_iq4_xs), GgmlType::Q8_K, dequant_iq4_xs,
     {vec_dot_iq4_xs_q8_K, vec_dot_iq4_xs_q8_K_avx2, nullptr, nullptr},
-    {},
+    {nullptr, iq4_xs_avx2<kMultiTokens>, nullptr, nullptr},
     gemm_iq4_xs_amx};
 
 }  // namespace moebox
