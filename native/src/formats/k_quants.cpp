@@ -383,7 +383,7 @@ const auto vec_dot_q6_K_avx2 = single_token<q6_K_avx2<1>>;
       {nullptr, MULTI_AVX2, MULTI_AVX512, nullptr},                                             \
       AMX};
 MOEBOX_KQUANT(Q2_K, block_q2_K, q2_K, vec_dot_q2_K_avx512, q2_K_avx2<kMultiTokens>, q2_K_avx512_multi, gemm_q2_K_amx)
-MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K, vec_dot_q3_K_avx512, q3_K_avx2<kMultiTokens>, nullptr, gemm_q3_K_amx)
+MOEBOX_KQUANT(Q3_K, block_q3_K, q3_K, vec_dot_q3_K_avx512, q3_K_avx2<kMultiTokens>, q3_K_avx512_multi, gemm_q3_K_amx)
 MOEBOX_KQUANT(Q4_K, block_q4_K, q4_K, vec_dot_q4_K_avx512, q4_K_avx2<kMultiTokens>, q4_K_avx512_multi, gemm_q4_K_amx)
 MOEBOX_KQUANT(Q5_K, block_q5_K, q5_K, nullptr, nullptr, nullptr, nullptr)
 MOEBOX_KQUANT(Q6_K, block_q6_K, q6_K, vec_dot_q6_K_avx512, q6_K_avx2<kMultiTokens>, q6_K_avx512_multi, gemm_q6_K_amx)

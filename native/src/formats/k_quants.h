@@ -76,6 +76,7 @@ float vec_dot_q4_K_avx512(int64_t n, const void* w, const void* a);
 float vec_dot_q6_K_avx512(int64_t n, const void* w, const void* a);
 // kMultiTokens activation rows at once (see VecDotMultiFn).
 void q2_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out);
+void q3_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out);
 void q4_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out);
 void q6_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out);
 

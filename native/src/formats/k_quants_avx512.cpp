@@ -99,21 +99,24 @@ MOEBOX_TARGET_AVX512 void q2_K_avx512(int64_t n, const void* w, const void* cons
 
 }  // namespace
 
-MOEBOX_TARGET_AVX512 float vec_dot_q3_K_avx512(int64_t n, const void* w, const void* a) {
+namespace {
+
+template <int NT>
+MOEBOX_TARGET_AVX512 void q3_K_avx512(int64_t n, const void* w, const void* const* a, float* out) {
   const auto* x = static_cast<const block_q3_K*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(a[t]);
   const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4);
   const __m512i idx[4] = {scale_index16(0), scale_index16(1), scale_index16(2), scale_index16(3)};
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const float d = y[i].d * _cvtsh_ss(x[i].d);
+    const float dx = _cvtsh_ss(x[i].d);
     uint32_t aux[4];
     unpack_scales_q3_K(x[i].scales, aux);
     const __m128i sc8 = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(aux)), _mm_set1_epi8(32));
     const __m256i sc16_256 = _mm256_cvtepi8_epi16(sc8);
     const __m512i sc16 = _mm512_castsi256_si512(sc16_256);
-    // value = (q + 4*hbit) - 4: dot the unsigned part, subtract 4 * sum_k sc_k * bsums_k.
-    const __m256i corr = _mm256_madd_epi16(sc16_256, load256(y[i].bsums));
     // high bits: bytes 0-31 use bit s of hmask (first 128 elements), bytes 32-63 bit 4+s.
     const __m256i hm = load256(x[i].hmask);
     const __m512i hb = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(hm, 2)), _mm256_srli_epi16(hm, 2), 1);
@@ -125,16 +128,24 @@ MOEBOX_TARGET_AVX512 float vec_dot_q3_K_avx512(int64_t n, const void* w, const v
       const __m512i hi = _mm512_and_si512(s ? _mm512_srli_epi16(hb, s) : hb, m4);
       v[s] = _mm512_or_si512(lo, hi);
     }
-    const int8_t* q8 = y[i].qs;
-    __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 2)));
-    sumi = _mm512_add_epi32(sumi, scaled_dot(lows(v[0], v[1]), q8, _mm512_permutexvar_epi16(idx[0], sc16)));
-    sumi = _mm512_add_epi32(sumi, scaled_dot(lows(v[2], v[3]), q8 + 64, _mm512_permutexvar_epi16(idx[1], sc16)));
-    sumi = _mm512_add_epi32(sumi, scaled_dot(highs(v[0], v[1]), q8 + 128, _mm512_permutexvar_epi16(idx[2], sc16)));
-    sumi = _mm512_add_epi32(sumi, scaled_dot(highs(v[2], v[3]), q8 + 192, _mm512_permutexvar_epi16(idx[3], sc16)));
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    const __m512i q[4] = {lows(v[0], v[1]), lows(v[2], v[3]), highs(v[0], v[1]), highs(v[2], v[3])};  // elements 64g..
+    __m512i sc[4];
+    for (int g = 0; g < 4; ++g) sc[g] = _mm512_permutexvar_epi16(idx[g], sc16);
+    for (int t = 0; t < NT; ++t) {
+      // value = (q + 4*hbit) - 4: dot the unsigned part, subtract 4 * sum_k sc_k * bsums_k.
+      const __m256i corr = _mm256_madd_epi16(sc16_256, load256(y[t][i].bsums));
+      __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 2)));
+      for (int g = 0; g < 4; ++g) sumi = _mm512_add_epi32(sumi, scaled_dot(q[g], y[t][i].qs + 64 * g, sc[g]));
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y[t][i].d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
+    }
   }
-  return hsum(acc);
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]);
 }
+
+}  // namespace
+
+float vec_dot_q3_K_avx512(int64_t n, const void* w, const void* a) { return single_token<q3_K_avx512<1>>(n, w, a); }
+void q3_K_avx512_multi(int64_t n, const void* w, const void* const* a, float* out) { q3_K_avx512<kMultiTokens>(n, w, a, out); }
 
 namespace {
 
