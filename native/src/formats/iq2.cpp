@@ -93,45 +93,25 @@ MOEBOX_TARGET_AVX2 void iq2_xxs_avx2(int64_t n, const void* w_row, const void* c
   for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
-// AVX-512 VNNI: grid bytes (0x08..0x2b) are unsigned, so maddubs takes them as
-// they are and dpwssd applies the scale while accumulating; signs go onto the
-// activations through a 64-bit mask; one gather fetches the 8 grid entries of 64
-// weights.
-template <int NT>
-MOEBOX_TARGET_AVX512 void iq2_xxs_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq2_xxs*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const uint64_t* grid = iq::iq2xxs_grid;
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const auto* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
-    __m512i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k, q2 += 16) {
-      uint32_t a[4];  // sub-block 2k: a[0] indices, a[1] signs+scale; sub-block 2k+1: a[2], a[3]
-      std::memcpy(a, q2, 16);
-      const __m256i idx = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(a[2]), static_cast<int>(a[0])));
-      const __m512i g = iq::lookup8(grid, idx);
-      const uint64_t signs = iq::ksigns_mask(a[1], a[3]);
-      // int16 pair sums (< 2 * 43 * 127) times the sub-block scale (lanes 0..15: sub-block 2k), accumulated.
-      const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(2 * (a[1] >> 28) + 1)),
-                                                 _mm512_set1_epi16(static_cast<int16_t>(2 * (a[3] >> 28) + 1)));
-      for (int t = 0; t < NT; ++t) {
-        const __m512i q = _mm512_loadu_si512(y[t][i].qs + 64 * k);
-        const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
-        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, qs), sc);
-      }
-    }
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+// AVX-512 VNNI (iq::signed_grid_avx512): one gather fetches the 8 grid entries of 64
+// weights; the 7-bit sign indices become a 64-bit mask.
+struct Iq2xxsAvx512 {
+  using Block = block_iq2_xxs;
+  static constexpr float kFactor = 0.125f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX512 static iq::SignedGridStep step(const Block& b, int, int k) {
+    uint32_t a[4];  // sub-block 2k: a[0] indices, a[1] signs+scale; sub-block 2k+1: a[2], a[3]
+    std::memcpy(a, reinterpret_cast<const uint8_t*>(b.qs) + 16 * k, 16);
+    const __m256i idx = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(a[2]), static_cast<int>(a[0])));
+    return {iq::lookup8(iq::iq2xxs_grid, idx), iq::ksigns_mask(a[1], a[3]),
+            iq::pair_scales(2 * (a[1] >> 28) + 1, 2 * (a[3] >> 28) + 1)};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
-}
+};
 
 float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_xxs_avx2<1>>(n, w, a); }
-float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq2_xxs_avx512<1>>(n, w, a); }
+float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx512<Iq2xxsAvx512, 1>>(n, w, a);
+}
 
 // ---------------------------------------------------------------- IQ2_XS
 
@@ -228,45 +208,30 @@ MOEBOX_TARGET_AVX2 void iq2_xs_avx2(int64_t n, const void* w_row, const void* co
   for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
-// AVX-512 VNNI: 9-bit grid indices widened and gathered (one gather per 64
-// weights), the 7-bit sign fields packed by pext into ksigns_mask, per-16 scales
-// applied by dpwssd.
-template <int NT>
-MOEBOX_TARGET_AVX512 void iq2_xs_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq2_xs*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  constexpr uint64_t kSignFields = 0xfe00fe00fe00fe00ULL;  // bits 9..15 of four uint16
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const auto* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
-    const __m512i ls = _mm512_castsi256_si512(iq::nibble_scales16(x[i].scales));
-    __m512i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k, q2 += 16) {
-      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2));  // 8 x (index | signs << 9)
-      const __m256i idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
-      const __m512i g = iq::lookup8(iq::iq2xs_grid, idx);
-      uint64_t v[2];
-      std::memcpy(v, q2, 16);
-      const uint64_t signs = iq::ksigns_mask(static_cast<uint32_t>(_pext_u64(v[0], kSignFields)),
-                                             static_cast<uint32_t>(_pext_u64(v[1], kSignFields)));
-      const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls);
-      for (int t = 0; t < NT; ++t) {
-        const __m512i a = _mm512_loadu_si512(y[t][i].qs + 64 * k);
-        const __m512i as = _mm512_mask_sub_epi8(a, signs, _mm512_setzero_si512(), a);
-        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, as), sc);
-      }
-    }
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+// AVX-512 VNNI (iq::signed_grid_avx512): 9-bit grid indices widened and gathered (one
+// gather per 64 weights), the 7-bit sign fields packed by pext into ksigns_mask,
+// per-16 scales.
+struct Iq2xsAvx512 {
+  using Block = block_iq2_xs;
+  static constexpr float kFactor = 0.125f;
+  MOEBOX_TARGET_AVX512 static __m512i prepare(const Block& b) { return _mm512_castsi256_si512(iq::nibble_scales16(b.scales)); }
+  MOEBOX_TARGET_AVX512 static iq::SignedGridStep step(const Block& b, __m512i ls, int k) {
+    constexpr uint64_t kSignFields = 0xfe00fe00fe00fe00ULL;  // bits 9..15 of four uint16
+    const auto* q2 = reinterpret_cast<const uint8_t*>(b.qs) + 16 * k;
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2));  // 8 x (index | signs << 9)
+    const __m256i idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
+    uint64_t v[2];
+    std::memcpy(v, q2, 16);
+    const uint64_t signs = iq::ksigns_mask(static_cast<uint32_t>(_pext_u64(v[0], kSignFields)),
+                                           static_cast<uint32_t>(_pext_u64(v[1], kSignFields)));
+    return {iq::lookup8(iq::iq2xs_grid, idx), signs, _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls)};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
-}
+};
 
 float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_xs_avx2<1>>(n, w, a); }
-float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq2_xs_avx512<1>>(n, w, a); }
+float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx512<Iq2xsAvx512, 1>>(n, w, a);
+}
 
 // ---------------------------------------------------------------- IQ2_S
 
@@ -351,62 +316,45 @@ MOEBOX_TARGET_AVX2 void iq2_s_avx2(int64_t n, const void* w_row, const void* con
   for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
 }
 
-// AVX-512 VNNI: 10-bit grid indices assembled as vectors and gathered, the
-// explicit sign bits used directly as a 64-bit mask, per-16 scales by dpwssd.
-template <int NT>
-MOEBOX_TARGET_AVX512 void iq2_s_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq2_s*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  // Lane l of the 8 groups of 64 weights: qh byte l / 4 (of the pair), bits 2 (l % 4), +1.
-  const __m256i qh_lane = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-  const __m256i qh_shift = _mm256_setr_epi32(8, 6, 4, 2, 8, 6, 4, 2);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const uint8_t* qs = x[i].qs;
-    const uint8_t* signs = x[i].qs + QK_K / 8;
-    const __m512i ls = _mm512_castsi256_si512(iq::nibble_scales16(x[i].scales));
-    __m512i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k, qs += 8, signs += 8) {
-      const __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs)));
-      const __m256i qh = _mm256_permutevar8x32_epi32(
-          _mm256_cvtepu8_epi32(_mm_cvtsi32_si128(iq::load_u16(x[i].qh + 2 * k))), qh_lane);
-      const __m256i idx = _mm256_or_si256(lo, _mm256_and_si256(_mm256_sllv_epi32(qh, qh_shift), _mm256_set1_epi32(0x300)));
-      const __m512i g = iq::lookup8(iq::iq2s_grid, idx);
-      uint64_t sign_bits;
-      std::memcpy(&sign_bits, signs, 8);
-      const __m512i sc = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls);
-      for (int t = 0; t < NT; ++t) {
-        const __m512i a = _mm512_loadu_si512(y[t][i].qs + 64 * k);
-        const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
-        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, as), sc);
-      }
-    }
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+// AVX-512 VNNI (iq::signed_grid_avx512): 10-bit grid indices assembled as vectors and
+// gathered, the explicit sign bits used directly as the mask, per-16 scales.
+struct Iq2sAvx512 {
+  using Block = block_iq2_s;
+  static constexpr float kFactor = 0.125f;
+  MOEBOX_TARGET_AVX512 static __m512i prepare(const Block& b) { return _mm512_castsi256_si512(iq::nibble_scales16(b.scales)); }
+  MOEBOX_TARGET_AVX512 static iq::SignedGridStep step(const Block& b, __m512i ls, int k) {
+    // Lane l of the 8 groups of 64 weights: qh byte l / 4 (of the pair), bits 2 (l % 4), +1.
+    const __m256i qh_lane = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i qh_shift = _mm256_setr_epi32(8, 6, 4, 2, 8, 6, 4, 2);
+    const __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + 8 * k)));
+    const __m256i qh =
+        _mm256_permutevar8x32_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi32_si128(iq::load_u16(b.qh + 2 * k))), qh_lane);
+    const __m256i idx = _mm256_or_si256(lo, _mm256_and_si256(_mm256_sllv_epi32(qh, qh_shift), _mm256_set1_epi32(0x300)));
+    uint64_t sign_bits;
+    std::memcpy(&sign_bits, b.qs + QK_K / 8 + 8 * k, 8);
+    return {iq::lookup8(iq::iq2s_grid, idx), sign_bits, _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls)};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.125f * _mm512_reduce_add_ps(acc[t]);
-}
+};
 
 float vec_dot_iq2_s_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_s_avx2<1>>(n, w, a); }
-float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq2_s_avx512<1>>(n, w, a); }
+float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx512<Iq2sAvx512, 1>>(n, w, a);
+}
 
 extern const FormatOps kFormatIQ2_XXS = {
     "IQ2_XXS", GgmlType::IQ2_XXS, QK_K, sizeof(block_iq2_xxs), GgmlType::Q8_K, dequant_iq2_xxs,
     {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, vec_dot_iq2_xxs_q8_K_avx512, nullptr},
-    {nullptr, iq2_xxs_avx2<kMultiTokens>, iq2_xxs_avx512<kMultiTokens>, nullptr},
+    {nullptr, iq2_xxs_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq2xxsAvx512, kMultiTokens>, nullptr},
     gemm_iq2_xxs_amx};
 extern const FormatOps kFormatIQ2_XS = {
     "IQ2_XS", GgmlType::IQ2_XS, QK_K, sizeof(block_iq2_xs), GgmlType::Q8_K, dequant_iq2_xs,
     {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, vec_dot_iq2_xs_q8_K_avx512, nullptr},
-    {nullptr, iq2_xs_avx2<kMultiTokens>, iq2_xs_avx512<kMultiTokens>, nullptr},
+    {nullptr, iq2_xs_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq2xsAvx512, kMultiTokens>, nullptr},
     gemm_iq2_xs_amx};
 extern const FormatOps kFormatIQ2_S = {
     "IQ2_S", GgmlType::IQ2_S, QK_K, sizeof(block_iq2_s), GgmlType::Q8_K, dequant_iq2_s,
     {vec_dot_iq2_s_q8_K, vec_dot_iq2_s_q8_K_avx2, vec_dot_iq2_s_q8_K_avx512, nullptr},
-    {nullptr, iq2_s_avx2<kMultiTokens>, iq2_s_avx512<kMultiTokens>, nullptr},
+    {nullptr, iq2_s_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq2sAvx512, kMultiTokens>, nullptr},
     gemm_iq2_s_amx};
 
 }  // namespace moebox

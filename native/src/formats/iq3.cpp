@@ -91,43 +91,25 @@ MOEBOX_TARGET_AVX2 void iq3_xxs_avx2(int64_t n, const void* w_row, const void* c
   for (int t = 0; t < NT; ++t) out[t] = 0.25f * iq::hsum_f32x8(acc[t]);
 }
 
-// AVX-512 VNNI: 4-value grid entries (bytes 0x04..0x3e) by one 32-bit gather per 64
-// weights, signs as a 64-bit mask on the activations, maddubs + dpwssd.
-template <int NT>
-MOEBOX_TARGET_AVX512 void iq3_xxs_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq3_xxs*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const auto* grid = reinterpret_cast<const int*>(iq::iq3xxs_grid);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const uint8_t* q3 = x[i].qs;
-    const uint8_t* gas = x[i].qs + QK_K / 4;
-    __m512i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k, q3 += 16, gas += 8) {
-      const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q3)));
-      const __m512i g = _mm512_i32gather_epi32(idx, grid, 4);
-      const uint32_t a1 = iq::load_u32(gas), a2 = iq::load_u32(gas + 4);
-      const uint64_t signs = iq::ksigns_mask(a1, a2);
-      // int16 pair sums (< 2 * 62 * 127) times the sub-block scale (lanes 0..15: sub-block 2k).
-      const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(2 * (a1 >> 28) + 1)),
-                                                 _mm512_set1_epi16(static_cast<int16_t>(2 * (a2 >> 28) + 1)));
-      for (int t = 0; t < NT; ++t) {
-        const __m512i q = _mm512_loadu_si512(y[t][i].qs + 64 * k);
-        const __m512i qs = _mm512_mask_sub_epi8(q, signs, _mm512_setzero_si512(), q);
-        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, qs), sc);
-      }
-    }
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+// AVX-512 VNNI (iq::signed_grid_avx512): 4-value grid entries (bytes 0x04..0x3e) by one
+// 32-bit gather per 64 weights, the 7-bit sign indices as a 64-bit mask.
+struct Iq3xxsAvx512 {
+  using Block = block_iq3_xxs;
+  static constexpr float kFactor = 0.25f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX512 static iq::SignedGridStep step(const Block& b, int, int k) {
+    const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * k)));
+    const __m512i g = _mm512_i32gather_epi32(idx, reinterpret_cast<const int*>(iq::iq3xxs_grid), 4);
+    const uint8_t* gas = b.qs + QK_K / 4 + 8 * k;
+    const uint32_t a1 = iq::load_u32(gas), a2 = iq::load_u32(gas + 4);
+    return {g, iq::ksigns_mask(a1, a2), iq::pair_scales(2 * (a1 >> 28) + 1, 2 * (a2 >> 28) + 1)};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.25f * _mm512_reduce_add_ps(acc[t]);
-}
+};
 
 float vec_dot_iq3_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq3_xxs_avx2<1>>(n, w, a); }
-float vec_dot_iq3_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq3_xxs_avx512<1>>(n, w, a); }
+float vec_dot_iq3_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx512<Iq3xxsAvx512, 1>>(n, w, a);
+}
 
 // ---------------------------------------------------------------- IQ3_S
 
@@ -214,57 +196,40 @@ MOEBOX_TARGET_AVX2 void iq3_s_avx2(int64_t n, const void* w_row, const void* con
   for (int t = 0; t < NT; ++t) out[t] = iq::hsum_f32x8(acc[t]);
 }
 
-// AVX-512 VNNI: 9-bit indices of 16 groups of 4 weights assembled as a vector and
-// gathered (32-bit entries), explicit sign bits as the mask, maddubs + dpwssd.
-template <int NT>
-MOEBOX_TARGET_AVX512 void iq3_s_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq3_s*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const auto* grid = reinterpret_cast<const int*>(iq::iq3s_grid);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const uint8_t* qs = x[i].qs;
-    const uint8_t* signs = x[i].signs;
-    __m512i sumi[NT];
-    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k, qs += 16, signs += 8) {
-      // bit l of the 16 qh bits of sub-blocks 2k, 2k+1 is the high index bit of group l
-      const __m512i hbit = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(iq::load_u16(x[i].qh + 2 * k)), lane),
-                                            _mm512_set1_epi32(1));
-      const __m512i idx = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs))),
-                                          _mm512_slli_epi32(hbit, 8));
-      const __m512i g = _mm512_i32gather_epi32(idx, grid, 4);
-      uint64_t sign_bits;
-      std::memcpy(&sign_bits, signs, 8);
-      const __m512i sc = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], 2 * k))),
-                                                 _mm512_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], 2 * k + 1))));
-      for (int t = 0; t < NT; ++t) {
-        const __m512i a = _mm512_loadu_si512(y[t][i].qs + 64 * k);
-        const __m512i as = _mm512_mask_sub_epi8(a, sign_bits, _mm512_setzero_si512(), a);
-        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(g, as), sc);
-      }
-    }
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+// AVX-512 VNNI (iq::signed_grid_avx512): 9-bit indices of 16 groups of 4 weights
+// assembled as a vector and gathered (32-bit entries), the explicit sign bits as the mask.
+struct Iq3sAvx512 {
+  using Block = block_iq3_s;
+  static constexpr float kFactor = 1.f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX512 static iq::SignedGridStep step(const Block& b, int, int k) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // bit l of the 16 qh bits of sub-blocks 2k, 2k+1 is the high index bit of group l
+    const __m512i hbit =
+        _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(iq::load_u16(b.qh + 2 * k)), lane), _mm512_set1_epi32(1));
+    const __m512i idx = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * k))),
+                                        _mm512_slli_epi32(hbit, 8));
+    uint64_t sign_bits;
+    std::memcpy(&sign_bits, b.signs + 8 * k, 8);
+    return {_mm512_i32gather_epi32(idx, reinterpret_cast<const int*>(iq::iq3s_grid), 4), sign_bits,
+            iq::pair_scales(iq3_s_scale(b, 2 * k), iq3_s_scale(b, 2 * k + 1))};
   }
-  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
-}
+};
 
 float vec_dot_iq3_s_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq3_s_avx2<1>>(n, w, a); }
-float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w, const void* a) { return single_token<iq3_s_avx512<1>>(n, w, a); }
+float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx512<Iq3sAvx512, 1>>(n, w, a);
+}
 
 extern const FormatOps kFormatIQ3_XXS = {
     "IQ3_XXS", GgmlType::IQ3_XXS, QK_K, sizeof(block_iq3_xxs), GgmlType::Q8_K, dequant_iq3_xxs,
     {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, vec_dot_iq3_xxs_q8_K_avx512, nullptr},
-    {nullptr, iq3_xxs_avx2<kMultiTokens>, iq3_xxs_avx512<kMultiTokens>, nullptr},
+    {nullptr, iq3_xxs_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq3xxsAvx512, kMultiTokens>, nullptr},
     gemm_iq3_xxs_amx};
 extern const FormatOps kFormatIQ3_S = {
     "IQ3_S", GgmlType::IQ3_S, QK_K, sizeof(block_iq3_s), GgmlType::Q8_K, dequant_iq3_s,
     {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, vec_dot_iq3_s_q8_K_avx512, nullptr},
-    {nullptr, iq3_s_avx2<kMultiTokens>, iq3_s_avx512<kMultiTokens>, nullptr},
+    {nullptr, iq3_s_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq3sAvx512, kMultiTokens>, nullptr},
     gemm_iq3_s_amx};
 
 }  // namespace moebox

@@ -99,4 +99,50 @@ MOEBOX_TARGET_AVX512 inline uint64_t ksigns_mask(uint32_t lo, uint32_t hi) {
 
 MOEBOX_TARGET_AVX2 inline float fp16_to_f32_f16c(uint16_t h) { return _cvtsh_ss(h); }
 
+// One step (64 weights) of the AVX-512 dot of an IQ format whose weights are unsigned grid
+// bytes with explicit signs (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S): the grid bytes, the
+// sign bits (bit j set: weight j negative), the int16 scale of each pair of weights.
+struct SignedGridStep {
+  __m512i grid;
+  uint64_t signs;
+  __m512i scale;
+};
+
+// The AVX-512 dot of such a format against NT activation rows (NT = 1: the dot product).
+// F::step(block, prep, k) gives step k of a super-block (prep = F::prepare(block), the
+// per-block work its steps share); it is shared by the tokens, and per token the signs
+// go onto the activations (grid bytes < 0x40, so vpmaddubsw pair sums stay below
+// 2 * 63 * 127) and vpdpwssd applies the scales while accumulating. F::kFactor is the
+// format's constant factor (0.125 for the 2-bit grids, 0.25 for IQ3_XXS).
+template <class F, int NT>
+MOEBOX_TARGET_AVX512 void signed_grid_avx512(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
+  const auto* x = static_cast<const typename F::Block*>(w_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const auto prep = F::prepare(x[i]);
+    __m512i sumi[NT];
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      const SignedGridStep s = F::step(x[i], prep, k);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i a = _mm512_loadu_si512(y[t][i].qs + 64 * k);
+        const __m512i as = _mm512_mask_sub_epi8(a, s.signs, _mm512_setzero_si512(), a);
+        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(s.grid, as), s.scale);
+      }
+    }
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[t][i].d), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = F::kFactor * _mm512_reduce_add_ps(acc[t]);
+}
+
+// Scales of sub-blocks 2k (int16 lanes 0..15) and 2k + 1 (16..31), odd factors given.
+MOEBOX_TARGET_AVX512 inline __m512i pair_scales(int lo, int hi) {
+  return _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(static_cast<int16_t>(lo)),
+                                 _mm512_set1_epi16(static_cast<int16_t>(hi)));
+}
+
 }  // namespace moebox::iq
