@@ -50,48 +50,25 @@ float vec_dot_iq2_xxs_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return 0.125f * sumf;
 }
 
-// One weight row against NT activation rows (NT = 1: the dot product): the grid and sign
-// lookups are shared by the tokens, the signs applied to each token's activations.
-template <int NT>
-MOEBOX_TARGET_AVX2 void iq2_xxs_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq2_xxs*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const uint64_t* grid = iq::iq2xxs_grid;
-  const uint64_t* sgn = iq::ksigns_bytes;
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const uint8_t* q2 = reinterpret_cast<const uint8_t*>(x[i].qs);
-    __m256i sumi1[NT], sumi2[NT];
-    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, q2 += 16) {
-      uint32_t a[4];
-      std::memcpy(a, q2, 16);  // [idx, signs+scale] for sub-blocks ib and ib+1
-      const auto* i8 = reinterpret_cast<const uint8_t*>(a);
-      const __m256i w1 = _mm256_set_epi64x(grid[i8[3]], grid[i8[2]], grid[i8[1]], grid[i8[0]]);
-      const __m256i w2 = _mm256_set_epi64x(grid[i8[11]], grid[i8[10]], grid[i8[9]], grid[i8[8]]);
-      const __m256i s1 = _mm256_set_epi64x(sgn[(a[1] >> 21) & 127], sgn[(a[1] >> 14) & 127], sgn[(a[1] >> 7) & 127],
-                                           sgn[a[1] & 127]);
-      const __m256i s2 = _mm256_set_epi64x(sgn[(a[3] >> 21) & 127], sgn[(a[3] >> 14) & 127], sgn[(a[3] >> 7) & 127],
-                                           sgn[a[3] & 127]);
-      const __m256i ls1 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a[1] >> 28) + 1));
-      const __m256i ls2 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a[3] >> 28) + 1));
-      for (int t = 0; t < NT; ++t) {
-        const int8_t* q8 = y[t][i].qs + 32 * ib;
-        const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s1);
-        const __m256i y2 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s2);
-        // grid values (< 0x2c) are unsigned bytes: maddubs directly.
-        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
-        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
-      }
-    }
-    const float dx = iq::fp16_to_f32_f16c(x[i].d);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
+// AVX2 (iq::signed_grid_avx2): grid entries and ±1 sign bytes by scalar loads.
+struct Iq2xxsAvx2 : iq::SignBytes {
+  using Block = block_iq2_xxs;
+  static constexpr float kFactor = 0.125f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+    const uint64_t* grid = iq::iq2xxs_grid;
+    const uint64_t* sgn = iq::ksigns_bytes;
+    uint32_t a[4];  // [idx, signs+scale] for sub-blocks ib and ib+1
+    std::memcpy(a, reinterpret_cast<const uint8_t*>(b.qs) + 8 * ib, 16);
+    const auto* i8 = reinterpret_cast<const uint8_t*>(a);
+    return {{_mm256_set_epi64x(grid[i8[3]], grid[i8[2]], grid[i8[1]], grid[i8[0]]),
+             _mm256_set_epi64x(grid[i8[11]], grid[i8[10]], grid[i8[9]], grid[i8[8]])},
+            {_mm256_set_epi64x(sgn[(a[1] >> 21) & 127], sgn[(a[1] >> 14) & 127], sgn[(a[1] >> 7) & 127], sgn[a[1] & 127]),
+             _mm256_set_epi64x(sgn[(a[3] >> 21) & 127], sgn[(a[3] >> 14) & 127], sgn[(a[3] >> 7) & 127], sgn[a[3] & 127])},
+            {_mm256_set1_epi16(static_cast<int16_t>(2 * (a[1] >> 28) + 1)),
+             _mm256_set1_epi16(static_cast<int16_t>(2 * (a[3] >> 28) + 1))}};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
-}
+};
 
 // AVX-512 VNNI (iq::signed_grid_avx512): one gather fetches the 8 grid entries of 64
 // weights; the 7-bit sign indices become a 64-bit mask.
@@ -108,7 +85,9 @@ struct Iq2xxsAvx512 {
   }
 };
 
-float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_xxs_avx2<1>>(n, w, a); }
+float vec_dot_iq2_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx2<Iq2xxsAvx2, 1>>(n, w, a);
+}
 float vec_dot_iq2_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) {
   return single_token<iq::signed_grid_avx512<Iq2xxsAvx512, 1>>(n, w, a);
 }
@@ -161,52 +140,36 @@ MOEBOX_TARGET_AVX2 static inline __m256i split_scales(uint8_t sc) {
                             _mm256_set1_epi16(static_cast<int16_t>(2 * (sc >> 4) + 1)), 0xf0);
 }
 
-template <int NT>
-MOEBOX_TARGET_AVX2 void iq2_xs_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq2_xs*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const uint64_t* grid = iq::iq2xs_grid;
-  // Sign bytes computed, not looked up: 7 stored bits plus their parity as bit 7
-  // (0x80 where the 4-bit fold s ^ (s >> 4) has odd parity).
-  const __m128i odd_parity = _mm_setr_epi8(0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0);
-  // Byte b of the 32 weights of groups 0..3 (4..7) takes the sign byte of group b / 8: the
-  // low byte of 16-bit lane b / 8 (+ 4), then bit b % 8 of it.
-  const __m256i spread_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4,
-                                             6, 6, 6, 6, 6, 6, 6, 6);
-  const __m256i spread_hi = _mm256_add_epi8(spread_lo, _mm256_set1_epi8(8));
-  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    __m256i sumi1[NT], sumi2[NT];
-    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2) {
-      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 4 * ib));  // 8 x (index | signs << 9)
-      alignas(16) uint16_t gi[8];
-      _mm_store_si128(reinterpret_cast<__m128i*>(gi), _mm_and_si128(q, _mm_set1_epi16(511)));
-      const __m256i w1 = _mm256_set_epi64x(grid[gi[3]], grid[gi[2]], grid[gi[1]], grid[gi[0]]);
-      const __m256i w2 = _mm256_set_epi64x(grid[gi[7]], grid[gi[6]], grid[gi[5]], grid[gi[4]]);
-      const __m128i s7 = _mm_srli_epi16(q, 9);
-      const __m128i full = _mm_or_si128(s7, _mm_shuffle_epi8(odd_parity, _mm_xor_si128(s7, _mm_srli_epi16(q, 13))));
-      const __m256i both = _mm256_broadcastsi128_si256(full);
-      const __m256i m1 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_lo), bit), bit);
-      const __m256i m2 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_hi), bit), bit);
-      const __m256i ls1 = split_scales(x[i].scales[ib]), ls2 = split_scales(x[i].scales[ib + 1]);
-      for (int t = 0; t < NT; ++t) {
-        const int8_t* q8 = y[t][i].qs + 32 * ib;
-        const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
-        const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
-        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
-        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
-      }
-    }
-    const float dx = iq::fp16_to_f32_f16c(x[i].d);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
+// AVX2 (iq::signed_grid_avx2): 9-bit grid indices, sign bytes computed (not looked up)
+// as masks.
+struct Iq2xsAvx2 : iq::SignMask {
+  using Block = block_iq2_xs;
+  static constexpr float kFactor = 0.125f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+    const uint64_t* grid = iq::iq2xs_grid;
+    // Sign bytes: 7 stored bits plus their parity as bit 7 (0x80 where the 4-bit fold
+    // s ^ (s >> 4) has odd parity).
+    const __m128i odd_parity = _mm_setr_epi8(0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0);
+    // Byte j of the 32 weights of groups 0..3 (4..7) takes the sign byte of group j / 8: the
+    // low byte of 16-bit lane j / 8 (+ 4), then bit j % 8 of it.
+    const __m256i spread_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4,
+                                               6, 6, 6, 6, 6, 6, 6, 6);
+    const __m256i spread_hi = _mm256_add_epi8(spread_lo, _mm256_set1_epi8(8));
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 4 * ib));  // 8 x (index | signs << 9)
+    alignas(16) uint16_t gi[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(gi), _mm_and_si128(q, _mm_set1_epi16(511)));
+    const __m128i s7 = _mm_srli_epi16(q, 9);
+    const __m128i full = _mm_or_si128(s7, _mm_shuffle_epi8(odd_parity, _mm_xor_si128(s7, _mm_srli_epi16(q, 13))));
+    const __m256i both = _mm256_broadcastsi128_si256(full);
+    return {{_mm256_set_epi64x(grid[gi[3]], grid[gi[2]], grid[gi[1]], grid[gi[0]]),
+             _mm256_set_epi64x(grid[gi[7]], grid[gi[6]], grid[gi[5]], grid[gi[4]])},
+            {_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_lo), bit), bit),
+             _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(both, spread_hi), bit), bit)},
+            {split_scales(b.scales[ib]), split_scales(b.scales[ib + 1])}};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
-}
+};
 
 // AVX-512 VNNI (iq::signed_grid_avx512): 9-bit grid indices widened and gathered (one
 // gather per 64 weights), the 7-bit sign fields packed by pext into ksigns_mask,
@@ -216,19 +179,16 @@ struct Iq2xsAvx512 {
   static constexpr float kFactor = 0.125f;
   MOEBOX_TARGET_AVX512 static __m512i prepare(const Block& b) { return _mm512_castsi256_si512(iq::nibble_scales16(b.scales)); }
   MOEBOX_TARGET_AVX512 static iq::SignedGridStep step(const Block& b, __m512i ls, int k) {
-    constexpr uint64_t kSignFields = 0xfe00fe00fe00fe00ULL;  // bits 9..15 of four uint16
-    const auto* q2 = reinterpret_cast<const uint8_t*>(b.qs) + 16 * k;
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2));  // 8 x (index | signs << 9)
-    const __m256i idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
-    uint64_t v[2];
-    std::memcpy(v, q2, 16);
-    const uint64_t signs = iq::ksigns_mask(static_cast<uint32_t>(_pext_u64(v[0], kSignFields)),
-                                           static_cast<uint32_t>(_pext_u64(v[1], kSignFields)));
-    return {iq::lookup8(iq::iq2xs_grid, idx), signs, _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls)};
+    iq::SignedGridStep s;
+    iq::iq2_xs_grid_signs(reinterpret_cast<const uint8_t*>(b.qs) + 16 * k, s.grid, s.signs);
+    s.scale = _mm512_permutexvar_epi16(_mm512_load_si512(iq::kScale16OfPair[k]), ls);
+    return s;
   }
 };
 
-float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_xs_avx2<1>>(n, w, a); }
+float vec_dot_iq2_xs_q8_K_avx2(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx2<Iq2xsAvx2, 1>>(n, w, a);
+}
 float vec_dot_iq2_xs_q8_K_avx512(int64_t n, const void* w, const void* a) {
   return single_token<iq::signed_grid_avx512<Iq2xsAvx512, 1>>(n, w, a);
 }
@@ -278,43 +238,24 @@ float vec_dot_iq2_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return 0.125f * sumf;
 }
 
-template <int NT>
-MOEBOX_TARGET_AVX2 void iq2_s_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq2_s*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const uint64_t* grid = iq::iq2s_grid;
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const uint8_t* qs = x[i].qs;
-    const uint8_t* qh = x[i].qh;
-    const uint8_t* signs = x[i].qs + QK_K / 8;
-    __m256i sumi1[NT], sumi2[NT];
-    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 8, signs += 8) {
-      const __m256i w1 = _mm256_set_epi64x(
-          grid[qs[3] | ((qh[ib] << 2) & 0x300)], grid[qs[2] | ((qh[ib] << 4) & 0x300)],
-          grid[qs[1] | ((qh[ib] << 6) & 0x300)], grid[qs[0] | ((qh[ib] << 8) & 0x300)]);
-      const __m256i w2 = _mm256_set_epi64x(
-          grid[qs[7] | ((qh[ib + 1] << 2) & 0x300)], grid[qs[6] | ((qh[ib + 1] << 4) & 0x300)],
-          grid[qs[5] | ((qh[ib + 1] << 6) & 0x300)], grid[qs[4] | ((qh[ib + 1] << 8) & 0x300)]);
-      const __m256i m1 = iq::sign_bits_to_mask(iq::load_u32(signs)), m2 = iq::sign_bits_to_mask(iq::load_u32(signs + 4));
-      const __m256i ls1 = split_scales(x[i].scales[ib]), ls2 = split_scales(x[i].scales[ib + 1]);
-      for (int t = 0; t < NT; ++t) {
-        const int8_t* q8 = y[t][i].qs + 32 * ib;
-        const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
-        const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
-        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
-        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
-      }
-    }
-    const float dx = iq::fp16_to_f32_f16c(x[i].d);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
+// AVX2 (iq::signed_grid_avx2): 10-bit grid indices, the explicit sign bits as masks.
+struct Iq2sAvx2 : iq::SignMask {
+  using Block = block_iq2_s;
+  static constexpr float kFactor = 0.125f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+    const uint64_t* grid = iq::iq2s_grid;
+    const uint8_t* qs = b.qs + 4 * ib;
+    const uint8_t* signs = b.qs + QK_K / 8 + 4 * ib;
+    const uint32_t h1 = b.qh[ib], h2 = b.qh[ib + 1];
+    return {{_mm256_set_epi64x(grid[qs[3] | ((h1 << 2) & 0x300)], grid[qs[2] | ((h1 << 4) & 0x300)],
+                               grid[qs[1] | ((h1 << 6) & 0x300)], grid[qs[0] | ((h1 << 8) & 0x300)]),
+             _mm256_set_epi64x(grid[qs[7] | ((h2 << 2) & 0x300)], grid[qs[6] | ((h2 << 4) & 0x300)],
+                               grid[qs[5] | ((h2 << 6) & 0x300)], grid[qs[4] | ((h2 << 8) & 0x300)])},
+            {iq::sign_bits_to_mask(iq::load_u32(signs)), iq::sign_bits_to_mask(iq::load_u32(signs + 4))},
+            {split_scales(b.scales[ib]), split_scales(b.scales[ib + 1])}};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.125f * iq::hsum_f32x8(acc[t]);
-}
+};
 
 // AVX-512 VNNI (iq::signed_grid_avx512): 10-bit grid indices assembled as vectors and
 // gathered, the explicit sign bits used directly as the mask, per-16 scales.
@@ -336,7 +277,9 @@ struct Iq2sAvx512 {
   }
 };
 
-float vec_dot_iq2_s_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq2_s_avx2<1>>(n, w, a); }
+float vec_dot_iq2_s_q8_K_avx2(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx2<Iq2sAvx2, 1>>(n, w, a);
+}
 float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w, const void* a) {
   return single_token<iq::signed_grid_avx512<Iq2sAvx512, 1>>(n, w, a);
 }
@@ -344,17 +287,17 @@ float vec_dot_iq2_s_q8_K_avx512(int64_t n, const void* w, const void* a) {
 extern const FormatOps kFormatIQ2_XXS = {
     "IQ2_XXS", GgmlType::IQ2_XXS, QK_K, sizeof(block_iq2_xxs), GgmlType::Q8_K, dequant_iq2_xxs,
     {vec_dot_iq2_xxs_q8_K, vec_dot_iq2_xxs_q8_K_avx2, vec_dot_iq2_xxs_q8_K_avx512, nullptr},
-    {nullptr, iq2_xxs_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq2xxsAvx512, kMultiTokens>, nullptr},
+    {nullptr, iq::signed_grid_avx2<Iq2xxsAvx2, kMultiTokens>, iq::signed_grid_avx512<Iq2xxsAvx512, kMultiTokens>, nullptr},
     gemm_iq2_xxs_amx};
 extern const FormatOps kFormatIQ2_XS = {
     "IQ2_XS", GgmlType::IQ2_XS, QK_K, sizeof(block_iq2_xs), GgmlType::Q8_K, dequant_iq2_xs,
     {vec_dot_iq2_xs_q8_K, vec_dot_iq2_xs_q8_K_avx2, vec_dot_iq2_xs_q8_K_avx512, nullptr},
-    {nullptr, iq2_xs_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq2xsAvx512, kMultiTokens>, nullptr},
+    {nullptr, iq::signed_grid_avx2<Iq2xsAvx2, kMultiTokens>, iq::signed_grid_avx512<Iq2xsAvx512, kMultiTokens>, nullptr},
     gemm_iq2_xs_amx};
 extern const FormatOps kFormatIQ2_S = {
     "IQ2_S", GgmlType::IQ2_S, QK_K, sizeof(block_iq2_s), GgmlType::Q8_K, dequant_iq2_s,
     {vec_dot_iq2_s_q8_K, vec_dot_iq2_s_q8_K_avx2, vec_dot_iq2_s_q8_K_avx512, nullptr},
-    {nullptr, iq2_s_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq2sAvx512, kMultiTokens>, nullptr},
+    {nullptr, iq::signed_grid_avx2<Iq2sAvx2, kMultiTokens>, iq::signed_grid_avx512<Iq2sAvx512, kMultiTokens>, nullptr},
     gemm_iq2_s_amx};
 
 }  // namespace moebox

@@ -50,46 +50,27 @@ float vec_dot_iq3_xxs_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return 0.25f * sumf;
 }
 
-// One weight row against NT activation rows (NT = 1: the dot product): grid and sign
-// lookups shared by the tokens.
-template <int NT>
-MOEBOX_TARGET_AVX2 void iq3_xxs_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq3_xxs*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const uint32_t* grid = iq::iq3xxs_grid;
-  const uint64_t* sgn = iq::ksigns_bytes;
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const uint8_t* q3 = x[i].qs;
-    const uint8_t* gas = x[i].qs + QK_K / 4;
-    __m256i sumi1[NT], sumi2[NT];
-    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, q3 += 16, gas += 8) {
-      const __m256i w1 = _mm256_set_epi32(grid[q3[7]], grid[q3[6]], grid[q3[5]], grid[q3[4]], grid[q3[3]], grid[q3[2]],
-                                          grid[q3[1]], grid[q3[0]]);
-      const __m256i w2 = _mm256_set_epi32(grid[q3[15]], grid[q3[14]], grid[q3[13]], grid[q3[12]], grid[q3[11]],
-                                          grid[q3[10]], grid[q3[9]], grid[q3[8]]);
-      const uint32_t a1 = iq::load_u32(gas), a2 = iq::load_u32(gas + 4);
-      const __m256i s1 = _mm256_set_epi64x(sgn[(a1 >> 21) & 127], sgn[(a1 >> 14) & 127], sgn[(a1 >> 7) & 127], sgn[a1 & 127]);
-      const __m256i s2 = _mm256_set_epi64x(sgn[(a2 >> 21) & 127], sgn[(a2 >> 14) & 127], sgn[(a2 >> 7) & 127], sgn[a2 & 127]);
-      const __m256i ls1 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a1 >> 28) + 1));
-      const __m256i ls2 = _mm256_set1_epi16(static_cast<int16_t>(2 * (a2 >> 28) + 1));
-      for (int t = 0; t < NT; ++t) {
-        const int8_t* q8 = y[t][i].qs + 32 * ib;
-        const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s1);
-        const __m256i y2 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s2);
-        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
-        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
-      }
-    }
-    const float dx = iq::fp16_to_f32_f16c(x[i].d);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
+// AVX2 (iq::signed_grid_avx2): 4-value grid entries and ±1 sign bytes by scalar loads.
+struct Iq3xxsAvx2 : iq::SignBytes {
+  using Block = block_iq3_xxs;
+  static constexpr float kFactor = 0.25f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+    const uint32_t* grid = iq::iq3xxs_grid;
+    const uint64_t* sgn = iq::ksigns_bytes;
+    const uint8_t* q3 = b.qs + 8 * ib;
+    const uint8_t* gas = b.qs + QK_K / 4 + 4 * ib;
+    const uint32_t a1 = iq::load_u32(gas), a2 = iq::load_u32(gas + 4);
+    return {{_mm256_set_epi32(grid[q3[7]], grid[q3[6]], grid[q3[5]], grid[q3[4]], grid[q3[3]], grid[q3[2]], grid[q3[1]],
+                              grid[q3[0]]),
+             _mm256_set_epi32(grid[q3[15]], grid[q3[14]], grid[q3[13]], grid[q3[12]], grid[q3[11]], grid[q3[10]],
+                              grid[q3[9]], grid[q3[8]])},
+            {_mm256_set_epi64x(sgn[(a1 >> 21) & 127], sgn[(a1 >> 14) & 127], sgn[(a1 >> 7) & 127], sgn[a1 & 127]),
+             _mm256_set_epi64x(sgn[(a2 >> 21) & 127], sgn[(a2 >> 14) & 127], sgn[(a2 >> 7) & 127], sgn[a2 & 127])},
+            {_mm256_set1_epi16(static_cast<int16_t>(2 * (a1 >> 28) + 1)),
+             _mm256_set1_epi16(static_cast<int16_t>(2 * (a2 >> 28) + 1))}};
   }
-  for (int t = 0; t < NT; ++t) out[t] = 0.25f * iq::hsum_f32x8(acc[t]);
-}
+};
 
 // AVX-512 VNNI (iq::signed_grid_avx512): 4-value grid entries (bytes 0x04..0x3e) by one
 // 32-bit gather per 64 weights, the 7-bit sign indices as a 64-bit mask.
@@ -106,7 +87,9 @@ struct Iq3xxsAvx512 {
   }
 };
 
-float vec_dot_iq3_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq3_xxs_avx2<1>>(n, w, a); }
+float vec_dot_iq3_xxs_q8_K_avx2(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx2<Iq3xxsAvx2, 1>>(n, w, a);
+}
 float vec_dot_iq3_xxs_q8_K_avx512(int64_t n, const void* w, const void* a) {
   return single_token<iq::signed_grid_avx512<Iq3xxsAvx512, 1>>(n, w, a);
 }
@@ -158,43 +141,27 @@ float vec_dot_iq3_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
   return sumf;
 }
 
-template <int NT>
-MOEBOX_TARGET_AVX2 void iq3_s_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
-  const auto* x = static_cast<const block_iq3_s*>(w_row);
-  const block_q8_K* y[NT];
-  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
-  const uint32_t* grid = iq::iq3s_grid;
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    const uint8_t* qs = x[i].qs;
-    const uint8_t* signs = x[i].signs;
-    __m256i sumi1[NT], sumi2[NT];
-    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
-    for (int ib = 0; ib < QK_K / 32; ib += 2, qs += 16, signs += 8) {
-      const uint32_t h1 = x[i].qh[ib], h2 = x[i].qh[ib + 1];
-      auto g = [&](const uint8_t* q, uint32_t h, int k) { return grid[q[k] | ((h << (8 - k)) & 256)]; };
-      const __m256i w1 = _mm256_set_epi32(g(qs, h1, 7), g(qs, h1, 6), g(qs, h1, 5), g(qs, h1, 4), g(qs, h1, 3),
-                                          g(qs, h1, 2), g(qs, h1, 1), g(qs, h1, 0));
-      const __m256i w2 = _mm256_set_epi32(g(qs + 8, h2, 7), g(qs + 8, h2, 6), g(qs + 8, h2, 5), g(qs + 8, h2, 4),
-                                          g(qs + 8, h2, 3), g(qs + 8, h2, 2), g(qs + 8, h2, 1), g(qs + 8, h2, 0));
-      const __m256i m1 = iq::sign_bits_to_mask(iq::load_u32(signs)), m2 = iq::sign_bits_to_mask(iq::load_u32(signs + 4));
-      const __m256i ls1 = _mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], ib)));
-      const __m256i ls2 = _mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(x[i], ib + 1)));
-      for (int t = 0; t < NT; ++t) {
-        const int8_t* q8 = y[t][i].qs + 32 * ib;
-        const __m256i y1 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), m1);
-        const __m256i y2 = iq::apply_sign_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), m2);
-        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, y1), ls1));
-        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w2, y2), ls2));
-      }
-    }
-    const float dx = iq::fp16_to_f32_f16c(x[i].d);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
+// AVX2 (iq::signed_grid_avx2): 9-bit indices, grid entries by scalar loads, the explicit
+// sign bits as masks.
+struct Iq3sAvx2 : iq::SignMask {
+  using Block = block_iq3_s;
+  static constexpr float kFactor = 1.f;
+  static int prepare(const Block&) { return 0; }
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+    const uint32_t* grid = iq::iq3s_grid;
+    const uint8_t* qs = b.qs + 8 * ib;
+    const uint8_t* signs = b.signs + 4 * ib;
+    const uint32_t h1 = b.qh[ib], h2 = b.qh[ib + 1];
+    auto g = [&](const uint8_t* q, uint32_t h, int k) { return grid[q[k] | ((h << (8 - k)) & 256)]; };
+    return {{_mm256_set_epi32(g(qs, h1, 7), g(qs, h1, 6), g(qs, h1, 5), g(qs, h1, 4), g(qs, h1, 3), g(qs, h1, 2),
+                              g(qs, h1, 1), g(qs, h1, 0)),
+             _mm256_set_epi32(g(qs + 8, h2, 7), g(qs + 8, h2, 6), g(qs + 8, h2, 5), g(qs + 8, h2, 4), g(qs + 8, h2, 3),
+                              g(qs + 8, h2, 2), g(qs + 8, h2, 1), g(qs + 8, h2, 0))},
+            {iq::sign_bits_to_mask(iq::load_u32(signs)), iq::sign_bits_to_mask(iq::load_u32(signs + 4))},
+            {_mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(b, ib))),
+             _mm256_set1_epi16(static_cast<int16_t>(iq3_s_scale(b, ib + 1)))}};
   }
-  for (int t = 0; t < NT; ++t) out[t] = iq::hsum_f32x8(acc[t]);
-}
+};
 
 // AVX-512 VNNI (iq::signed_grid_avx512): 9-bit indices of 16 groups of 4 weights
 // assembled as a vector and gathered (32-bit entries), the explicit sign bits as the mask.
@@ -216,7 +183,9 @@ struct Iq3sAvx512 {
   }
 };
 
-float vec_dot_iq3_s_q8_K_avx2(int64_t n, const void* w, const void* a) { return single_token<iq3_s_avx2<1>>(n, w, a); }
+float vec_dot_iq3_s_q8_K_avx2(int64_t n, const void* w, const void* a) {
+  return single_token<iq::signed_grid_avx2<Iq3sAvx2, 1>>(n, w, a);
+}
 float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w, const void* a) {
   return single_token<iq::signed_grid_avx512<Iq3sAvx512, 1>>(n, w, a);
 }
@@ -224,12 +193,12 @@ float vec_dot_iq3_s_q8_K_avx512(int64_t n, const void* w, const void* a) {
 extern const FormatOps kFormatIQ3_XXS = {
     "IQ3_XXS", GgmlType::IQ3_XXS, QK_K, sizeof(block_iq3_xxs), GgmlType::Q8_K, dequant_iq3_xxs,
     {vec_dot_iq3_xxs_q8_K, vec_dot_iq3_xxs_q8_K_avx2, vec_dot_iq3_xxs_q8_K_avx512, nullptr},
-    {nullptr, iq3_xxs_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq3xxsAvx512, kMultiTokens>, nullptr},
+    {nullptr, iq::signed_grid_avx2<Iq3xxsAvx2, kMultiTokens>, iq::signed_grid_avx512<Iq3xxsAvx512, kMultiTokens>, nullptr},
     gemm_iq3_xxs_amx};
 extern const FormatOps kFormatIQ3_S = {
     "IQ3_S", GgmlType::IQ3_S, QK_K, sizeof(block_iq3_s), GgmlType::Q8_K, dequant_iq3_s,
     {vec_dot_iq3_s_q8_K, vec_dot_iq3_s_q8_K_avx2, vec_dot_iq3_s_q8_K_avx512, nullptr},
-    {nullptr, iq3_s_avx2<kMultiTokens>, iq::signed_grid_avx512<Iq3sAvx512, kMultiTokens>, nullptr},
+    {nullptr, iq::signed_grid_avx2<Iq3sAvx2, kMultiTokens>, iq::signed_grid_avx512<Iq3sAvx512, kMultiTokens>, nullptr},
     gemm_iq3_s_amx};
 
 }  // namespace moebox

@@ -125,18 +125,13 @@ MOEBOX_TARGET_AMX inline void decode_iq2_xxs(const block_iq2_xxs& x, Int8Block& 
 }
 
 MOEBOX_TARGET_AMX inline void decode_iq2_xs(const block_iq2_xs& x, Int8Block& b) {
-  constexpr uint64_t kSignFields = 0xfe00fe00fe00fe00ULL;  // bits 9..15 of four uint16
   b.d = 0.125f * _cvtsh_ss(x.d);
   b.s = _mm512_castsi256_si512(iq::nibble_scales16(x.scales));
-  const auto* q2 = reinterpret_cast<const uint8_t*>(x.qs);
-  for (int c = 0; c < 4; ++c, q2 += 16) {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2));  // 8 x (index | signs << 9)
-    const __m256i idx = _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511));
-    uint64_t v[2];
-    std::memcpy(v, q2, 16);
-    const uint64_t signs = iq::ksigns_mask(static_cast<uint32_t>(_pext_u64(v[0], kSignFields)),
-                                           static_cast<uint32_t>(_pext_u64(v[1], kSignFields)));
-    b.v[c] = apply_signs(iq::lookup8(iq::iq2xs_grid, idx), signs);
+  for (int c = 0; c < 4; ++c) {
+    __m512i grid;
+    uint64_t signs;
+    iq::iq2_xs_grid_signs(reinterpret_cast<const uint8_t*>(x.qs) + 16 * c, grid, signs);
+    b.v[c] = apply_signs(grid, signs);
   }
 }
 

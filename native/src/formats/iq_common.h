@@ -99,6 +99,64 @@ MOEBOX_TARGET_AVX512 inline uint64_t ksigns_mask(uint32_t lo, uint32_t hi) {
 
 MOEBOX_TARGET_AVX2 inline float fp16_to_f32_f16c(uint16_t h) { return _cvtsh_ss(h); }
 
+// One step (two sub-blocks of 32 weights) of the AVX2 dot of an IQ format whose weights
+// are unsigned grid bytes with explicit signs: grid bytes, signs in the format's form
+// (F::sign applies them to activations), int16 scale of each pair of weights.
+struct SignedGridStep2 {
+  __m256i grid[2], sign[2], scale[2];
+};
+
+// The AVX2 dot of such a format against NT activation rows (NT = 1: the dot product):
+// F::step(block, prep, ib) gives sub-blocks ib, ib + 1 (prep = F::prepare(block)), shared
+// by the tokens; per token F::sign puts the signs on the activations and vpmaddubsw +
+// vpmaddwd apply grid and scales. F::kFactor as in signed_grid_avx512.
+template <class F, int NT>
+MOEBOX_TARGET_AVX2 void signed_grid_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
+  const auto* x = static_cast<const typename F::Block*>(w_row);
+  const block_q8_K* y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = static_cast<const block_q8_K*>(act_rows[t]);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    const auto prep = F::prepare(x[i]);
+    __m256i sumi1[NT], sumi2[NT];
+    for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
+    for (int ib = 0; ib < QK_K / 32; ib += 2) {
+      const SignedGridStep2 s = F::step(x[i], prep, ib);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* q8 = y[t][i].qs + 32 * ib;
+        const __m256i y1 = F::sign(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s.sign[0]);
+        const __m256i y2 = F::sign(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)), s.sign[1]);
+        sumi1[t] = _mm256_add_epi32(sumi1[t], _mm256_madd_epi16(_mm256_maddubs_epi16(s.grid[0], y1), s.scale[0]));
+        sumi2[t] = _mm256_add_epi32(sumi2[t], _mm256_madd_epi16(_mm256_maddubs_epi16(s.grid[1], y2), s.scale[1]));
+      }
+    }
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[t][i].d), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1[t], sumi2[t])), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = F::kFactor * hsum_f32x8(acc[t]);
+}
+
+// Signs as ±1 bytes (ksigns_bytes) or as 0x00/0xff masks.
+struct SignBytes {
+  MOEBOX_TARGET_AVX2 static __m256i sign(__m256i y, __m256i s) { return _mm256_sign_epi8(y, s); }
+};
+struct SignMask {
+  MOEBOX_TARGET_AVX2 static __m256i sign(__m256i y, __m256i m) { return apply_sign_mask(y, m); }
+};
+
+// IQ2_XS weights 64k .. 64k + 63 (q2: their 8 uint16 of index | signs << 9): grid bytes
+// and sign bits (the AVX-512 dot and the AMX decoder).
+MOEBOX_TARGET_AVX512 inline void iq2_xs_grid_signs(const uint8_t* q2, __m512i& grid, uint64_t& signs) {
+  constexpr uint64_t kSignFields = 0xfe00fe00fe00fe00ULL;  // bits 9..15 of four uint16
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q2));
+  grid = lookup8(iq2xs_grid, _mm256_and_si256(_mm256_cvtepu16_epi32(q), _mm256_set1_epi32(511)));
+  uint64_t v[2];
+  std::memcpy(v, q2, 16);
+  signs = ksigns_mask(static_cast<uint32_t>(_pext_u64(v[0], kSignFields)), static_cast<uint32_t>(_pext_u64(v[1], kSignFields)));
+}
+
 // One step (64 weights) of the AVX-512 dot of an IQ format whose weights are unsigned grid
 // bytes with explicit signs (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S): the grid bytes, the
 // sign bits (bit j set: weight j negative), the int16 scale of each pair of weights.
