@@ -79,6 +79,25 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
+def _elapsed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _at_levels(native, isas, fn):
+    """fn(i) for each ISA level i of isas (None: the active one), restoring the active level."""
+    active = native.isa()
+    try:
+        out = []
+        for isa in isas:
+            native.set_isa(isa or active)
+            out.append(fn(isa))
+        return out
+    finally:
+        native.set_isa(active)
+
+
 def bench_gemv(native, fmt: str, cols: int, total_bytes: int, repeats: int, rng) -> tuple[float, float]:
     """(seconds per GEMV, GB/s): 4 matrices of total_bytes / 4, used in turn, so that
     none is still in the last-level cache when its turn comes (keep total_bytes >> L3)."""
@@ -127,32 +146,45 @@ def make_moe(native, shape: MoeShape, experts: int, fmt: str, rng):
 
 
 def bench_moe(
-    moe, per_expert: int, shape: MoeShape, experts: int, tokens: int, repeats: int, rng
-) -> tuple[float, float]:
-    """(seconds per call, GB/s of distinct expert weights read) with random routing over `experts`."""
+    native, moe, per_expert: int, shape: MoeShape, experts: int, tokens: int, repeats: int, rng, isas=(None,)
+) -> list[tuple[float, float]]:
+    """Per ISA level of `isas` (None: the active one): (seconds per call, GB/s of distinct expert
+    weights read) with random routing over `experts`. The levels take turns on each routing, so
+    a slow phase of the machine hits them alike and their ratio holds better than from runs
+    one after the other."""
     x = rng.standard_normal((tokens, shape.hidden)).astype(np.float32)
     k = shape.k
     routings = []
     for _ in range(repeats + 1):
         ids = np.stack([rng.choice(experts, size=k, replace=False) for _ in range(tokens)]).astype(np.int32)
         routings.append((ids, rng.uniform(0.05, 1.0, size=(tokens, k)).astype(np.float32)))
-    moe.forward(x, *routings[0])  # warm-up (pool start, page faults)
-    best, best_bytes = float("inf"), 0
+    _at_levels(native, isas, lambda _: moe.forward(x, *routings[0]))  # warm-up (pool start, page faults)
+    best = [(float("inf"), 0)] * len(isas)
     for ids, weights in routings[1:]:  # fresh routing each time: no expert stays in cache
-        t0 = time.perf_counter()
-        moe.forward(x, ids, weights)
-        s = time.perf_counter() - t0
-        if s < best:
-            best, best_bytes = s, len(np.unique(ids)) * per_expert
-    return best, best_bytes / best / 1e9
+        times = _at_levels(native, isas, lambda _, r=(ids, weights): _elapsed(lambda: moe.forward(x, *r)))
+        for j, s in enumerate(times):
+            if s < best[j][0]:
+                best[j] = (s, len(np.unique(ids)) * per_expert)
+    return [(s, b / s / 1e9) for s, b in best]
 
 
-def bench_gemm(native, fmt: str, rows: int, cols: int, tokens: int, repeats: int, rng) -> float:
-    """Seconds per prefill matmul [tokens, cols] x [rows, cols]^T."""
+def bench_gemm(
+    native, fmt: str, rows: int, cols: int, tokens: int, repeats: int, rng, isas=(None,)
+) -> list[float]:
+    """Seconds per prefill matmul [tokens, cols] x [rows, cols]^T per ISA level of `isas`,
+    the levels taking turns (as in bench_moe)."""
     w = random_matrix(fmt, rows, cols, rng)
     x = rng.standard_normal((tokens, cols)).astype(np.float32)
     t = int(GGMLQuantizationType[fmt])
-    return _best_time(lambda: native.matmul(w, t, rows, cols, x), repeats)
+
+    def timed(_):
+        return _elapsed(lambda: native.matmul(w, t, rows, cols, x))
+
+    _at_levels(native, isas, timed)  # warm-up
+    best = [float("inf")] * len(isas)
+    for _ in range(repeats):
+        best = [min(b, s) for b, s in zip(best, _at_levels(native, isas, timed), strict=True)]
+    return best
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,15 +250,25 @@ def bench_prefill(native, fmt: str, args: argparse.Namespace, compare: bool, rng
         moe, per_expert = make_moe(native, shape, experts, fmt, rng)
         for tokens in args.moe_tokens:
             reps = args.repeats if tokens == 1 else max(1, args.repeats // 2)
-            s, gbs = bench_moe(moe, per_expert, shape, experts, tokens, reps, rng)
+            both = compare and tokens > 1
+            timings = bench_moe(
+                native,
+                moe,
+                per_expert,
+                shape,
+                experts,
+                tokens,
+                reps,
+                rng,
+                ("amx", "avx512") if both else (None,),
+            )
+            s, gbs = timings[0]
             line = (
                 f"{shape.name:<15}{f'{shape.hidden} x {shape.inter}':>16}{experts:>9}{tokens:>8}"
                 f"{s * 1e3:>10.1f}{tokens / s:>9.1f}{gbs if tokens == 1 else float('nan'):>8.1f}"
             )
-            if compare and tokens > 1:
-                native.set_isa("avx512")
-                s512, _ = bench_moe(moe, per_expert, shape, experts, tokens, reps, rng)
-                native.set_isa("amx")
+            if both:
+                s512 = timings[1][0]
                 line += f"{s512 * 1e3:>12.1f}{s512 / s:>13.2f}x"
             print(line, flush=True)
         del moe
@@ -235,10 +277,7 @@ def bench_prefill(native, fmt: str, args: argparse.Namespace, compare: bool, rng
         print(f"{'rows x cols':>14}{'tokens':>8}{'AMX ms':>9}{'AVX-512 ms':>12}{'AMX speed-up':>14}")
         for rows, cols in ((2048, 7168), (7168, 2048), (768, 2048)):
             for tokens in args.gemm_tokens:
-                s = bench_gemm(native, fmt, rows, cols, tokens, args.repeats, rng)
-                native.set_isa("avx512")
-                s512 = bench_gemm(native, fmt, rows, cols, tokens, args.repeats, rng)
-                native.set_isa("amx")
+                s, s512 = bench_gemm(native, fmt, rows, cols, tokens, args.repeats, rng, ("amx", "avx512"))
                 print(
                     f"{f'{rows} x {cols}':>14}{tokens:>8}{s * 1e3:>9.2f}{s512 * 1e3:>12.2f}{s512 / s:>13.2f}x",
                     flush=True,
