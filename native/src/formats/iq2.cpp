@@ -54,8 +54,7 @@ float vec_dot_iq2_xxs_q8_K(int64_t n, const void* w_row, const void* act_row) {
 struct Iq2xxsAvx2 : iq::SignBytes {
   using Block = block_iq2_xxs;
   static constexpr float kFactor = 0.125f;
-  static int prepare(const Block&) { return 0; }
-  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int ib) {
     const uint64_t* grid = iq::iq2xxs_grid;
     const uint64_t* sgn = iq::ksigns_bytes;
     uint32_t a[4];  // [idx, signs+scale] for sub-blocks ib and ib+1
@@ -145,8 +144,7 @@ MOEBOX_TARGET_AVX2 static inline __m256i split_scales(uint8_t sc) {
 struct Iq2xsAvx2 : iq::SignMask {
   using Block = block_iq2_xs;
   static constexpr float kFactor = 0.125f;
-  static int prepare(const Block&) { return 0; }
-  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int ib) {
     const uint64_t* grid = iq::iq2xs_grid;
     // Sign bytes: 7 stored bits plus their parity as bit 7 (0x80 where the 4-bit fold
     // s ^ (s >> 4) has odd parity).
@@ -242,8 +240,7 @@ float vec_dot_iq2_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
 struct Iq2sAvx2 : iq::SignMask {
   using Block = block_iq2_s;
   static constexpr float kFactor = 0.125f;
-  static int prepare(const Block&) { return 0; }
-  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int ib) {
     const uint64_t* grid = iq::iq2s_grid;
     const uint8_t* qs = b.qs + 4 * ib;
     const uint8_t* signs = b.qs + QK_K / 8 + 4 * ib;

@@ -54,8 +54,7 @@ float vec_dot_iq3_xxs_q8_K(int64_t n, const void* w_row, const void* act_row) {
 struct Iq3xxsAvx2 : iq::SignBytes {
   using Block = block_iq3_xxs;
   static constexpr float kFactor = 0.25f;
-  static int prepare(const Block&) { return 0; }
-  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int ib) {
     const uint32_t* grid = iq::iq3xxs_grid;
     const uint64_t* sgn = iq::ksigns_bytes;
     const uint8_t* q3 = b.qs + 8 * ib;
@@ -146,8 +145,7 @@ float vec_dot_iq3_s_q8_K(int64_t n, const void* w_row, const void* act_row) {
 struct Iq3sAvx2 : iq::SignMask {
   using Block = block_iq3_s;
   static constexpr float kFactor = 1.f;
-  static int prepare(const Block&) { return 0; }
-  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int, int ib) {
+  MOEBOX_TARGET_AVX2 static iq::SignedGridStep2 step(const Block& b, int ib) {
     const uint32_t* grid = iq::iq3s_grid;
     const uint8_t* qs = b.qs + 8 * ib;
     const uint8_t* signs = b.signs + 4 * ib;

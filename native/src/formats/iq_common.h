@@ -107,9 +107,9 @@ struct SignedGridStep2 {
 };
 
 // The AVX2 dot of such a format against NT activation rows (NT = 1: the dot product):
-// F::step(block, prep, ib) gives sub-blocks ib, ib + 1 (prep = F::prepare(block)), shared
-// by the tokens; per token F::sign puts the signs on the activations and vpmaddubsw +
-// vpmaddwd apply grid and scales. F::kFactor as in signed_grid_avx512.
+// F::step(block, ib) gives sub-blocks ib, ib + 1, shared by the tokens; per token F::sign
+// puts the signs on the activations and vpmaddubsw + vpmaddwd apply grid and scales.
+// F::kFactor as in signed_grid_avx512.
 template <class F, int NT>
 MOEBOX_TARGET_AVX2 void signed_grid_avx2(int64_t n, const void* w_row, const void* const* act_rows, float* out) {
   const auto* x = static_cast<const typename F::Block*>(w_row);
@@ -118,11 +118,10 @@ MOEBOX_TARGET_AVX2 void signed_grid_avx2(int64_t n, const void* w_row, const voi
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    const auto prep = F::prepare(x[i]);
     __m256i sumi1[NT], sumi2[NT];
     for (int t = 0; t < NT; ++t) sumi1[t] = sumi2[t] = _mm256_setzero_si256();
     for (int ib = 0; ib < QK_K / 32; ib += 2) {
-      const SignedGridStep2 s = F::step(x[i], prep, ib);
+      const SignedGridStep2 s = F::step(x[i], ib);
       for (int t = 0; t < NT; ++t) {
         const int8_t* q8 = y[t][i].qs + 32 * ib;
         const __m256i y1 = F::sign(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)), s.sign[0]);
