@@ -32,6 +32,7 @@ COPY pyproject.toml CMakeLists.txt README.md ./
 COPY native/ native/
 COPY engine/ engine/
 COPY gateway/ gateway/
+COPY moebox/ moebox/
 COPY scripts/build-wheel scripts/build-wheel
 # All ISA variants are compiled in and picked at run time (cpuid), so the image
 # runs on any x86-64 CPU with AVX2 whatever CPU built it.

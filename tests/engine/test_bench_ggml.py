@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench_ggml import GgmlCase, ggml_type_name, parse_perf_output, perf_filter, run_perf
-from engine.bench_kernels import (
+from engine.tools.bench_ggml import GgmlCase, ggml_type_name, parse_perf_output, perf_filter, run_perf
+from engine.tools.bench_kernels import (
     DEFAULT_FORMATS,
     QWEN3_30B_A3B,
     _ggml_moe_us,

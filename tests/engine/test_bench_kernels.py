@@ -7,7 +7,7 @@ import pytest
 
 moebox_native = pytest.importorskip("moebox_native")
 
-from engine.bench_kernels import QWEN3_30B_A3B, _at_levels, bench_gemm, bench_moe, make_moe  # noqa: E402
+from engine.tools.bench_kernels import QWEN3_30B_A3B, _at_levels, bench_gemm, bench_moe, make_moe  # noqa: E402
 
 
 def test_levels_take_turns_and_the_active_level_comes_back():

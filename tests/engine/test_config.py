@@ -8,8 +8,8 @@ import pytest
 from engine.config import GatingFunc, MLALayout, model_config
 from engine.errors import UnsupportedModelError
 from engine.gguf_file import open_gguf
-from engine.inspect import inspect_text
-from engine.synth import SHAPES, write_synthetic_gguf
+from engine.tools.inspect import inspect_text
+from engine.tools.synth import SHAPES, write_synthetic_gguf
 
 
 def _config(tmp_path, shape, **overrides):

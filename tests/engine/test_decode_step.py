@@ -18,7 +18,7 @@ from engine.gguf_file import open_gguf
 from engine.layers.decode_step import LayerStep
 from engine.models import load_model
 from engine.placement import Placement
-from engine.synth import write_synthetic_gguf
+from engine.tools.synth import write_synthetic_gguf
 
 pytest.importorskip("moebox_native")
 

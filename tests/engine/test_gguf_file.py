@@ -13,7 +13,7 @@ from gguf.constants import GGUFValueType
 
 from engine.errors import GGUFError
 from engine.gguf_file import open_gguf
-from engine.synth import write_synthetic_gguf
+from engine.tools.synth import write_synthetic_gguf
 
 
 def _reader_value(field):

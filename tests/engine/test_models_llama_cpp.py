@@ -29,8 +29,8 @@ from engine.llm import LLM
 from engine.models import load_model
 from engine.placement import Placement
 from engine.sampling_params import SamplingParams
-from engine.synth import SHAPES, llama3_rope_factors, write_synthetic_gguf
-from engine.synth_vocab import hf_vocab
+from engine.tools.synth import SHAPES, llama3_rope_factors, write_synthetic_gguf
+from engine.tools.synth_vocab import hf_vocab
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hf_reference import hf_model  # noqa: E402

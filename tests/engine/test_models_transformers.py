@@ -24,7 +24,7 @@ from engine.config import model_config
 from engine.gguf_file import open_gguf
 from engine.models import load_model
 from engine.placement import Placement
-from engine.synth import SHAPES, write_synthetic_gguf
+from engine.tools.synth import SHAPES, write_synthetic_gguf
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hf_reference import hf_logits, hf_model  # noqa: E402

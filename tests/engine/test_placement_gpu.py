@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.llm import LLM
-from engine.synth import write_synthetic_gguf
+from engine.tools.synth import write_synthetic_gguf
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -8,7 +8,7 @@ from gguf.constants import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 from engine.errors import MoeboxError
-from engine.synth import random_tensor_bytes, write_synthetic_gguf
+from engine.tools.synth import random_tensor_bytes, write_synthetic_gguf
 
 BLOCK_TYPES = [
     "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",

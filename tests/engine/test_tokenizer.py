@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 
 from engine.errors import TokenizerError
-from engine.synth_vocab import fingerprint_pre_tokenizer
+from engine.tools.synth_vocab import fingerprint_pre_tokenizer
 from engine.tokenizer import PRE_TOKENIZERS, Tokenizer
 
 CORPUS = [
@@ -178,7 +178,7 @@ def test_fingerprint_matches_transformers(hf_tokenizer_dir):
 
     from transformers import AutoTokenizer
 
-    from engine.synth_vocab import _FINGERPRINT_TEXT, _FINGERPRINTS
+    from engine.tools.synth_vocab import _FINGERPRINT_TEXT, _FINGERPRINTS
 
     for name, expected in [("deepseek-r1", "joyai-llm"), ("qwen-3", "qwen2")]:
         folder = hf_tokenizer_dir(name)
@@ -363,10 +363,10 @@ def test_regexes_equal_the_tokenizer_json_originals(hf_tokenizer_dir):
 
 
 def test_synthetic_models_carry_a_working_vocabulary(tmp_path, hf_tokenizer_dir, llama_vocab):
-    """engine.synth models: with the default byte vocabulary and with a real one (moebox synth --tokenizer)."""
+    """engine.tools.synth models: with the default byte vocabulary and with a real one (moebox synth --tokenizer)."""
     from engine.gguf_file import open_gguf
-    from engine.synth import write_synthetic_gguf
-    from engine.synth_vocab import hf_vocab
+    from engine.tools.synth import write_synthetic_gguf
+    from engine.tools.synth_vocab import hf_vocab
 
     byte_model = write_synthetic_gguf(tmp_path / "bytes.gguf", "tiny-llama", n_layers=1)
     r1_model = write_synthetic_gguf(

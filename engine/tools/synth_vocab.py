@@ -141,5 +141,5 @@ def add_hf_vocab(
 
 
 def hf_vocab(hf_dir: str | Path, *, pre: str | None = None) -> Callable[[gguf.GGUFWriter], int]:
-    """A vocabulary writer for ``engine.synth.write_synthetic_gguf(..., vocab=hf_vocab(folder))``."""
+    """A vocabulary writer for ``engine.tools.synth.write_synthetic_gguf(..., vocab=hf_vocab(folder))``."""
     return lambda writer: add_hf_vocab(writer, hf_dir, pre=pre)

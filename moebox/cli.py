@@ -11,14 +11,14 @@ from engine.errors import MoeboxError
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from engine.doctor import print_report
+    from engine.tools.doctor import print_report
 
     print_report()
     return 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.inspect import print_inspect
+    from engine.tools.inspect import print_inspect
 
     print_inspect(args.model)
     return 0
@@ -59,12 +59,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from engine.synth import write_synthetic_gguf
+    from engine.tools.synth import write_synthetic_gguf
 
     overrides = {"n_layers": args.layers} if args.layers else {}
     vocab = None
     if args.tokenizer:
-        from engine.synth_vocab import hf_vocab
+        from engine.tools.synth_vocab import hf_vocab
 
         vocab = hf_vocab(args.tokenizer)
     path = write_synthetic_gguf(
@@ -92,7 +92,7 @@ def _model_path(model: str | None) -> str:
 def _cmd_chat(args: argparse.Namespace) -> int:
     import logging
 
-    from engine.chat import chat
+    from moebox.chat import chat
     from engine.llm import LLM
     from engine.sampling_params import SamplingParams
 
@@ -111,7 +111,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from engine.bench import run_bench
+    from engine.tools.bench import run_bench
 
     run_bench(
         _model_path(args.model),
@@ -126,7 +126,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_kernels(args: argparse.Namespace) -> int:
-    from engine.bench_kernels import run
+    from engine.tools.bench_kernels import run
 
     return run(args)
 
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kv_cache_dtype(p)
     p.set_defaults(func=_cmd_serve)
 
-    from engine.synth import SHAPES
+    from engine.tools.synth import SHAPES
 
     p = sub.add_parser(
         "synth", help="write a random-weight model GGUF of a named shape (for tests and benchmarks)"
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
     bench = p.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
-    from engine.bench_kernels import add_arguments as add_bench_kernels_arguments
+    from engine.tools.bench_kernels import add_arguments as add_bench_kernels_arguments
 
     q = bench.add_parser(
         "kernels", help="native CPU kernels: GEMV GB/s per format vs memory read, MoE timings"

@@ -1,0 +1,1 @@
+"""What is not inference: synthetic models, benchmarks, inspect/plan and doctor. Uses `engine`."""

@@ -1,0 +1,5 @@
+import sys
+
+from moebox.cli import main
+
+sys.exit(main())
