@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.errors import ContextLengthError, EmptyPromptError, InvalidTokenError, PromptError
 from engine.outputs import GenerationChunk
-from engine.sampling_params import SamplingParams
+from engine.sampling_params import SamplingParams, default_sampling, sampling_with_defaults
 from engine.sequence import Sequence
 
 log = logging.getLogger("moebox.llm")
@@ -32,7 +32,8 @@ class LLM:
     (engine.tokenizer.Tokenizer), `chat_template` (engine.chat_template.ChatTemplate),
     `context_length` (int: tokens a sequence may hold, prompt + output),
     `model_name` (str), `eos_token_ids` (tuple[int, ...]), `kv_cache_dtype` (str: "f16",
-    "bf16" or "f32", what the KV cache stores).
+    "bf16" or "f32", what the KV cache stores), `sampling_defaults` (dict: temperature, top_k,
+    top_p, min_p, ... for what a request does not name).
     """
 
     def __init__(self, gguf, config, model, tokenizer, chat_template, context_length: int, threads: int):
@@ -45,6 +46,8 @@ class LLM:
         self.threads = threads
         self.model_name = config.name or Path(gguf.path).stem
         self.eos_token_ids: tuple[int, ...] = tuple(sorted(tokenizer.eos_ids))
+        # what a request that names no sampling gets: the file's recommendation, else llama-server's
+        self.sampling_defaults: dict[str, float] = default_sampling(gguf.metadata)
 
     @classmethod
     def from_gguf(
@@ -121,15 +124,22 @@ class LLM:
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt)
         elif prompt and all(isinstance(m, dict) for m in prompt):
-            text = self.chat_template.render(prompt, add_generation_prompt=True, force_think=force_think)
-            # Templates usually write the BOS text themselves; add it only where they did not.
-            ids = self.tokenizer.encode(text, add_special=False)
-            bos = self.tokenizer.bos_id
-            if self.tokenizer.add_bos and bos is not None and (not ids or ids[0] != bos):
-                ids.insert(0, bos)
+            ids, _ = self.encode_chat(prompt, force_think=force_think)
         else:
             ids = [int(t) for t in prompt]
         return ids
+
+    def encode_chat(self, messages: list[dict], *, force_think: bool = False) -> tuple[list[int], str]:
+        """The one way chat messages become token ids: the chat template (with the generation
+        prompt; force_think opens the reasoning block), encoded with a single BOS.
+        Returns (ids, rendered text)."""
+        text = self.chat_template.render(messages, add_generation_prompt=True, force_think=force_think)
+        # Templates usually write the BOS text themselves; add it only where they did not.
+        ids = self.tokenizer.encode(text, add_special=False)
+        bos = self.tokenizer.bos_id
+        if self.tokenizer.add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids.insert(0, bos)
+        return ids, text
 
     def check_prompt(self, prompt_ids: list[int], params: SamplingParams | None = None) -> None:
         """Raise a PromptError subclass for an empty, too long or out-of-vocabulary prompt."""
@@ -164,7 +174,7 @@ class LLM:
     ) -> Iterator[GenerationChunk]:
         """Generate for one prompt, yielding chunks as tokens are produced; the last one
         has finish_reason and timings set. Closing the iterator early frees the KV cache."""
-        params = params or SamplingParams()
+        params = params or sampling_with_defaults(self.sampling_defaults)
         seq = self.new_sequence(self.encode_prompt(prompt, force_think=force_think), params)
         try:
             while not seq.finished:

@@ -18,7 +18,7 @@ from litestar.types import Receive
 
 from engine.llm import LLM
 from engine.outputs import Timings
-from engine.sampling_params import SamplingParams
+from engine.sampling_params import SamplingParams, sampling_with_defaults
 from engine.scheduler import RequestStream, Scheduler
 from gateway.errors import ClientDisconnectedError, InvalidRequestError
 from gateway.metrics import GatewayMetrics
@@ -34,15 +34,18 @@ class PreparedPrompt:
 
 
 def chat_prompt(llm: LLM, messages: list[dict], *, force_think: bool = False) -> PreparedPrompt:
-    """Render chat messages with the model's template (plus generation prompt) and encode them."""
-    text = llm.chat_template.render(messages, add_generation_prompt=True, force_think=force_think)
-    return text_prompt(llm, text)
+    """Chat messages through the model's template, encoded as the engine encodes them (one BOS)."""
+    ids, text = llm.encode_chat(messages, force_think=force_think)
+    return PreparedPrompt(ids, _think_prefix(text))
+
+
+def _think_prefix(text: str) -> str | None:
+    return text[text.rindex(THINK_OPEN) :] if prompt_opens_think(text) else None
 
 
 def text_prompt(llm: LLM, text: str) -> PreparedPrompt:
     """Encode text as is (no template)."""
-    prefix = text[text.rindex(THINK_OPEN) :] if prompt_opens_think(text) else None
-    return PreparedPrompt(llm.encode_prompt(text), prefix)
+    return PreparedPrompt(llm.encode_prompt(text), _think_prefix(text))
 
 
 def sampling_params(
@@ -61,23 +64,32 @@ def sampling_params(
     frequency_penalty: float | None = None,
     repeat_penalty: float | None = None,
 ) -> SamplingParams:
-    """SamplingParams for a request. max_tokens defaults to (and is cut at) what the
-    context has room for after the prompt, and at the server's --max-tokens-limit."""
+    """SamplingParams for a request. What it does not name comes from the server flags, else the
+    GGUF's recommendation, else llama-server's defaults. max_tokens defaults to --n-predict and is
+    cut at what the context has room for after the prompt and at --max-tokens-limit."""
     room = max(llm.context_length - prompt_len, 1)
     limit = min(room, settings.max_tokens_limit or room)
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    defaults = SamplingParams()
-    return SamplingParams(
-        max_tokens=min(max_tokens, limit) if max_tokens else limit,
-        temperature=defaults.temperature if temperature is None else temperature,
-        top_p=defaults.top_p if top_p is None else top_p,
-        top_k=defaults.top_k if top_k is None else top_k,
-        min_p=defaults.min_p if min_p is None else min_p,
+    server = {
+        "temperature": settings.temperature,
+        "top_k": settings.top_k,
+        "top_p": settings.top_p,
+        "min_p": settings.min_p,
+        "repetition_penalty": settings.repeat_penalty,
+    }
+    defaults = {**llm.sampling_defaults, **{k: v for k, v in server.items() if v is not None}}
+    return sampling_with_defaults(
+        defaults,
+        max_tokens=min(max_tokens or settings.n_predict, limit),
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repetition_penalty=repeat_penalty,
         stop=tuple(s for s in stops if s),
         seed=seed,
         presence_penalty=presence_penalty or 0.0,
         frequency_penalty=frequency_penalty or 0.0,
-        repetition_penalty=repeat_penalty or 1.0,
     )
 
 

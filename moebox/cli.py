@@ -13,14 +13,14 @@ from engine.errors import MoeboxError
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from engine.tools.doctor import print_report
 
-    print_report()
+    print_report(args.model)
     return 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from engine.tools.inspect import print_inspect
 
-    print_inspect(args.model)
+    print_inspect(_model_path(args.model))
     return 0
 
 
@@ -38,6 +38,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         reasoning_format=args.reasoning_format,
         cors_origins=tuple(args.cors_origin or ()),
         max_tokens_limit=args.max_tokens_limit,
+        n_predict=args.n_predict,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
         max_running=args.max_running,
         max_waiting=args.max_waiting,
     )
@@ -94,7 +100,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
     from moebox.chat import chat
     from engine.llm import LLM
-    from engine.sampling_params import SamplingParams
+    from engine.sampling_params import sampling_with_defaults
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     llm = LLM.from_gguf(
@@ -103,8 +109,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         context_length=args.context,
         kv_cache_dtype=args.kv_cache_dtype,
     )
-    params = SamplingParams(
-        max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    params = sampling_with_defaults(
+        {**llm.sampling_defaults, **_sampling_flags(args)}, max_tokens=args.max_new_tokens, seed=args.seed
     )
     chat(llm, params=params, system=args.system, force_think=args.force_think)
     return 0
@@ -145,6 +151,33 @@ def _add_kv_cache_dtype(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    """Sampling for what a request does not name, with llama.cpp's flag names."""
+    g = p.add_argument_group(
+        "sampling",
+        "defaults for requests that do not set them; unset flags take the GGUF's recommended "
+        "sampling (general.sampling.*) when the file has it, else llama-server's defaults "
+        "(temperature 0.8, top-k 40, top-p 0.95, min-p 0.05). DeepSeek recommends --temp 0.6 --top-p "
+        "0.95 for R1.",
+    )
+    g.add_argument("--temp", "--temperature", dest="temperature", type=float, help="temperature (0: greedy)")
+    g.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: no cut)")
+    g.add_argument("--top-p", type=float, help="keep the most likely tokens up to this probability mass")
+    g.add_argument("--min-p", type=float, help="drop tokens below this fraction of the best one's probability")
+    g.add_argument("--repeat-penalty", type=float, help="penalty for repeated tokens (1: none)")
+
+
+def _sampling_flags(args: argparse.Namespace) -> dict[str, float]:
+    flags = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repeat_penalty,
+    }
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -152,11 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"moebox {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("doctor", help="show CPU features, RAM, GPU and torch/CUDA versions")
+    p = sub.add_parser(
+        "doctor",
+        help="what this machine offers (CPU features, RAM, GPU, torch/CUDA) and, in plain words, what is "
+        "missing and what to do",
+    )
+    p.add_argument("model", nargs="?", help="also check that RAM holds this GGUF model's routed experts")
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("inspect", help="describe a GGUF model: config, tokenizer, tensor groups")
-    p.add_argument("model", help="a .gguf file, the first part of a split set, or a directory")
+    p.add_argument(
+        "model", nargs="?", help="a .gguf file, split set or directory (default: the embedded SmolLM2)"
+    )
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("serve", help="serve a model over OpenAI- and Ollama-compatible HTTP APIs")
@@ -168,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-key", help="require `Authorization: Bearer KEY` (default: $MOEBOX_API_KEY, else none)"
     )
-    p.add_argument("--model-name", help="model id shown by /v1/models (default: the GGUF's name)")
+    p.add_argument(
+        "--model-name",
+        default="moebox",
+        help="model id that /v1/models lists and requests name (default: moebox; the GGUF's own name "
+        "is accepted too)",
+    )
     p.add_argument(
         "--reasoning-format",
         choices=("deepseek", "none"),
@@ -180,10 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     p.add_argument("--ctx-size", type=int, help="tokens per sequence (default: the model's context)")
-    p.add_argument("--max-tokens-limit", type=int, help="cap on generated tokens per request")
+    p.add_argument(
+        "-n",
+        "--n-predict",
+        type=int,
+        default=4096,
+        help="tokens generated at most for a request that sets no max_tokens (default 4096)",
+    )
+    p.add_argument(
+        "--max-tokens-limit", type=int, help="cap on generated tokens per request, even if it asks for more"
+    )
     p.add_argument("--max-running", type=int, default=32, help="requests generated at once (default 32)")
     p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429 (default 64)")
     _add_kv_cache_dtype(p)
+    _add_sampling(p)
     p.set_defaults(func=_cmd_serve)
 
     from engine.tools.synth import SHAPES
@@ -214,13 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force-think", action="store_true", help="open the reasoning block (<think>) for R1-style models"
     )
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--context", type=int, default=None, help="context length (default: the model's)")
     _add_kv_cache_dtype(p)
+    _add_sampling(p)
     p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")

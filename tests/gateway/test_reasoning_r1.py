@@ -84,3 +84,20 @@ def test_force_think_on_a_template_without_it(smol_server):
     assert r.choices[0].message.model_extra["reasoning_content"]
     assert r.choices[0].message.content == ""
     assert r.usage.completion_tokens_details.reasoning_tokens == r.usage.completion_tokens
+
+
+def test_chat_prompt_has_exactly_one_bos(r1, r1_server):
+    """The template writes the BOS text itself; the HTTP routes must not add a second one."""
+    bos = r1.tokenizer.bos_id
+    ids, text = r1.encode_chat(MESSAGES)
+    assert bos is not None and ids[0] == bos and ids.count(bos) == 1
+    one_bos = len(r1.tokenizer.encode(text, add_special=False))
+    assert len(ids) == one_bos
+    r = client(r1_server).chat.completions.create(
+        model="tiny-r1", messages=MESSAGES, max_tokens=1, temperature=0
+    )
+    assert r.usage.prompt_tokens == one_bos
+    with r1_server.client() as http:
+        body = {"model": "tiny-r1", "messages": MESSAGES, "stream": False, "options": {"num_predict": 1}}
+        ollama = http.post("/api/chat", json=body).json()
+    assert ollama["prompt_eval_count"] == one_bos
