@@ -1,0 +1,546 @@
+"""The memory plan of a model: where every tensor goes, what it takes in VRAM and RAM,
+the KV cache and work buffers at the chosen context, and whether it all fits.
+
+Read from the GGUF headers alone (no tensor data), so `moebox inspect --plan` runs on any
+machine; the loader computes the same plan, logs it and loads by its placement.
+
+    plan = plan_memory(gguf, config, rules=user_rules(flags), memory=machine_memory())
+    plan.raise_if_unfit()
+    model = load_model(gguf, config, plan.placement, ...)
+
+With a GPU and no user rule, routed experts are fitted automatically: after the GPU's
+weights, the KV cache and the work buffers, the experts of as many MoE layers as fit in
+the free VRAM less VRAM_RESERVE go to the GPU, the LAST layers first (llama.cpp's
+--n-cpu-moe N keeps the FIRST N in RAM: the fit is --n-cpu-moe with the smallest N that fits).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gguf import GGMLQuantizationType
+
+from engine.errors import InvalidOptionError
+from engine.placement import EXPS_REGEX, Placement, PlacementRule, check_user_rules
+
+GiB = 2**30
+MiB = 2**20
+
+# Kept free on the GPU beyond the plan: the CUDA caching allocator's fragmentation, cuBLAS
+# workspaces and the kernels' own scratch, which no tensor shape tells.
+VRAM_RESERVE = 1 * GiB
+# Prompt tokens per forward pass the work buffers are sized for: the server's prefill chunk
+# (gateway/settings.py prefill_chunk); a longer single prefill needs more.
+PREFILL_CHUNK = 256
+# The context the plan lowers to at the least when the model's own does not fit.
+MIN_CONTEXT = 4096
+
+Q = GGMLQuantizationType
+
+# Ordered: the first pattern that matches a tensor name decides its group.
+TENSOR_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("embeddings", re.compile(r"^token_embd\.")),
+    ("output", re.compile(r"^(output|output_norm)\.")),
+    ("routed experts", re.compile(r"\.ffn_(gate|up|down|gate_up)_(ch|)exps\.")),
+    ("shared experts", re.compile(r"\.ffn_(gate|up|down)_shexp\.")),
+    ("router", re.compile(r"\.(ffn_gate_inp|ffn_gate_inp_shexp|exp_probs_b)\.")),
+    ("norms", re.compile(r"\.(attn_norm|ffn_norm)\.")),
+    ("attention", re.compile(r"\.attn_")),
+    ("dense FFN", re.compile(r"\.ffn_(gate|up|down)\.")),
+)
+GROUP_ORDER = [name for name, _ in TENSOR_GROUPS] + ["other"]
+_LAYER = re.compile(r"^blk\.(\d+)\.")
+
+
+def tensor_group(name: str) -> str:
+    for group, pattern in TENSOR_GROUPS:
+        if pattern.search(name):
+            return group
+    return "other"
+
+
+def gpu_kernel(ggml_type: int) -> bool:
+    """Whether engine/gpu multiplies this GGUF type in its blocks (else it loads as bf16)."""
+    try:
+        from engine.gpu.gguf_matrix import gpu_supported
+    except ImportError:
+        return False
+    return bool(gpu_supported(ggml_type))
+
+
+def native_runs() -> bool:
+    """Whether moebox_native's kernels run on this CPU (else CPU matrices load as f32)."""
+    from engine.errors import NativeUnavailableError
+    from engine.native import native_kernels
+
+    try:
+        native_kernels()
+    except NativeUnavailableError:
+        return False
+    return True
+
+
+def held_format(fmt: str, ggml_type: int, *, gpu_kernel_for=gpu_kernel, native: bool = True) -> str:
+    """The format a tensor is held in after the loader's fallbacks: gguf without a GPU
+    kernel for its type -> bf16; native without the CPU kernels -> f32."""
+    if fmt == "gguf" and not gpu_kernel_for(ggml_type):
+        return "bf16"
+    if fmt == "native" and not native:
+        return "f32"
+    return fmt
+
+
+def held_bytes(fmt: str, n_elements: int, n_bytes: int) -> int:
+    """Bytes a tensor of `n_bytes` in the file (n_elements values) takes held as `fmt`."""
+    if fmt == "f32":
+        return 4 * n_elements
+    if fmt == "bf16":
+        return 2 * n_elements
+    return n_bytes  # native, gguf, rows: the GGUF blocks as they are
+
+
+@dataclass(frozen=True)
+class MachineMemory:
+    """What the plan may use: free VRAM (None: no GPU) and RAM, in bytes."""
+
+    vram: int | None
+    ram: int
+    vram_source: str = ""  # "free on <GPU name>", "--vram", ...
+    ram_source: str = ""
+
+
+def machine_memory(vram_gib: float | None = None, ram_gib: float | None = None) -> MachineMemory:
+    """This machine's free VRAM (torch.cuda.mem_get_info; none without CUDA) and total RAM,
+    or the sizes given (vram_gib: pretend a GPU with that much free; 0: no GPU)."""
+    import psutil
+
+    if vram_gib is not None:
+        if vram_gib < 0:
+            raise InvalidOptionError(f"--vram {vram_gib:g}: give GiB >= 0 (0 plans for the CPU only)")
+        vram, vsrc = (int(vram_gib * GiB), f"--vram {vram_gib:g}") if vram_gib > 0 else (None, "--vram 0")
+    else:
+        vram, vsrc = _free_vram()
+    if ram_gib is not None:
+        if ram_gib <= 0:
+            raise InvalidOptionError(f"--ram {ram_gib:g}: give GiB > 0")
+        ram, rsrc = int(ram_gib * GiB), f"--ram {ram_gib:g}"
+    else:
+        ram, rsrc = psutil.virtual_memory().total, "total RAM"
+    return MachineMemory(vram, ram, vsrc, rsrc)
+
+
+def _free_vram() -> tuple[int | None, str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None, "no CUDA GPU"
+    free, _ = torch.cuda.mem_get_info()
+    return free, f"free on {torch.cuda.get_device_name()}"
+
+
+@dataclass(frozen=True)
+class WorkBuffers:
+    """Temporaries of a forward pass on the compute device: `fixed` bytes plus
+    `per_context_token` bytes for each token of context (the attention over the cache)."""
+
+    fixed: int
+    per_context_token: int
+
+    def at(self, context: int) -> int:
+        return self.fixed + self.per_context_token * context
+
+
+def work_buffers(
+    config, *, chunk: int = PREFILL_CHUNK, act_bytes: int = 4, cache_elem: int = 2
+) -> WorkBuffers:
+    """The largest temporaries one layer allocates at a prefill chunk of `chunk` tokens,
+    as the layers compute (activations in `act_bytes`; the cache stored in `cache_elem`):
+
+    - attention over S context tokens: MLA widens the cached latent and rope key to the
+      activation dtype and expands keys and values per head (k_nope [H, S, nope],
+      v [H, S, v], k = [k_nope, k_pe] [H, S, nope + rope]); GQA widens K and V
+      ([S, kv_heads, head_dim] each); both build a [chunk, S] boolean causal mask and call
+      scaled_dot_product_attention, whose fused kernels keep no [H, chunk, S] scores;
+    - the chunk's activations: the residual stream, q, the widest FFN's gate/up/hidden
+      rows (x 4 as input, gate, up and product coexist) and the last token's logits.
+    """
+    h = config.hidden_size
+    if config.mla is not None:
+        mla = config.mla
+        latent = mla.kv_lora_rank + mla.qk_rope_head_dim
+        widened = latent * act_bytes if act_bytes != cache_elem else 0
+        expanded = config.n_heads * (2 * mla.qk_nope_head_dim + mla.v_head_dim + mla.qk_rope_head_dim)
+        per_token = widened + expanded * act_bytes + chunk
+        q_width = config.n_heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim)
+    else:
+        kv = 2 * config.n_kv_heads * config.head_dim
+        per_token = (kv * act_bytes if act_bytes != cache_elem else 0) + chunk
+        q_width = (config.n_heads + 2 * config.n_kv_heads) * config.head_dim
+    ffn = max(config.ffn_dim, config.moe.expert_ffn_dim if config.moe else 0)
+    if config.moe is not None:
+        ffn = max(ffn, config.moe.shared_ffn_dim or config.moe.n_shared_experts * config.moe.expert_ffn_dim)
+    fixed = chunk * (4 * h + 2 * q_width + 4 * ffn) * act_bytes + config.vocab_size * 4
+    return WorkBuffers(fixed, per_token)
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    name: str
+    group: str
+    type_name: str
+    device: str  # cpu | cuda
+    format: str  # as held, after fallbacks
+    n_bytes: int  # as held
+    source: str  # the rule that placed it
+    layer: int | None
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    group: str
+    device: str
+    format: str
+    n_tensors: int
+    n_bytes: int
+    layers: tuple[int, ...]
+
+
+@dataclass
+class MemoryPlan:
+    placement: Placement
+    tensors: list[TensorPlan]
+    context: int
+    kv_dtype: str
+    kv_per_token: int
+    work: WorkBuffers
+    memory: MachineMemory
+    reserve: int
+    model_context: int
+    context_note: str = ""  # why the context is not what was asked
+    auto_fit: str = ""  # what the automatic fit chose, "" when it did not run
+    user_rules: list[PlacementRule] = field(default_factory=list)
+
+    # --- totals ---------------------------------------------------------------------------
+
+    @property
+    def gpu(self) -> bool:
+        return self.placement.compute_device == "cuda"
+
+    def weight_bytes(self, device: str) -> int:
+        return sum(t.n_bytes for t in self.tensors if t.device == device)
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.kv_per_token * self.context
+
+    @property
+    def work_bytes(self) -> int:
+        return self.work.at(self.context)
+
+    @property
+    def vram_need(self) -> int:
+        return self.weight_bytes("cuda") + (self.kv_bytes + self.work_bytes if self.gpu else 0)
+
+    @property
+    def ram_need(self) -> int:
+        return self.weight_bytes("cpu") + (0 if self.gpu else self.kv_bytes + self.work_bytes)
+
+    @property
+    def vram_budget(self) -> int:
+        return max(0, (self.memory.vram or 0) - self.reserve)
+
+    @property
+    def fits_vram(self) -> bool:
+        return not self.gpu or self.vram_need <= self.vram_budget
+
+    @property
+    def fits_ram(self) -> bool:
+        return self.ram_need <= self.memory.ram
+
+    def gpu_expert_bytes(self) -> dict[int, int]:
+        """Bytes of routed experts on the GPU per layer."""
+        out: dict[int, int] = defaultdict(int)
+        for t in self.tensors:
+            if t.group == "routed experts" and t.device == "cuda" and t.layer is not None:
+                out[t.layer] += t.n_bytes
+        return dict(sorted(out.items()))
+
+    def groups(self) -> list[GroupRow]:
+        """Per tensor group and (device, format), in the groups' order."""
+        acc: dict[tuple[str, str, str], list] = defaultdict(lambda: [0, 0, set()])
+        for t in self.tensors:
+            a = acc[(t.group, t.device, t.format)]
+            a[0] += 1
+            a[1] += t.n_bytes
+            if t.layer is not None:
+                a[2].add(t.layer)
+        rows = [GroupRow(g, d, f, n, b, tuple(sorted(ls))) for (g, d, f), (n, b, ls) in acc.items()]
+        return sorted(rows, key=lambda r: (GROUP_ORDER.index(r.group), r.device != "cuda", r.format))
+
+    # --- what to do when it does not fit ---------------------------------------------------
+
+    def max_context(self, *, without_gpu_experts: bool = False) -> int:
+        """The largest context whose KV cache and work buffers fit beside this placement's
+        weights (less the routed experts on the GPU, if asked); 0 when none does."""
+        if not self.gpu:
+            room, weights = self.memory.ram, self.weight_bytes("cpu")
+        else:
+            room, weights = self.vram_budget, self.weight_bytes("cuda")
+            if without_gpu_experts:
+                weights -= sum(self.gpu_expert_bytes().values())
+        left = room - weights - self.work.fixed
+        per = self.kv_per_token + self.work.per_context_token
+        return max(0, left // per) if left > 0 else 0
+
+    def advice(self) -> list[str]:
+        """What to change so that the plan fits VRAM (empty when it does)."""
+        if self.fits_vram:
+            return []
+        out = []
+        short = self.vram_need - self.vram_budget
+        if self.gpu_expert_bytes():
+            n = self._n_cpu_moe_that_fits(short)
+            if n is not None:
+                out.append(f"--n-cpu-moe {n} (routed experts of layers 0-{n - 1} in RAM)")
+                out.append("--cpu-moe (every routed expert in RAM), or narrower -ot rules for CUDA0")
+            elif (ctx := _round_context(self.max_context(without_gpu_experts=True))) >= 1:
+                out.append(f"--cpu-moe (every routed expert in RAM) with --ctx-size {ctx}")
+        if (ctx := _round_context(self.max_context())) >= 1:
+            out.append(f"--ctx-size {ctx} (now {self.context}; the KV cache takes {_gib(self.kv_bytes)})")
+        if not out:
+            weights = self.weight_bytes("cuda") - sum(self.gpu_expert_bytes().values())
+            out.append(
+                f"a GPU with at least {_gib(weights + self.work.fixed + self.reserve)} free "
+                "(more for the context), or the CPU only (CUDA_VISIBLE_DEVICES=)"
+            )
+        return out
+
+    def _n_cpu_moe_that_fits(self, short: int) -> int | None:
+        """The smallest --n-cpu-moe N that moves enough of the GPU's routed experts (the lowest
+        layers first) to RAM to free `short` bytes; None when all of them are not enough."""
+        freed = 0
+        for layer, n_bytes in self.gpu_expert_bytes().items():
+            freed += n_bytes
+            if freed >= short:
+                return layer + 1
+        return None
+
+    def raise_if_unfit(self) -> None:
+        """InsufficientMemoryError naming the shortfall and what to change, when VRAM is short.
+        (RAM is not checked here: mmapped experts that do not fit the page cache are re-read
+        from disk, slowly, but the model runs.)"""
+        if self.fits_vram:
+            return
+        raise InsufficientMemoryError(
+            f"the model does not fit the GPU: it needs {_gib(self.vram_need)} of VRAM "
+            f"({_gib(self.weight_bytes('cuda'))} weights, {_gib(self.kv_bytes)} KV cache at {self.context} "
+            f"tokens, {_gib(self.work_bytes)} work buffers) but {_gib(self.vram_budget)} is free "
+            f"after a {_gib(self.reserve)} reserve ({self.memory.vram_source}): "
+            f"{_gib(self.vram_need - self.vram_budget)} short. Change: " + "; or ".join(self.advice())
+        )
+
+    # --- text ------------------------------------------------------------------------------
+
+    def summary(self) -> list[str]:
+        """A few lines for the load log and the end of `inspect --plan`."""
+        kv_dev = "VRAM" if self.gpu else "RAM"
+        lines = [
+            f"plan: {_gib(self.weight_bytes('cuda'))} weights in VRAM, {_gib(self.weight_bytes('cpu'))} in RAM; "
+            f"KV cache {self.kv_dtype} {self.kv_per_token / 1024:.1f} KiB/token x {self.context} tokens "
+            f"= {_gib(self.kv_bytes)} in {kv_dev}; work buffers {_gib(self.work_bytes)} in {kv_dev}",
+        ]
+        if self.gpu:
+            lines.append(
+                f"VRAM: {_gib(self.vram_need)} needed of {_gib(self.vram_budget)} "
+                f"({self.memory.vram_source}, less a {_gib(self.reserve)} reserve): "
+                + ("fits" if self.fits_vram else f"{_gib(self.vram_need - self.vram_budget)} short")
+            )
+        lines.append(
+            f"RAM: {_gib(self.ram_need)} needed of {_gib(self.memory.ram)} ({self.memory.ram_source}): "
+            + (
+                "fits"
+                if self.fits_ram
+                else f"{_gib(self.ram_need - self.memory.ram)} short (mmapped weights will be re-read from disk)"
+            )
+        )
+        if self.context_note:
+            lines.append(self.context_note)
+        if self.auto_fit:
+            lines.append(self.auto_fit)
+        for r in self.user_rules:
+            lines.append(f"rule {r.source}: '{r.pattern}' -> {r.device}/{r.format}")
+        return lines
+
+
+class InsufficientMemoryError(InvalidOptionError):
+    """The placement and context ask for more VRAM than the GPU has free."""
+
+
+def _round_context(n: int) -> int:
+    """A context to suggest: a multiple of 256 where that is not 0."""
+    return n // 256 * 256 or n
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:,.2f} GiB"
+
+
+def _layer(name: str) -> int | None:
+    m = _LAYER.match(name)
+    return int(m.group(1)) if m else None
+
+
+# --- building the plan ----------------------------------------------------------------------
+
+
+def plan_memory(
+    gguf,
+    config,
+    *,
+    rules: Sequence[PlacementRule] = (),
+    memory: MachineMemory,
+    context: int | None = None,
+    kv_cache_dtype: str = "auto",
+    reserve: int = VRAM_RESERVE,
+    gpu_kernel_for=gpu_kernel,
+    native: bool | None = None,
+) -> MemoryPlan:
+    """The placement and memory plan of an opened GGUF model (headers only).
+
+    rules: the user's placement rules (engine.placement.user_rules), first match wins.
+    memory: the machine (free VRAM, or None for the CPU only; RAM).
+    context: tokens of KV cache to plan for; None: the model's own, lowered to what fits
+    the GPU (at least MIN_CONTEXT) when it does not.
+    Raises InvalidOptionError for a rule that cannot run (GPU asked, no GPU; a non-expert
+    matrix in RAM beside a GPU). Does not raise when it does not fit: see raise_if_unfit.
+    """
+    from engine.kv_cache import KV_CACHE_DTYPES, cache_bytes_per_token, resolve_cache_dtype
+
+    gpu = memory.vram is not None
+    native = native_runs() if native is None else native
+    user = list(rules)
+    names = [t.name for t in gguf]
+    base = Placement.preset(config, gpu=gpu, user=user)
+    check_user_rules(base, names, gpu=gpu)
+
+    device = base.compute_device
+    kv_dtype = resolve_cache_dtype(kv_cache_dtype, device)
+    elem = KV_CACHE_DTYPES[kv_dtype].itemsize
+    per_token = cache_bytes_per_token(config, KV_CACHE_DTYPES[kv_dtype])
+    work = work_buffers(config, act_bytes=4, cache_elem=elem)
+    if context is not None and context < 1:
+        raise InvalidOptionError(f"--ctx-size {context}: give a number of tokens >= 1")
+    ctx = min(context, config.context_length) if context else config.context_length
+
+    def build(placement: Placement, ctx: int) -> MemoryPlan:
+        return MemoryPlan(
+            placement=placement,
+            tensors=_place_tensors(gguf, config, placement, gpu_kernel_for, native),
+            context=ctx,
+            kv_dtype=kv_dtype,
+            kv_per_token=per_token,
+            work=work,
+            memory=memory,
+            reserve=reserve,
+            model_context=config.context_length,
+            user_rules=user,
+        )
+
+    plan = build(base, ctx)
+    _check_expert_devices(plan)
+    if context is None and gpu and not plan.fits_vram:
+        fit = _round_context(plan.max_context())
+        if fit >= MIN_CONTEXT:
+            plan.context = fit
+            plan.context_note = (
+                f"context lowered from the model's {config.context_length} to {fit} tokens to fit the GPU "
+                "(--ctx-size sets it)"
+            )
+    if gpu and not user and config.moe is not None and plan.fits_vram:
+        plan = _fit_experts(plan, build, gguf, config, gpu_kernel_for, native)
+    return plan
+
+
+def _check_expert_devices(plan: MemoryPlan) -> None:
+    """A layer's routed experts (gate, up, down) are computed by one device: a rule that
+    splits them is refused."""
+    by_layer: dict[int, list[TensorPlan]] = defaultdict(list)
+    for t in plan.tensors:
+        if t.group == "routed experts" and t.layer is not None:
+            by_layer[t.layer].append(t)
+    for layer, ts in by_layer.items():
+        if len({t.device for t in ts}) > 1:
+            where = ", ".join(f"{t.name} on {t.device} ({t.source})" for t in ts)
+            raise InvalidOptionError(
+                f"the routed experts of layer {layer} are split between devices: {where}. "
+                f"A layer's experts run on one device: make the rule match all of them, "
+                f"e.g. -ot 'blk\\.{layer}\\.ffn_.*_exps=CUDA0'"
+            )
+
+
+def _place_tensors(gguf, config, placement: Placement, gpu_kernel_for, native: bool) -> list[TensorPlan]:
+    out = []
+    for t in gguf:
+        out.append(_tensor_plan(t.name, t, placement, gpu_kernel_for, native))
+    if config.tied_embeddings and "token_embd.weight" in gguf:
+        # the output head is the embedding table a second time, placed as output.weight
+        t = gguf.tensor("token_embd.weight")
+        out.append(_tensor_plan("output.weight", t, placement, gpu_kernel_for, native, group="output"))
+    return out
+
+
+def _tensor_plan(name, info, placement, gpu_kernel_for, native, group=None) -> TensorPlan:
+    rule = placement.rule_for(name)
+    device, fmt = (rule.device, rule.format) if rule else (placement.compute_device, "f32")
+    fmt = held_format(fmt, int(info.ggml_type), gpu_kernel_for=gpu_kernel_for, native=native)
+    return TensorPlan(
+        name=name,
+        group=group or tensor_group(name),
+        type_name=info.type_name,
+        device=device,
+        format=fmt,
+        n_bytes=held_bytes(fmt, info.n_elements, info.n_bytes),
+        source=rule.source if rule else "default",
+        layer=_layer(name),
+    )
+
+
+def _fit_experts(plan: MemoryPlan, build, gguf, config, gpu_kernel_for, native) -> MemoryPlan:
+    """Routed experts of the last MoE layers on the GPU while they fit the VRAM left over."""
+    per_layer: dict[int, int] = defaultdict(int)
+    for t in gguf:
+        layer = _layer(t.name)
+        if layer is not None and re.search(EXPS_REGEX, t.name):
+            fmt = held_format("gguf", int(t.ggml_type), gpu_kernel_for=gpu_kernel_for, native=native)
+            per_layer[layer] += held_bytes(fmt, t.n_elements, t.n_bytes)
+    left = plan.vram_budget - plan.vram_need
+    chosen: list[int] = []
+    for layer in sorted(per_layer, reverse=True):
+        if per_layer[layer] > left:
+            break
+        left -= per_layer[layer]
+        chosen.append(layer)
+    if not chosen:
+        plan.auto_fit = (
+            f"auto-fit: routed experts stay in RAM ({_gib(left)} of VRAM left; "
+            f"one layer's experts take {_gib(min(per_layer.values()))})"
+            if per_layer
+            else ""
+        )
+        return plan
+    first = min(chosen)
+    fitted = [
+        PlacementRule(rf"blk\.({'|'.join(map(str, sorted(chosen)))}){EXPS_REGEX}", "cuda", "gguf", "auto-fit")
+    ]
+    placement = Placement.preset(config, gpu=True, fitted=fitted)
+    fitted_plan = build(placement, plan.context)
+    fitted_plan.context_note = plan.context_note
+    fitted_plan.auto_fit = (
+        f"auto-fit: routed experts of {len(chosen)} MoE layers ({first}-{max(chosen)}, "
+        f"{_gib(sum(per_layer[i] for i in chosen))}) on the GPU, as --n-cpu-moe {first}; "
+        f"{_gib(left)} of VRAM left"
+    )
+    return fitted_plan

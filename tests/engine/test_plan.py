@@ -1,0 +1,189 @@
+"""The memory plan from GGUF headers: tensor placement with the user's rules, the automatic fit
+of routed experts into free VRAM (last layers first), the KV cache and work buffers at the
+context, and the errors that say what to change. A GPU is pretended by its free bytes, so
+all of it runs on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+from gguf import GGMLQuantizationType
+
+from engine.config import model_config
+from engine.errors import InvalidOptionError
+from engine.gguf_file import open_gguf
+from engine.placement import user_rules
+from engine.plan import (
+    MIN_CONTEXT,
+    PREFILL_CHUNK,
+    VRAM_RESERVE,
+    InsufficientMemoryError,
+    MachineMemory,
+    plan_memory,
+    work_buffers,
+)
+from engine.tools.synth import write_synthetic_gguf
+
+Q = GGMLQuantizationType
+GiB = 2**30
+# tiny-deepseek-v3 in Q4_K: 4 layers (layer 0 dense), 16 experts of 256 x 256 per MoE layer;
+# a routed-expert tensor is 16 x 256 x 256 values = 4096 Q4_K blocks of 144 bytes.
+EXPERT_LAYER_BYTES = 3 * 16 * 256 * 256 // 256 * 144
+assert EXPERT_LAYER_BYTES == 1_769_472
+
+
+def q4k_kernel(ggml_type: int) -> bool:
+    return ggml_type == Q.Q4_K
+
+
+@pytest.fixture(scope="module")
+def tiny_v3(tmp_path_factory):
+    path = write_synthetic_gguf(tmp_path_factory.mktemp("plan") / "v3.gguf", "tiny-deepseek-v3", qtype="Q4_K")
+    with open_gguf(path) as gguf:
+        yield path, gguf, model_config(gguf)
+
+
+def plan(tiny, *, vram=None, ram=64 * GiB, flags=(), **kw):
+    _, gguf, config = tiny
+    return plan_memory(
+        gguf,
+        config,
+        rules=user_rules(flags),
+        memory=MachineMemory(vram, ram, "test" if vram else "no GPU", "test"),
+        gpu_kernel_for=q4k_kernel,
+        native=True,
+        **kw,
+    )
+
+
+def test_cpu_only_plan(tiny_v3):
+    p = plan(tiny_v3, context=1000)
+    assert not p.gpu and p.weight_bytes("cuda") == 0
+    _, gguf, _ = tiny_v3
+    # every tensor in RAM as the file holds it, except the f32 copies of norms, routers and k_b/v_b
+    assert p.weight_bytes("cpu") == sum(4 * t.n_elements if t.ggml_type == Q.F32 else t.n_bytes for t in gguf)
+    # MLA cache: 4 layers x (kv_lora 64 + rope 32) values, f32 in RAM
+    assert p.kv_dtype == "f32" and p.kv_per_token == 4 * (64 + 32) * 4
+    assert p.kv_bytes == 1000 * 1536
+    assert p.ram_need == p.weight_bytes("cpu") + p.kv_bytes + p.work_bytes
+    assert p.fits_vram and p.fits_ram and not p.auto_fit
+    p.raise_if_unfit()
+
+
+def test_gpu_plan_places_as_the_preset_and_counts_gguf_bytes(tiny_v3):
+    p = plan(tiny_v3, vram=64 * GiB, flags=[("--cpu-moe", None)], context=2048)
+    by_name = {t.name: t for t in p.tensors}
+    assert (by_name["blk.1.ffn_up_exps.weight"].device, by_name["blk.1.ffn_up_exps.weight"].format) == (
+        "cpu",
+        "native",
+    )
+    attn_out = by_name["blk.1.attn_output.weight"]  # Q4_K [256, 256]: 256 blocks of 144 bytes in VRAM
+    assert (attn_out.device, attn_out.format, attn_out.n_bytes) == ("cuda", "gguf", 256 * 144)
+    q_b = by_name["blk.1.attn_q_b.weight"]  # F32 in the file (rows of 96): no GPU kernel -> bf16
+    assert (q_b.device, q_b.format, q_b.n_bytes) == ("cuda", "bf16", 384 * 96 * 2)
+    k_b = by_name["blk.1.attn_k_b.weight"]  # dense for MLA's einsums
+    assert (k_b.device, k_b.format, k_b.n_bytes) == ("cuda", "bf16", 4 * 64 * 64 * 2)
+    norm = by_name["blk.1.attn_norm.weight"]
+    assert (norm.device, norm.format, norm.n_bytes) == ("cuda", "f32", 256 * 4)
+    emb = by_name["token_embd.weight"]
+    assert (emb.device, emb.format) == ("cpu", "rows")
+    # the cache in VRAM is f16: 4 layers x 96 values x 2 bytes
+    assert p.kv_dtype == "f16" and p.kv_bytes == 2048 * 4 * 96 * 2
+    assert p.vram_need == p.weight_bytes("cuda") + p.kv_bytes + p.work_bytes
+    assert p.ram_need == p.weight_bytes("cpu") == sum(t.n_bytes for t in p.tensors if t.device == "cpu")
+    assert p.weight_bytes("cpu") == emb.n_bytes + 3 * EXPERT_LAYER_BYTES
+    assert p.fits_vram and not p.auto_fit  # a user rule: no automatic fit
+
+
+def test_auto_fit_puts_the_last_moe_layers_on_the_gpu(tiny_v3):
+    base = plan(tiny_v3, vram=64 * GiB, flags=[("--cpu-moe", None)], context=2048)
+    # room for the experts of two MoE layers and a little more, not three
+    vram = VRAM_RESERVE + base.vram_need + 2 * EXPERT_LAYER_BYTES + 1000
+    p = plan(tiny_v3, vram=vram, context=2048)
+    assert p.gpu_expert_bytes() == {2: EXPERT_LAYER_BYTES, 3: EXPERT_LAYER_BYTES}
+    assert {t.source for t in p.tensors if t.layer in (2, 3) and t.group == "routed experts"} == {"auto-fit"}
+    assert all(t.device == "cpu" for t in p.tensors if t.layer == 1 and t.group == "routed experts")
+    assert p.vram_need == base.vram_need + 2 * EXPERT_LAYER_BYTES
+    assert p.fits_vram
+    assert "2 MoE layers (2-3" in p.auto_fit and "--n-cpu-moe 2" in p.auto_fit
+    # one byte less than two layers: only the last
+    p = plan(tiny_v3, vram=VRAM_RESERVE + base.vram_need + 2 * EXPERT_LAYER_BYTES - 1, context=2048)
+    assert list(p.gpu_expert_bytes()) == [3]
+    # plenty: every MoE layer
+    p = plan(tiny_v3, vram=64 * GiB, context=2048)
+    assert list(p.gpu_expert_bytes()) == [1, 2, 3] and "--n-cpu-moe 1" in p.auto_fit
+    # too little for one layer: all in RAM, and the plan says why
+    p = plan(tiny_v3, vram=VRAM_RESERVE + base.vram_need + 1000, context=2048)
+    assert p.gpu_expert_bytes() == {} and "stay in RAM" in p.auto_fit
+
+
+def test_n_cpu_moe_that_does_not_fit_says_which_n_does(tiny_v3):
+    base = plan(tiny_v3, vram=64 * GiB, flags=[("--cpu-moe", None)], context=2048)
+    vram = VRAM_RESERVE + base.vram_need + EXPERT_LAYER_BYTES + 1000  # one layer's experts fit
+    p = plan(tiny_v3, vram=vram, flags=[("--n-cpu-moe", "1")], context=2048)  # asks for layers 1-3
+    assert list(p.gpu_expert_bytes()) == [1, 2, 3]
+    assert not p.fits_vram
+    with pytest.raises(InsufficientMemoryError) as e:
+        p.raise_if_unfit()
+    msg = str(e.value)
+    assert "does not fit the GPU" in msg and "short" in msg
+    assert "--n-cpu-moe 3 (routed experts of layers 0-2 in RAM)" in msg
+    assert "--cpu-moe" in msg and "--ctx-size" in msg
+    assert plan(tiny_v3, vram=vram, flags=[("--n-cpu-moe", "3")], context=2048).fits_vram
+
+
+def test_context_that_does_not_fit(tiny_v3):
+    base = plan(tiny_v3, vram=64 * GiB, flags=[("--cpu-moe", None)], context=2048)
+    per = base.kv_per_token + base.work.per_context_token
+    room = VRAM_RESERVE + base.weight_bytes("cuda") + base.work.fixed
+    vram = room + 5000 * per  # 5,000 tokens of context fit
+    p = plan(tiny_v3, vram=vram, flags=[("--cpu-moe", None)], context=8192)
+    assert not p.fits_vram and p.max_context() == 5000
+    with pytest.raises(InsufficientMemoryError, match=r"--ctx-size 4864 \(now 8192"):
+        p.raise_if_unfit()
+    # no context asked: the model's 8192 is lowered to what fits, in steps of 256
+    p = plan(tiny_v3, vram=vram, flags=[("--cpu-moe", None)])
+    assert p.context == 4864 >= MIN_CONTEXT and p.fits_vram
+    assert "lowered from the model's 8192 to 4864" in p.context_note
+    # a GPU too small for the weights alone
+    p = plan(tiny_v3, vram=VRAM_RESERVE + 1000, flags=[("--cpu-moe", None)])
+    with pytest.raises(InsufficientMemoryError, match="a GPU with at least"):
+        p.raise_if_unfit()
+
+
+def test_rule_errors_at_plan_time(tiny_v3):
+    with pytest.raises(InvalidOptionError, match="no CUDA GPU"):
+        plan(tiny_v3, flags=[("-ot", r"blk\.3\.ffn_.*_exps=CUDA0")])
+    with pytest.raises(InvalidOptionError, match="no CUDA GPU"):
+        plan(tiny_v3, flags=[("--n-cpu-moe", "2")])  # the rest would go to the GPU
+    plan(tiny_v3, flags=[("--cpu-moe", None), ("--n-cpu-moe", "9")])  # nothing asks for a GPU
+    with pytest.raises(InvalidOptionError, match=r"layer 3 are split between devices"):
+        plan(tiny_v3, vram=64 * GiB, flags=[("-ot", r"blk\.3\.ffn_up_exps=CUDA0")])
+    with pytest.raises(InvalidOptionError, match=r"puts blk\.0\.attn_output\.weight in RAM"):
+        plan(tiny_v3, vram=64 * GiB, flags=[("-ot", "attn_output=CPU")])
+    with pytest.raises(InvalidOptionError, match="--ctx-size 0"):
+        plan(tiny_v3, context=0)
+
+
+def test_tied_output_head_is_planned(tmp_path):
+    path = write_synthetic_gguf(tmp_path / "tied.gguf", "tiny-llama", qtype="Q4_K", tied_embeddings=True)
+    with open_gguf(path) as gguf:
+        config = model_config(gguf)
+        p = plan_memory(
+            gguf, config, memory=MachineMemory(64 * GiB, 64 * GiB), gpu_kernel_for=q4k_kernel, native=True
+        )
+        emb = gguf.tensor("token_embd.weight")
+    heads = [t for t in p.tensors if t.name == "output.weight"]
+    assert len(heads) == 1 and heads[0].group == "output" and heads[0].device == "cuda"
+    assert heads[0].n_bytes == emb.n_bytes  # Q4_K blocks of the embedding, a second time in VRAM
+    # GQA cache: 4 layers x 2 x 2 kv heads x 64 x f16
+    assert p.kv_per_token == 4 * 2 * 2 * 64 * 2
+
+
+def test_work_buffers_by_hand(tiny_v3):
+    _, _, config = tiny_v3
+    w = work_buffers(config, chunk=PREFILL_CHUNK, act_bytes=4, cache_elem=2)
+    # per context token: the f16 latent + rope key widened to f32 (96 x 4), keys/values expanded
+    # per head (4 heads x (2 x 64 nope + 64 v + 32 rope) x 4 bytes) and a mask byte per chunk token
+    assert w.per_context_token == 96 * 4 + 4 * (2 * 64 + 64 + 32) * 4 + 256
+    # the chunk's activations: 4 x hidden + 2 x q (4 x 96) + 4 x the widest FFN (512), f32; logits
+    assert w.fixed == 256 * (4 * 256 + 2 * 384 + 4 * 512) * 4 + config.vocab_size * 4
