@@ -58,6 +58,7 @@ class LLM:
         context_length: int | None = None,
         progress: bool = True,
         kv_cache_dtype: str = "auto",
+        placement: list | tuple = (),
     ) -> LLM:
         """Open a GGUF file, split set or directory and load the model.
 
@@ -66,6 +67,10 @@ class LLM:
         progress: show a progress bar while loading.
         kv_cache_dtype: how keys/values are stored: "f16", "bf16", "f32" or "auto" (f16 on a
         GPU, as llama.cpp; f32 in RAM, see engine/kv_cache.py).
+        placement: the user's placement rules (engine.placement.user_rules of -ot, --cpu-moe,
+        --n-cpu-moe), before the preset; without any, routed experts go to the GPU as far as they
+        fit (engine/plan.py). Raises InvalidOptionError for a rule that cannot run and
+        InsufficientMemoryError when the plan does not fit the GPU, naming what to change.
         Raises GGUFError / UnsupportedModelError / TokenizerError with a message that says what to do.
         """
         from engine.chat_template import ChatTemplate
@@ -73,7 +78,7 @@ class LLM:
         from engine.gguf_file import open_gguf
         from engine.kv_cache import KV_CACHE_DTYPES, cache_bytes_per_token, resolve_cache_dtype
         from engine.models import load_model
-        from engine.placement import Placement
+        from engine.plan import machine_memory, plan_memory
         from engine.tokenizer import Tokenizer
 
         resolve_cache_dtype(kv_cache_dtype, "cpu")  # an unknown name fails before anything loads
@@ -81,13 +86,32 @@ class LLM:
         _set_threads(threads)
         gguf = open_gguf(path)
         config = model_config(gguf)
-        ctx = config.context_length if not context_length else min(context_length, config.context_length)
+        plan = plan_memory(
+            gguf,
+            config,
+            rules=placement,
+            memory=machine_memory(),
+            context=context_length,
+            kv_cache_dtype=kv_cache_dtype,
+        )
+        for line in plan.summary():
+            log.info("%s", line)
+        plan.raise_if_unfit()
+        ctx = plan.context
         tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
         chat_template = ChatTemplate.from_gguf_metadata(gguf.metadata)
-        placement = Placement.preset(config)
-        kv_cache_dtype = resolve_cache_dtype(kv_cache_dtype, placement.compute_device)
+        placement = plan.placement
+        kv_cache_dtype = plan.kv_dtype
         dtype = KV_CACHE_DTYPES[kv_cache_dtype]
         model = load_model(gguf, config, placement, progress=progress, kv_cache_dtype=dtype)
+        if placement.compute_device == "cuda":
+            import torch
+
+            log.info(
+                "allocated on the GPU after loading: %.2f GiB (planned: %.2f GiB of weights)",
+                torch.cuda.memory_allocated() / 2**30,
+                plan.weight_bytes("cuda") / 2**30,
+            )
         per_token = cache_bytes_per_token(config, dtype)
         log.info(
             "KV cache: %s on %s, %.1f KiB per token, %.1f MiB per sequence at the full context of %d tokens",
@@ -105,7 +129,9 @@ class LLM:
             ctx,
             threads,
         )
-        return cls(gguf, config, model, tokenizer, chat_template, ctx, threads)
+        llm = cls(gguf, config, model, tokenizer, chat_template, ctx, threads)
+        llm.memory_plan = plan  # engine.plan.MemoryPlan: where each tensor went and why
+        return llm
 
     @property
     def kv_cache_dtype(self) -> str:
