@@ -35,6 +35,7 @@ def serve(
     threads: int | None = None,
     context_length: int | None = None,
     kv_cache_dtype: str = "auto",
+    placement: list | tuple = (),
 ) -> None:
     """Serve until interrupted. The port opens at once; /health answers 503 until the model is loaded."""
     from engine.llm import LLM
@@ -48,6 +49,7 @@ def serve(
             context_length=context_length,
             progress=False,
             kv_cache_dtype=kv_cache_dtype,
+            placement=placement,
         )
 
     app = create_app(load, settings)

@@ -18,8 +18,18 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.tools.inspect import print_inspect
+    from engine.tools.inspect import print_inspect, print_plan
 
+    if args.plan:
+        fits = print_plan(
+            _model_path(args.model),
+            rules=_placement_rules(args),
+            context=args.ctx_size,
+            vram_gib=args.vram,
+            ram_gib=args.ram,
+            kv_cache_dtype=args.kv_cache_dtype,
+        )
+        return 0 if fits else 1
     print_inspect(_model_path(args.model))
     return 0
 
@@ -50,8 +60,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     model = args.model or embedded_model_path()
     # Headers only (milliseconds): a wrong path, a broken file or an unsupported model
     # fails here with its message, before the port opens; the weights load in the background.
+    rules = _placement_rules(args)
     with open_gguf(model) as gguf:
-        model_config(gguf)
+        config = model_config(gguf)
+        # so is a placement rule that cannot run or a plan that does not fit the GPU
+        from engine.plan import machine_memory, plan_memory
+
+        plan = plan_memory(
+            gguf,
+            config,
+            rules=rules,
+            memory=machine_memory(),
+            context=args.ctx_size,
+            kv_cache_dtype=args.kv_cache_dtype,
+        )
+        plan.raise_if_unfit()
     serve(
         model,
         settings,
@@ -60,6 +83,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         context_length=args.ctx_size,
         kv_cache_dtype=args.kv_cache_dtype,
+        placement=rules,
     )
     return 0
 
@@ -108,6 +132,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         threads=args.threads,
         context_length=args.context,
         kv_cache_dtype=args.kv_cache_dtype,
+        placement=_placement_rules(args),
     )
     params = sampling_with_defaults(
         {**llm.sampling_defaults, **_sampling_flags(args)}, max_tokens=args.max_new_tokens, seed=args.seed
@@ -127,6 +152,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         llama_cpp=not args.no_llama_cpp,
         kv_cache_dtype=args.kv_cache_dtype,
+        placement=_placement_rules(args),
     )
     return 0
 
@@ -178,6 +204,56 @@ def _sampling_flags(args: argparse.Namespace) -> dict[str, float]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+class _PlacementFlag(argparse.Action):
+    """-ot / --cpu-moe / --n-cpu-moe into one list in command-line order: the first rule that
+    matches a tensor wins, as in llama.cpp."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        flags = list(getattr(namespace, self.dest) or [])
+        flags.append((option_string, values if isinstance(values, str) else None))
+        setattr(namespace, self.dest, flags)
+
+
+def _add_placement(p: argparse.ArgumentParser) -> None:
+    """Where tensors go, as llama.cpp spells it; without these flags the routed experts of the last
+    MoE layers go to the GPU as far as they fit, the rest stay in RAM (moebox inspect MODEL --plan)."""
+    g = p.add_argument_group(
+        "placement", "(before the preset; `moebox inspect MODEL --plan` shows the result)"
+    )
+    g.add_argument(
+        "-ot",
+        "--override-tensor",
+        dest="placement",
+        action=_PlacementFlag,
+        metavar="REGEX=DEVICE,...",
+        help="tensors whose name the regex matches go to DEVICE: CPU (RAM, native kernels) or CUDA0 "
+        "(the GPU, GGUF blocks in VRAM); repeatable, comma-separated lists too; the first match wins. "
+        r"E.g. -ot exps=CPU, -ot 'blk\.(5[0-9]|60)\.ffn_.*_exps=CUDA0'",
+    )
+    g.add_argument(
+        "-cmoe",
+        "--cpu-moe",
+        dest="placement",
+        action=_PlacementFlag,
+        nargs=0,
+        help="every routed expert in RAM",
+    )
+    g.add_argument(
+        "-ncmoe",
+        "--n-cpu-moe",
+        dest="placement",
+        action=_PlacementFlag,
+        metavar="N",
+        help="routed experts of the first N layers (blk.0 to blk.N-1) in RAM, the others on the GPU",
+    )
+
+
+def _placement_rules(args: argparse.Namespace) -> list:
+    from engine.placement import user_rules
+
+    return user_rules(getattr(args, "placement", None) or [])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
@@ -197,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "model", nargs="?", help="a .gguf file, split set or directory (default: the embedded SmolLM2)"
     )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="where each tensor group would go (device, format, MiB), the KV cache and the VRAM/RAM "
+        "totals, from the headers alone; exit status 1 when it does not fit",
+    )
+    p.add_argument(
+        "--ctx-size", "--ctx", type=int, help="plan for this context (default: the model's, or what fits)"
+    )
+    p.add_argument("--vram", type=float, metavar="GiB", help="plan for a GPU with this much free (0: none)")
+    p.add_argument(
+        "--ram", type=float, metavar="GiB", help="plan for this much RAM (default: this machine's)"
+    )
+    _add_kv_cache_dtype(p)
+    _add_placement(p)
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("serve", help="serve a model over OpenAI- and Ollama-compatible HTTP APIs")
@@ -239,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429 (default 64)")
     _add_kv_cache_dtype(p)
     _add_sampling(p)
+    _add_placement(p)
     p.set_defaults(func=_cmd_serve)
 
     from engine.tools.synth import SHAPES
@@ -275,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=None, help="context length (default: the model's)")
     _add_kv_cache_dtype(p)
     _add_sampling(p)
+    _add_placement(p)
     p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
@@ -297,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: physical cores)")
     q.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
     _add_kv_cache_dtype(q)
+    _add_placement(q)
     q.set_defaults(func=_cmd_bench)
     return parser
 

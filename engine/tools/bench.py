@@ -98,10 +98,17 @@ def run_bench(
     repeat: int,
     llama_cpp: bool,
     kv_cache_dtype: str = "auto",
+    placement: list | tuple = (),
 ) -> None:
+    """placement: our rules (-ot, --cpu-moe, --n-cpu-moe); llama.cpp runs with its defaults."""
     n_ctx = max(prompt_tokens) + gen_tokens + 8
     llm = LLM.from_gguf(
-        path, threads=threads, context_length=n_ctx, progress=True, kv_cache_dtype=kv_cache_dtype
+        path,
+        threads=threads,
+        context_length=n_ctx,
+        progress=True,
+        kv_cache_dtype=kv_cache_dtype,
+        placement=placement,
     )
     ours = MoeboxRunner(llm)
     ref = None
