@@ -1,0 +1,483 @@
+"""Triton kernels that multiply GGUF-quantized matrices kept in VRAM (planes of engine/gpu/gguf_layout.py).
+
+Three kernels share one tile loader and one dequantizer:
+  gemv      one token: each program dequantizes [BLOCK_N rows, NSUB sub-blocks] tiles in
+            registers and accumulates weight * activation in f32 (CUDA cores), no tensor cores.
+  dot       several tokens (decode T = 2..16 and prefill): the same tiles, rounded to bf16,
+            go through tl.dot (tensor cores, f32 accumulation) against the activations.
+  dequant   writes the values out ([rows, cols], any float dtype): GpuQuantMatrix.dequantize.
+
+A tile is [BLOCK_N, NSUB, WPS] int32 words (WPS words per sub-block); its plane p holds the
+sub-block values p * WPS + w, so each plane is one shift and mask of the words, and the
+activations it meets are WPS consecutive ones. The format enters as constexprs (FORMAT below),
+read off the BlockLayout: the kernels are compiled once per format and tile shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+from engine.gpu.gguf_layout import IQ4_LEVELS, BlockLayout, Levels, PackedPlanes, Scales
+
+# Triton's CPU interpreter (TRITON_INTERPRET=1, decided when this module is imported) runs tl.dot
+# on bf16 operands as if their bits were integers, and rounds f32 -> bf16 towards zero (Triton 3.9).
+# Under it the kernels round to bf16 by integer arithmetic and keep the values in f32 (the dot then
+# multiplies the same values exactly), and bf16 results are written as f32 and rounded by torch.
+INTERPRETING = bool(knobs.runtime.interpret)
+
+
+def format_constants(layout: BlockLayout) -> dict[str, int]:
+    """The constexprs that describe one format to the kernels."""
+    return dict(
+        SUB=layout.sub,
+        WPS=layout.words_per_sub,
+        LO_BITS=layout.lo_bits,
+        HI_BITS=layout.hi_bits,
+        ZERO=layout.zero,
+        LEVELS=int(layout.levels),
+        SCALES=int(layout.scales),
+        SUBS_PER_BLOCK=layout.subs_per_block,
+        SC_BITS=layout.sc_bits,
+    )
+
+
+# ---- shared device functions --------------------------------------------------------------------
+
+
+@triton.jit
+def _load_tile(
+    lo_ptr,
+    hi_ptr,
+    sc_ptr,
+    d_ptr,
+    m_ptr,
+    row,  # [BLOCK_N, 1, 1]
+    sub,  # [1, NSUB, 1] sub-block index in the row
+    ok,  # [BLOCK_N, NSUB, 1]
+    n_subs,
+    WPS: tl.constexpr,
+    HI_BITS: tl.constexpr,
+    SCALES: tl.constexpr,
+    SUBS_PER_BLOCK: tl.constexpr,
+    SC_BITS: tl.constexpr,
+):
+    """Quant words [BLOCK_N, NSUB, WPS], high-bit words [BLOCK_N, NSUB, 1], and per sub-block the
+    scale dl and offset ml (f32 [BLOCK_N, NSUB, 1]) such that value = level * dl - ml."""
+    w = tl.arange(0, WPS)[None, None, :]
+    lo = tl.load(lo_ptr + row * (n_subs * WPS) + sub * WPS + w, mask=ok, other=0)
+    hi = lo
+    if HI_BITS > 0:
+        hi = tl.load(hi_ptr + row * n_subs + sub, mask=ok, other=0).to(tl.int32)
+    dl = tl.full(ok.shape, 1.0, tl.float32)
+    ml = tl.zeros(ok.shape, tl.float32)
+    if SCALES != 0:
+        n_blocks = n_subs // SUBS_PER_BLOCK
+        block = row * n_blocks + sub // SUBS_PER_BLOCK
+        d = tl.load(d_ptr + block, mask=ok, other=0.0).to(tl.float32)
+        if SCALES == 1:  # d * q
+            dl = d
+        elif SCALES == 2:  # d * q + m
+            dl = d
+            ml = -tl.load(m_ptr + block, mask=ok, other=0.0).to(tl.float32)
+        elif SCALES == 3:  # (d * sc) * q, sc a signed byte
+            dl = d * tl.load(sc_ptr + row * n_subs + sub, mask=ok, other=0).to(tl.float32)
+        else:  # (d * sc) * q - dmin * mn, sc and mn packed in one byte or int16
+            packed = tl.load(sc_ptr + row * n_subs + sub, mask=ok, other=0).to(tl.int32)
+            dl = d * (packed & ((1 << SC_BITS) - 1)).to(tl.float32)
+            dmin = tl.load(m_ptr + block, mask=ok, other=0.0).to(tl.float32)
+            ml = dmin * (packed >> SC_BITS).to(tl.float32)
+    return lo, hi, dl, ml
+
+
+@triton.jit
+def _plane_values(
+    lo,
+    hi,
+    dl,
+    ml,
+    levels_ptr,
+    p: tl.constexpr,
+    WPS: tl.constexpr,
+    LO_BITS: tl.constexpr,
+    HI_BITS: tl.constexpr,
+    ZERO: tl.constexpr,
+    LEVELS: tl.constexpr,
+    SCALES: tl.constexpr,
+):
+    """f32 values of plane p of a tile: sub-block elements p * WPS + w, [BLOCK_N, NSUB, WPS].
+
+    Computed in gguf's order of operations, so they equal gguf.quants.dequantize bit for bit."""
+    q = (lo >> (LO_BITS * p)) & ((1 << LO_BITS) - 1)
+    if HI_BITS > 0:  # Q5_x, Q5_K, Q6_K, Q3_K: the high bits of element e sit at bits hi_bits * e
+        e = p * WPS + tl.arange(0, WPS)[None, None, :]
+        q = q | (((hi >> (HI_BITS * e)) & ((1 << HI_BITS) - 1)) << LO_BITS)
+    if LEVELS == 0:
+        # Integer levels: or-ing q into the mantissa of 2**23 turns it into a float without a
+        # conversion instruction (those run at a quarter of the integer rate); exact for q < 2**23.
+        level = (q | 0x4B000000).to(tl.float32, bitcast=True) - (8388608.0 + ZERO)
+    elif LEVELS == 1:  # IQ4_NL, IQ4_XS: 16 non-linear levels
+        level = tl.load(levels_ptr + q)
+    else:  # F16
+        level = q.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    if SCALES == 0:
+        v = level
+    elif SCALES == 1 or SCALES == 3:
+        v = level * dl
+    else:  # level * dl is exact here, so a fused multiply-add rounds like gguf's multiply then add
+        v = level * dl - ml
+    return v
+
+
+@triton.jit
+def _bf16(v, WIDEN: tl.constexpr):
+    """v rounded to bf16 (to nearest, ties to even); with WIDEN (the interpreter) kept in f32."""
+    if WIDEN:
+        bits = v.to(tl.float32).to(tl.int32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+        return bits.to(tl.float32, bitcast=True)
+    return v.to(tl.bfloat16)
+
+
+# ---- kernels --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _gemv_kernel(
+    out_ptr,  # [T, rows] (x's dtype), or f32 [SPLIT_K, T, rows] partial sums
+    x_ptr,  # [T, cols]
+    lo_ptr,
+    hi_ptr,
+    sc_ptr,
+    d_ptr,
+    m_ptr,
+    levels_ptr,
+    rows,
+    n_subs,
+    x_stride,
+    out_stride,
+    split_stride,
+    subs_per_split,
+    SUB: tl.constexpr,
+    WPS: tl.constexpr,
+    LO_BITS: tl.constexpr,
+    HI_BITS: tl.constexpr,
+    ZERO: tl.constexpr,
+    LEVELS: tl.constexpr,
+    SCALES: tl.constexpr,
+    SUBS_PER_BLOCK: tl.constexpr,
+    SC_BITS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    NSUB: tl.constexpr,
+    EVEN_K: tl.constexpr,  # the split's sub-blocks are whole tiles: no mask along K
+):
+    pid_n = tl.program_id(0)
+    t = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    row = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[:, None, None]
+    sub_in_tile = tl.arange(0, NSUB)[None, :, None]
+    w = tl.arange(0, WPS)[None, None, :]
+    first = pid_k * subs_per_split
+    last = tl.minimum(first + subs_per_split, n_subs)
+    x_row = x_ptr + t * x_stride
+    acc = tl.zeros([BLOCK_N, NSUB, WPS], tl.float32)
+    for s0 in range(first, last, NSUB):
+        sub = s0 + sub_in_tile
+        in_k = sub < last
+        # a mask that varies along K would stop the loads of 1- and 2-word sub-blocks from being vectorized
+        ok = row < rows if EVEN_K else (row < rows) & in_k
+        lo, hi, dl, ml = _load_tile(
+            lo_ptr,
+            hi_ptr,
+            sc_ptr,
+            d_ptr,
+            m_ptr,
+            row,
+            sub,
+            ok,
+            n_subs,
+            WPS,
+            HI_BITS,
+            SCALES,
+            SUBS_PER_BLOCK,
+            SC_BITS,
+        )
+        for p in tl.static_range(32 // LO_BITS):
+            v = _plane_values(lo, hi, dl, ml, levels_ptr, p, WPS, LO_BITS, HI_BITS, ZERO, LEVELS, SCALES)
+            x_ptrs = x_row + sub * SUB + p * WPS + w
+            if EVEN_K:
+                xp = tl.load(x_ptrs)
+            else:
+                xp = tl.load(x_ptrs, mask=in_k, other=0.0)
+            acc += v * xp.to(tl.float32)
+    y = tl.sum(tl.sum(acc, axis=2), axis=1)  # [BLOCK_N]
+    rows_out = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    dst = out_ptr + pid_k * split_stride + t * out_stride + rows_out
+    tl.store(dst, y.to(out_ptr.dtype.element_ty), mask=rows_out < rows)
+
+
+@triton.jit
+def _dot_kernel(
+    out_ptr,  # [T, rows] (x's dtype), or f32 [SPLIT_K, T, rows] partial sums
+    x_ptr,  # [T, cols]
+    lo_ptr,
+    hi_ptr,
+    sc_ptr,
+    d_ptr,
+    m_ptr,
+    levels_ptr,
+    rows,
+    n_subs,
+    T,
+    x_stride,
+    out_stride,
+    split_stride,
+    subs_per_split,
+    SUB: tl.constexpr,
+    WPS: tl.constexpr,
+    LO_BITS: tl.constexpr,
+    HI_BITS: tl.constexpr,
+    ZERO: tl.constexpr,
+    LEVELS: tl.constexpr,
+    SCALES: tl.constexpr,
+    SUBS_PER_BLOCK: tl.constexpr,
+    SC_BITS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    NSUB: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    WIDEN: tl.constexpr,
+):
+    # programs of one row block over all token blocks run side by side: the weights come from
+    # DRAM once and are re-read from L2
+    pid = tl.program_id(0)
+    n_tok_blocks = tl.cdiv(T, BLOCK_T)
+    pid_n = pid // n_tok_blocks
+    pid_t = pid % n_tok_blocks
+    pid_k = tl.program_id(1)
+    row = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[:, None, None]
+    sub_in_tile = tl.arange(0, NSUB)[None, :, None]
+    tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    # the K axis of one plane's product: column k is sub-block k // WPS, word k % WPS
+    k = tl.arange(0, NSUB * WPS)
+    k_sub = k // WPS
+    k_word = k % WPS
+    first = pid_k * subs_per_split
+    last = tl.minimum(first + subs_per_split, n_subs)
+    acc = tl.zeros([BLOCK_N, BLOCK_T], tl.float32)
+    for s0 in range(first, last, NSUB):
+        sub = s0 + sub_in_tile
+        ok = row < rows if EVEN_K else (row < rows) & (sub < last)
+        lo, hi, dl, ml = _load_tile(
+            lo_ptr,
+            hi_ptr,
+            sc_ptr,
+            d_ptr,
+            m_ptr,
+            row,
+            sub,
+            ok,
+            n_subs,
+            WPS,
+            HI_BITS,
+            SCALES,
+            SUBS_PER_BLOCK,
+            SC_BITS,
+        )
+        x_ok = (tok < T)[None, :]
+        if not EVEN_K:
+            x_ok = x_ok & ((s0 + k_sub) < last)[:, None]
+        for p in tl.static_range(32 // LO_BITS):
+            v = _plane_values(lo, hi, dl, ml, levels_ptr, p, WPS, LO_BITS, HI_BITS, ZERO, LEVELS, SCALES)
+            a = tl.reshape(_bf16(v, WIDEN), [BLOCK_N, NSUB * WPS])
+            col = (s0 + k_sub) * SUB + p * WPS + k_word  # [K]
+            xt = tl.load(x_ptr + tok[None, :] * x_stride + col[:, None], mask=x_ok, other=0.0)  # [K, BLOCK_T]
+            acc = tl.dot(a, _bf16(xt, WIDEN), acc)
+    rows_out = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    dst = out_ptr + pid_k * split_stride + tok[None, :] * out_stride + rows_out[:, None]
+    tl.store(dst, acc.to(out_ptr.dtype.element_ty), mask=(rows_out < rows)[:, None] & (tok < T)[None, :])
+
+
+@triton.jit
+def _dequant_kernel(
+    out_ptr,  # [rows, cols]
+    lo_ptr,
+    hi_ptr,
+    sc_ptr,
+    d_ptr,
+    m_ptr,
+    levels_ptr,
+    rows,
+    n_subs,
+    out_stride,
+    SUB: tl.constexpr,
+    WPS: tl.constexpr,
+    LO_BITS: tl.constexpr,
+    HI_BITS: tl.constexpr,
+    ZERO: tl.constexpr,
+    LEVELS: tl.constexpr,
+    SCALES: tl.constexpr,
+    SUBS_PER_BLOCK: tl.constexpr,
+    SC_BITS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    NSUB: tl.constexpr,
+):
+    row = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None, None]
+    sub = tl.program_id(1) * NSUB + tl.arange(0, NSUB)[None, :, None]
+    w = tl.arange(0, WPS)[None, None, :]
+    ok = (row < rows) & (sub < n_subs)
+    lo, hi, dl, ml = _load_tile(
+        lo_ptr,
+        hi_ptr,
+        sc_ptr,
+        d_ptr,
+        m_ptr,
+        row,
+        sub,
+        ok,
+        n_subs,
+        WPS,
+        HI_BITS,
+        SCALES,
+        SUBS_PER_BLOCK,
+        SC_BITS,
+    )
+    for p in tl.static_range(32 // LO_BITS):
+        v = _plane_values(lo, hi, dl, ml, levels_ptr, p, WPS, LO_BITS, HI_BITS, ZERO, LEVELS, SCALES)
+        tl.store(
+            out_ptr + row * out_stride + sub * SUB + p * WPS + w, v.to(out_ptr.dtype.element_ty), mask=ok
+        )
+
+
+# ---- launches -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GemvTiles:
+    block_n: int = 8
+    row_bytes: int = 512  # quant bytes of one row per loop step (sets NSUB)
+    num_warps: int = 4
+
+
+@dataclass(frozen=True)
+class DotTiles:
+    block_n: int = 64
+    block_t: int = 64
+    plane_k: int = 32  # K of one plane's tl.dot (sets NSUB = plane_k / WPS)
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
+def _k_tiling(n_subs: int, want: int, split_k: int, least: int = 1) -> tuple[int, bool, int, int]:
+    """(NSUB, EVEN_K, sub-blocks per split, splits): NSUB a power of two near `want`, at least `least`,
+    that divides the row where one does (then no load is masked along K); splits are whole tiles."""
+    nsub = max(least, min(_pow2_floor(want), triton.next_power_of_2(n_subs)))
+    even = False
+    for smaller in (nsub, nsub // 2, nsub // 4):
+        if smaller >= least and n_subs % smaller == 0:
+            nsub, even = smaller, True
+            break
+    per_split = triton.cdiv(triton.cdiv(n_subs, split_k), nsub) * nsub
+    return nsub, even, per_split, triton.cdiv(n_subs, per_split)
+
+
+class PlaneArgs:
+    """The tensors one launch reads: the planes of one matrix (a slice of an expert stack) and the levels."""
+
+    def __init__(self, planes: PackedPlanes, levels: torch.Tensor):
+        lo = planes.lo
+        self.tensors = [t if t is not None else lo for t in planes.fields()] + [levels]
+
+
+def levels_table(device: torch.device) -> torch.Tensor:
+    return torch.tensor(IQ4_LEVELS, dtype=torch.float32, device=device)
+
+
+def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a kernel writes for a result in `dtype` (see INTERPRETING)."""
+    return torch.float32 if INTERPRETING and dtype == torch.bfloat16 else dtype
+
+
+def _result_buffers(x: torch.Tensor, rows: int, split_k: int) -> tuple[torch.Tensor, int]:
+    """The kernel's output ([T, rows], or f32 [split_k, T, rows] partial sums) and its split stride."""
+    T = x.shape[0]
+    if split_k == 1:
+        return torch.empty((T, rows), dtype=_kernel_dtype(x.dtype), device=x.device), 0
+    return torch.empty((split_k, T, rows), dtype=torch.float32, device=x.device), T * rows
+
+
+def _result(dst: torch.Tensor, split_k: int, dtype: torch.dtype) -> torch.Tensor:
+    return (dst.sum(0) if split_k > 1 else dst).to(dtype)
+
+
+def gemv(
+    x: torch.Tensor,
+    args: PlaneArgs,
+    layout: BlockLayout,
+    rows: int,
+    cols: int,
+    tiles: GemvTiles,
+    split_k: int = 1,
+) -> torch.Tensor:
+    """x [T, cols] (bf16/f32, T small) -> [T, rows] in x's dtype; one program per row block, token, K split."""
+    T = x.shape[0]
+    n_subs = cols // layout.sub
+    want = max(1, tiles.row_bytes // (4 * layout.words_per_sub))
+    nsub, even, subs_per_split, split_k = _k_tiling(n_subs, want, split_k)
+    dst, split_stride = _result_buffers(x, rows, split_k)
+    grid = (triton.cdiv(rows, tiles.block_n), T, split_k)
+    _gemv_kernel[grid](
+        dst, x, *args.tensors, rows, n_subs, x.stride(0), rows, split_stride, subs_per_split,
+        **format_constants(layout), BLOCK_N=tiles.block_n, NSUB=nsub, EVEN_K=even, num_warps=tiles.num_warps,
+    )  # fmt: skip
+    return _result(dst, split_k, x.dtype)
+
+
+def dot(
+    x: torch.Tensor,
+    args: PlaneArgs,
+    layout: BlockLayout,
+    rows: int,
+    cols: int,
+    tiles: DotTiles,
+    split_k: int = 1,
+) -> torch.Tensor:
+    """x [T, cols] -> [T, rows] in x's dtype, through tl.dot on bf16 tiles."""
+    T = x.shape[0]
+    n_subs = cols // layout.sub
+    least = max(1, 16 // layout.words_per_sub)  # tl.dot needs K >= 16
+    nsub, even, subs_per_split, split_k = _k_tiling(
+        n_subs, tiles.plane_k // layout.words_per_sub, split_k, least
+    )
+    dst, split_stride = _result_buffers(x, rows, split_k)
+    grid = (triton.cdiv(rows, tiles.block_n) * triton.cdiv(T, tiles.block_t), split_k)
+    _dot_kernel[grid](
+        dst, x, *args.tensors, rows, n_subs, T, x.stride(0), rows, split_stride, subs_per_split,
+        **format_constants(layout), BLOCK_N=tiles.block_n, BLOCK_T=tiles.block_t, NSUB=nsub, EVEN_K=even,
+        WIDEN=INTERPRETING, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )  # fmt: skip
+    return _result(dst, split_k, x.dtype)
+
+
+def dequantize(
+    args: PlaneArgs, layout: BlockLayout, rows: int, cols: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """[rows, cols] values in `dtype` (f32: exactly gguf's)."""
+    out = torch.empty((rows, cols), dtype=_kernel_dtype(dtype), device=device)
+    n_subs = cols // layout.sub
+    nsub = min(triton.next_power_of_2(n_subs), max(1, 256 // layout.words_per_sub))
+    block_n = 16
+    grid = (triton.cdiv(rows, block_n), triton.cdiv(n_subs, nsub))
+    _dequant_kernel[grid](
+        out, *args.tensors, rows, n_subs, out.stride(0), **format_constants(layout), BLOCK_N=block_n, NSUB=nsub,
+        num_warps=4,
+    )  # fmt: skip
+    return out.to(dtype)
