@@ -78,12 +78,13 @@ class LLM:
         from engine.gguf_file import open_gguf
         from engine.kv_cache import KV_CACHE_DTYPES, cache_bytes_per_token, resolve_cache_dtype
         from engine.models import load_model
+        from engine.native import set_threads
         from engine.plan import machine_memory, plan_memory
         from engine.tokenizer import Tokenizer
 
         resolve_cache_dtype(kv_cache_dtype, "cpu")  # an unknown name fails before anything loads
         threads = threads or _physical_cores()
-        _set_threads(threads)
+        set_threads(threads)
         gguf = open_gguf(path)
         config = model_config(gguf)
         plan = plan_memory(
@@ -227,22 +228,6 @@ def _physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    from engine.layers.linear import native_available
-
-    if native_available():
-        import moebox_native
-
-        moebox_native.set_num_threads(threads)
-        # The native pool (the calling thread included) does the heavy CPU work; a second
-        # pool of torch threads spinning beside it only steals its cores.
-        torch.set_num_threads(1)
-    else:
-        torch.set_num_threads(threads)
 
 
 __all__ = ["LLM", "Prompt", "PromptError", "Sequence"]

@@ -122,9 +122,9 @@ def _model_path(model: str | None) -> str:
 def _cmd_chat(args: argparse.Namespace) -> int:
     import logging
 
-    from moebox.chat import chat
     from engine.llm import LLM
     from engine.sampling_params import sampling_with_defaults
+    from moebox.chat import chat
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     llm = LLM.from_gguf(
@@ -189,7 +189,9 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temp", "--temperature", dest="temperature", type=float, help="temperature (0: greedy)")
     g.add_argument("--top-k", type=int, help="keep the k most likely tokens (0: no cut)")
     g.add_argument("--top-p", type=float, help="keep the most likely tokens up to this probability mass")
-    g.add_argument("--min-p", type=float, help="drop tokens below this fraction of the best one's probability")
+    g.add_argument(
+        "--min-p", type=float, help="drop tokens below this fraction of the best one's probability"
+    )
     g.add_argument("--repeat-penalty", type=float, help="penalty for repeated tokens (1: none)")
 
 

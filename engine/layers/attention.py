@@ -44,6 +44,7 @@ class Attention:
         self.q_norm, self.k_norm = q_norm, k_norm
         self.scale = head_dim**-0.5
         self._attn_row = fused.RowBuffer(n_heads * head_dim)  # consumed by o at once
+        self.ops = fused.ops_for(qkv.device)
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         t = x.shape[0]
@@ -51,13 +52,13 @@ class Attention:
         # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
         qkv = self.qkv(x)
         # qwen3 decode step: each q and k head normalized in place, then the fused path below
-        norm_in_place = t == 1 and self.q_norm is not None and qkv.dtype == torch.float32
+        norm_in_place = t == 1 and self.q_norm is not None and self.ops.native
         if norm_in_place:
             self.q_norm.apply_(qkv[0, :q_size].view(self.n_heads, self.head_dim))
             self.k_norm.apply_(qkv[0, q_size : q_size + kv_size].view(self.n_kv_heads, self.head_dim))
         if t == 1:
-            # rope, cache append and attention as one CPU kernel where the tensors allow it
-            out = fused.rope_cache_attend(
+            # rope, cache append and attention as one CPU kernel where the cache allows it
+            out = self.ops.rope_cache_attend(
                 qkv,
                 self.rope,
                 positions,
@@ -77,11 +78,11 @@ class Attention:
             q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)
             qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=1)
         # q and k heads rotate together, in place (qk is this step's own buffer): one rope call per layer
-        qk = fused.rope_(self.rope, qk, positions)
+        qk = self.ops.rope_(self.rope, qk, positions)
         q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
         k_all, v_all = cache.update(self.layer, k, v)  # [S, kv_heads, head_dim]
         if t == 1:
-            return self.o(fused.attend_one(q[0], k_all, v_all, self.scale, self._attn_row))
+            return self.o(self.ops.attend_one(q[0], k_all, v_all, self.scale, self._attn_row))
         s = k_all.shape[0]
         mask = causal_mask(t, s, x.device)
         out = F.scaled_dot_product_attention(

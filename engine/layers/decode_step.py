@@ -23,6 +23,7 @@ from engine.layers.linear import Linear, NativeMatrix
 from engine.layers.mlp import GatedMLP
 from engine.layers.moe import MoE
 from engine.layers.rmsnorm import RMSNorm
+from engine.native import cpu_kernels
 
 
 def _native_weight(linear: Linear) -> NativeMatrix | None:
@@ -31,8 +32,8 @@ def _native_weight(linear: Linear) -> NativeMatrix | None:
     return linear.weight
 
 
-def _cpu_f32(norm: RMSNorm | None) -> bool:
-    return norm is None or (norm.weight.is_cpu and norm.weight.dtype == torch.float32)
+def _native_norm(norm: RMSNorm | None) -> bool:
+    return norm is None or norm.ops.native
 
 
 class LayerStep:
@@ -43,14 +44,14 @@ class LayerStep:
 
     @classmethod
     def build(cls, attn_norm: RMSNorm, attn, ffn_norm: RMSNorm, ffn) -> LayerStep | None:
-        native = fused.cpu_kernels()
-        if native is None or not hasattr(native, "DecodeLayer") or not isinstance(attn, Attention):
+        native = cpu_kernels()
+        if native is None or not isinstance(attn, Attention):
             return None
         qkv, o = _native_weight(attn.qkv), _native_weight(attn.o)
         if (
             qkv is None
             or o is None
-            or not all(_cpu_f32(n) for n in (attn_norm, ffn_norm, attn.q_norm, attn.k_norm))
+            or not all(_native_norm(n) for n in (attn_norm, ffn_norm, attn.q_norm, attn.k_norm))
         ):
             return None
         if attn_norm.eps != ffn_norm.eps or (attn.q_norm is not None and attn.q_norm.eps != attn.k_norm.eps):
@@ -107,18 +108,16 @@ class LayerStep:
         return cls(layer, attn, hidden)
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor | None:
-        """The layer's output for one token x [1, hidden] f32, or None where the cache or
-        positions are not on the CPU in float32/float16 (the caller then runs the ops)."""
+        """The layer's output for one token x [1, hidden] f32, or None where the cache holds
+        another dtype than float32/float16 (the caller then runs the ops)."""
         attn = self.attn
-        if cache.dtype not in (torch.float32, torch.float16) or not positions.is_cpu or not x.is_contiguous():
+        if cache.dtype not in (torch.float32, torch.float16):
             return None
         shape = (attn.n_kv_heads, attn.head_dim)
         k_buf, v_buf = cache.reserve(attn.layer, 1, shape, shape)
-        if not k_buf.is_cpu:
-            return None
         cos, sin, pos = attn.rope.tables_for(positions)
         self.native.step(
-            fused.as_array(x),
+            fused.as_array(x.contiguous()),
             self.out.array,
             cos,
             sin,

@@ -18,7 +18,7 @@ class Embedding:
         self.dtype = dtype
         self.num_embeddings = rows.shape[0]
         # the native dequantizers (same values as gguf's, 1 ulp) skip numpy's per-call overhead
-        self._native = _native_dequantizer(self.ggml_type)
+        self._native = _native_dequantizer(self.ggml_type) if dtype == torch.float32 else None
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: [T] int64 → [T, dim]."""
@@ -27,7 +27,7 @@ class Embedding:
             values = picked
         elif self.ggml_type == GGMLQuantizationType.F16:
             values = picked.astype(np.float32)
-        elif self._native is not None and self.dtype == torch.float32:
+        elif self._native is not None:
             out = torch.empty((picked.shape[0], self.dim), dtype=torch.float32)
             self._native.dequantize(picked, int(self.ggml_type), out.numpy())
             return out
@@ -42,7 +42,7 @@ class Embedding:
 
 def _native_dequantizer(ggml_type: GGMLQuantizationType):
     """moebox_native where it dequantizes this format, else None (gguf's numpy code serves)."""
-    from engine.layers.fused import cpu_kernels
+    from engine.native import cpu_kernels
 
     native = cpu_kernels()
     if native is None or ggml_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):

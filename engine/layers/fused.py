@@ -1,35 +1,21 @@
-"""Per-token operations of a decoder layer, fused into one native call on the CPU.
+"""Per-token operations of a decoder layer, in two sets that compute the same values.
 
 A decode step runs a few dozen tiny torch ops per layer; on the CPU each one costs
-more in dispatch than in arithmetic. Every function here computes the torch
-expression in its docstring: as one `moebox_native` call when its tensors are
-float32 on the CPU (and the native kernels are built), as that torch expression
-anywhere else (GPU, other dtypes). Which one runs follows from the tensors alone,
-so model code stays the same on every device.
+more in dispatch than in arithmetic. `NATIVE_OPS` runs each operation as one
+`moebox_native` call (float32 tensors on the CPU: the CPU placement's activations);
+`TORCH_OPS` runs the torch expression of its docstring (GPU, or a CPU without the
+native kernels). A layer picks its set once, when it is built, from the device of
+its weights (`ops_for`); its forward has one path.
 """
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@functools.cache
-def cpu_kernels():
-    """moebox_native when it has the fused ops and runs on this CPU, else None."""
-    try:
-        from engine.native import native_kernels
-
-        native = native_kernels()
-    except Exception:  # not built, or this CPU lacks AVX2: the torch expressions serve
-        return None
-    return native if hasattr(native, "attend_one") else None
-
-
-def _on_cpu_f32(x: torch.Tensor) -> bool:
-    return x.dtype == torch.float32 and x.is_cpu
+from engine.native import cpu_kernels
 
 
 def as_array(x: torch.Tensor):
@@ -63,88 +49,98 @@ def row_output(rows: int, n: int, row: RowBuffer | None) -> tuple[torch.Tensor, 
     return out, out.numpy()
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, row: RowBuffer | None = None) -> torch.Tensor:
-    """x [T, n] f32 → x * rsqrt(mean(x², -1) + eps) * weight (weight f32, on x's device).
-    row: where a single-row result may go (natively computed results only)."""
-    native = cpu_kernels()
-    if native is not None and x.dim() == 2 and _on_cpu_f32(x) and x.stride(-1) == 1:
-        out, out_np = row_output(x.shape[0], x.shape[1], row)
-        native.rms_norm(as_array(x), as_array(weight), eps, out_np)
-        return out
-    if x.shape[0] == 1:
-        # torch.rms_norm's CPU path is a dozen small ops with dtype round trips; these
-        # four compute the same float32 values (same order)
-        return (x * x.square().mean(-1, keepdim=True).add_(eps).rsqrt_()).mul_(weight)
-    return torch.rms_norm(x, weight.shape, weight, eps)
+# --- torch: any device, any float dtype -------------------------------------------------------
 
 
-def rms_norm_(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """rms_norm(x, weight, eps) written over x (x [T, n] f32, rows contiguous); returns x."""
-    native = cpu_kernels()
-    if native is not None and x.dim() == 2 and _on_cpu_f32(x) and x.stride(-1) == 1:
-        arr = x.numpy()
-        native.rms_norm(arr, as_array(weight), eps, arr)  # each row is read whole before it is written
-        return x
-    return x.copy_(rms_norm(x, weight, eps))
+def torch_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, row: RowBuffer | None = None):
+    """x [..., n] → x * rsqrt(mean(x², -1) + eps) * weight, computed in float32, in x's dtype."""
+    return torch.rms_norm(x.float(), weight.shape, weight, eps).to(x.dtype)
 
 
-def silu_mul(gate_up: torch.Tensor, row: RowBuffer | None = None) -> torch.Tensor:
-    """gate_up [T, 2n] (gate rows first) → silu(gate) * up, [T, n]. row: as for rms_norm."""
-    native = cpu_kernels()
-    if native is not None and gate_up.dim() == 2 and _on_cpu_f32(gate_up) and gate_up.stride(-1) == 1:
-        out, out_np = row_output(gate_up.shape[0], gate_up.shape[1] // 2, row)
-        native.silu_mul(as_array(gate_up), out_np)
-        return out
+def torch_rms_norm_(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """rms_norm(x, weight, eps) written over x; returns x."""
+    return x.copy_(torch_rms_norm(x, weight, eps))
+
+
+def torch_silu_mul(gate_up: torch.Tensor, row: RowBuffer | None = None) -> torch.Tensor:
+    """gate_up [T, 2n] (gate rows first) → silu(gate) * up, [T, n]."""
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 
 
-def attend_one(
+def torch_attend_one(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, row: RowBuffer | None = None
 ) -> torch.Tensor:
     """Attention of one query token, grouped-query: q [heads, dim]; k, v [S, kv_heads, dim]
-    (the cache; f32 or f16 on the CPU) → [1, heads * dim] in q's dtype:
-    softmax(scale · q_h k_g^T) v_g for each head h of kv group g. row: as for rms_norm."""
+    (the cache) → [1, heads * dim] in q's dtype: softmax(scale · q_h k_g^T) v_g for each
+    head h of kv group g."""
     heads, dim = q.shape
     kv_heads = k.shape[1]
-    native = cpu_kernels()
-    if (
-        native is not None
-        and _on_cpu_f32(q)
-        and q.is_contiguous()
-        and k.dtype == v.dtype
-        and k.dtype in (torch.float32, torch.float16)
-        and k.device.type == "cpu"
-    ):
-        out, out_np = row_output(1, heads * dim, row)
-        native.attend_one(q.numpy(), k.numpy(), v.numpy(), scale, out_np)
-        return out
     rep = heads // kv_heads
     qg = q.reshape(kv_heads, rep, dim)  # [kv_heads, rep, dim]
-    if k.dtype != q.dtype:
-        k, v = k.to(q.dtype), v.to(q.dtype)
-    kt = k.transpose(0, 1)  # [kv_heads, S, dim]
-    vt = v.transpose(0, 1)
+    kt = k.to(q.dtype).transpose(0, 1)  # [kv_heads, S, dim]
+    vt = v.to(q.dtype).transpose(0, 1)
     scores = torch.bmm(qg, kt.transpose(1, 2))  # [kv_heads, rep, S]
-    if q.dtype == torch.float32:  # no conversions, scale in place
-        probs = torch.softmax(scores.mul_(scale), dim=-1)
-    else:
-        probs = torch.softmax(scores.float() * scale, dim=-1).to(q.dtype)
+    probs = torch.softmax(scores.float() * scale, dim=-1).to(q.dtype)
     return torch.bmm(probs, vt).reshape(1, heads * dim)
 
 
-def rope_(rope, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """rope.apply(x, positions), overwriting x where that is cheaper (x [T, heads, dim]
-    must be the caller's own buffer). Returns the rotated tensor (x or a new one)."""
-    native = cpu_kernels()
-    if native is not None and _on_cpu_f32(x) and x.stride(-1) == 1 and positions.device.type == "cpu":
-        cos, sin, pos = rope.tables_for(positions)
-        native.rope(x.numpy(), cos, sin, pos, rope.interleaved)
-        return x
+def torch_rope_(rope, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """rope.apply(x, positions); returns the rotated tensor."""
     return rope.apply(x, positions)
 
 
-def rope_cache_attend(
+def torch_rope_cache_attend(*args, **kwargs) -> None:
+    """No fused decode attention in torch: the caller runs rope, the cache update and attend_one."""
+    return None
+
+
+# --- native: float32 rows on the CPU ----------------------------------------------------------
+
+
+def native_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, row: RowBuffer | None = None):
+    """torch_rms_norm for float32 x on the CPU; row: where a single-row result may go."""
+    if x.dim() != 2 or x.stride(-1) != 1:
+        return native_rms_norm(x.reshape(-1, x.shape[-1]).contiguous(), weight, eps).view(x.shape)
+    out, out_np = row_output(x.shape[0], x.shape[1], row)
+    cpu_kernels().rms_norm(as_array(x), as_array(weight), eps, out_np)
+    return out
+
+
+def native_rms_norm_(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """torch_rms_norm_ for float32 x [T, n] (rows contiguous) on the CPU."""
+    arr = x.numpy()
+    cpu_kernels().rms_norm(arr, as_array(weight), eps, arr)  # each row is read whole before it is written
+    return x
+
+
+def native_silu_mul(gate_up: torch.Tensor, row: RowBuffer | None = None) -> torch.Tensor:
+    """torch_silu_mul for float32 gate_up [T, 2n] on the CPU; row: as for native_rms_norm."""
+    out, out_np = row_output(gate_up.shape[0], gate_up.shape[1] // 2, row)
+    cpu_kernels().silu_mul(as_array(gate_up.contiguous()), out_np)
+    return out
+
+
+def native_attend_one(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, row: RowBuffer | None = None
+) -> torch.Tensor:
+    """torch_attend_one for float32 q on the CPU, over an f32 or f16 cache (others: torch)."""
+    if k.dtype not in (torch.float32, torch.float16):
+        return torch_attend_one(q, k, v, scale)
+    heads, dim = q.shape
+    out, out_np = row_output(1, heads * dim, row)
+    cpu_kernels().attend_one(q.contiguous().numpy(), k.numpy(), v.numpy(), scale, out_np)
+    return out
+
+
+def native_rope_(rope, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """torch_rope_ written over x (float32 [T, heads, dim], the caller's own buffer)."""
+    cos, sin, pos = rope.tables_for(positions)
+    cpu_kernels().rope(x.numpy(), cos, sin, pos, rope.interleaved)
+    return x
+
+
+def native_rope_cache_attend(
     qkv: torch.Tensor,
     rope,
     positions: torch.Tensor,
@@ -158,25 +154,14 @@ def rope_cache_attend(
 ) -> torch.Tensor | None:
     """One decode token of grouped-query attention in one native call: rotate q and k
     of qkv [1, (heads + 2 kv_heads) · dim] (overwritten), append k and v to the layer's
-    cache and attend over it → [1, heads · dim]. None where this cannot run natively
-    (not one f32 row on the CPU, or a cache dtype other than f32/f16): the caller then
-    runs the same steps as torch ops."""
-    native = cpu_kernels()
-    if (
-        native is None
-        or qkv.shape[0] != 1
-        or not _on_cpu_f32(qkv)
-        or not qkv.is_contiguous()
-        or not positions.is_cpu
-        or cache.dtype not in (torch.float32, torch.float16)
-    ):
+    cache and attend over it → [1, heads · dim]. None for a cache dtype other than
+    f32/f16: the caller then runs the same steps one by one."""
+    if cache.dtype not in (torch.float32, torch.float16):
         return None
     k_buf, v_buf = cache.reserve(layer, 1, (n_kv_heads, head_dim), (n_kv_heads, head_dim))
-    if k_buf.device.type != "cpu":
-        return None
     cos, sin, pos = rope.tables_for(positions)
     out, out_np = row_output(1, n_heads * head_dim, row)
-    native.rope_cache_attend(
+    cpu_kernels().rope_cache_attend(
         qkv.numpy(),
         cos,
         sin,
@@ -190,3 +175,41 @@ def rope_cache_attend(
         out_np,
     )
     return out
+
+
+@dataclass(frozen=True)
+class Ops:
+    native: bool
+    rms_norm: object
+    rms_norm_: object
+    silu_mul: object
+    attend_one: object
+    rope_: object
+    rope_cache_attend: object
+
+
+TORCH_OPS = Ops(
+    False,
+    torch_rms_norm,
+    torch_rms_norm_,
+    torch_silu_mul,
+    torch_attend_one,
+    torch_rope_,
+    torch_rope_cache_attend,
+)
+NATIVE_OPS = Ops(
+    True,
+    native_rms_norm,
+    native_rms_norm_,
+    native_silu_mul,
+    native_attend_one,
+    native_rope_,
+    native_rope_cache_attend,
+)
+
+
+def ops_for(device: torch.device | str) -> Ops:
+    """The operations for a layer whose weights live on `device`: native on the CPU where the
+    kernels run here (activations there are float32), torch anywhere else."""
+    on_cpu = torch.device(device).type == "cpu"
+    return NATIVE_OPS if on_cpu and cpu_kernels() is not None else TORCH_OPS

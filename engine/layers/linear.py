@@ -13,38 +13,15 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType
 
-from engine.errors import NativeUnavailableError
 from engine.layers.fused import RowBuffer, as_array, row_output
-
-
-def native_module():
-    """moebox_native with its matmul kernels, or a clear error."""
-    try:
-        import moebox_native
-    except ImportError as exc:
-        raise NativeUnavailableError(
-            f"the native kernels are not installed ({exc}); reinstall moebox with `pip install .`"
-        ) from exc
-    if not hasattr(moebox_native, "matmul"):
-        raise NativeUnavailableError(
-            "this build of moebox_native has no matmul kernels; reinstall moebox with `pip install .`"
-        )
-    return moebox_native
-
-
-def native_available() -> bool:
-    try:
-        native_module()
-    except NativeUnavailableError:
-        return False
-    return True
+from engine.native import native_kernels
 
 
 class NativeMatrix:
     """A [rows, cols] GGUF matrix used in place: `data` is the uint8 view of its blocks."""
 
     def __init__(self, data: np.ndarray, ggml_type: GGMLQuantizationType, rows: int, cols: int):
-        self.native = native_module()
+        self.native = native_kernels()
         self.data = np.ascontiguousarray(data)
         self.ggml_type = int(ggml_type)
         self.rows = rows
@@ -58,10 +35,7 @@ class NativeMatrix:
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, cols] f32/bf16 on the CPU → [T, rows] f32."""
-        if x.dtype != torch.float32:
-            x = x.float()
-        if not x.is_contiguous():
-            x = x.contiguous()
+        x = x.float().contiguous()  # no copy for the f32 rows the CPU placement passes
         out, out_np = row_output(x.shape[0], self.rows, self._row)
         # numpy views of CPU tensors cross into the binding faster than DLPack capsules
         self.native.matmul(self.data, self.ggml_type, self.rows, self.cols, as_array(x), out=out_np)
@@ -69,7 +43,8 @@ class NativeMatrix:
 
 
 class Linear:
-    """A linear layer over a torch weight [out, in] or a NativeMatrix."""
+    """A linear layer over a torch weight [out, in] or a NativeMatrix; which multiply runs is
+    decided here, once, from the weight."""
 
     def __init__(self, weight: torch.Tensor | NativeMatrix, bias: torch.Tensor | None = None):
         self.weight = weight
@@ -77,8 +52,12 @@ class Linear:
         self.native = isinstance(weight, NativeMatrix)
         if self.native:
             self.out_features, self.in_features = weight.rows, weight.cols
+            self.device = torch.device("cpu")
+            self._matmul = weight.matmul  # [T, in] f32 → [T, out] f32
         else:
             self.out_features, self.in_features = weight.shape
+            self.device = weight.device
+            self._matmul = self._torch_matmul
 
     def reuse_row_output(self) -> Linear:
         """See NativeMatrix.reuse_row_output (decode steps allocate no output); no-op for torch weights."""
@@ -86,20 +65,13 @@ class Linear:
             self.weight.reuse_row_output()
         return self
 
+    def _torch_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [..., in] → [..., out] in x's dtype."""
-        if self.native and x.dim() == 2 and x.dtype == torch.float32:
-            # the decode path: [T, in] f32 straight into the kernel, nothing to convert or reshape
-            y = self.weight.matmul(x)
-            return y if self.bias is None else y + self.bias
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        if self.native:
-            y = self.weight.matmul(x2)
-            if y.dtype != x.dtype:
-                y = y.to(x.dtype)
+        """x: [..., in] → [..., out]."""
+        if x.dim() == 2:
+            y = self._matmul(x)
         else:
-            y = torch.nn.functional.linear(x2.to(self.weight.dtype), self.weight).to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+            y = self._matmul(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType
 
 from engine.layers.fused import RowBuffer, as_array, row_output
-from engine.layers.linear import Linear, NativeMatrix, native_available, native_module
+from engine.layers.linear import Linear, NativeMatrix
 from engine.layers.mlp import GatedMLP
+from engine.native import cpu_kernels, native_kernels
 
 
 class Router:
@@ -46,7 +47,7 @@ class Router:
         # On the CPU the logits come from the kernel threads: the f32 router matrix
         # (1-3.5 MB) is read from RAM each token, by one torch thread otherwise.
         self.native_logits: NativeMatrix | None = None  # the f32 weight for the kernels, on the CPU
-        if self.weight.is_cpu and native_available():
+        if self.weight.is_cpu and cpu_kernels() is not None:
             w = self.weight.contiguous()
             self.native_logits = NativeMatrix(
                 w.numpy().view(np.uint8).reshape(-1), GGMLQuantizationType.F32, *w.shape
@@ -61,7 +62,7 @@ class Router:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [T, hidden] → (ids [T, k] int64, weights [T, k] f32)."""
-        if self.native_logits is not None and x.is_cpu and x.dtype == torch.float32 and x.dim() == 2:
+        if self.native_logits is not None:
             logits = self.native_logits.matmul(x)  # [T, experts]
         else:
             logits = F.linear(x.float(), self.weight)
@@ -116,8 +117,7 @@ class RoutedExperts:
         self.native = None
         if native is not None:
             experts, hidden, inter = shape
-            mod = native_module()
-            self.native = mod.MoeExperts(
+            self.native = native_kernels().MoeExperts(
                 np.ascontiguousarray(gate),
                 native[0],
                 np.ascontiguousarray(up),
@@ -136,14 +136,17 @@ class RoutedExperts:
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Σ_j weights[t,j] · expert_{ids[t,j]}(x[t]) computed now, on the calling thread. A
         single-token result lives in a buffer that the next call overwrites."""
-        if self.native is not None and x.is_cpu and x.dtype == torch.float32 and x.is_contiguous():
-            # the calling thread joins the kernel threads: no hand-over to the background driver
-            out, out_np = row_output(x.shape[0], self.hidden, self._row)
-            self.native.forward(
-                as_array(x), as_array(ids.contiguous()), as_array(weights.float().contiguous()), out=out_np
-            )
-            return out
-        return self.submit(x, ids, weights).wait()
+        if self.native is None:
+            return self._torch_forward(x, ids, weights)
+        # the calling thread joins the kernel threads: no hand-over to the background driver
+        out, out_np = row_output(x.shape[0], self.hidden, self._row)
+        self.native.forward(
+            as_array(x.float().contiguous()),
+            as_array(ids.contiguous()),
+            as_array(weights.float().contiguous()),
+            out=out_np,
+        )
+        return out
 
     def submit(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor):
         """Start out[t] = Σ_j weights[t,j] · expert_{ids[t,j]}(x[t]); returns an object with wait()."""
@@ -179,18 +182,19 @@ class MoE:
         shared_gate: Linear | None = None,  # qwen2moe: sigmoid(x · g) scales the shared expert
     ):
         self.router, self.experts, self.shared, self.shared_gate = router, experts, shared, shared_gate
+        # With the activations on a GPU, the shared experts run there while the CPU computes the
+        # routed ones. On the CPU they would only compete for the same cores: one after the other.
+        self.overlap = router.weight.device.type != "cpu"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         ids, weights = self.router(x)
-        if x.is_cpu:
-            # Shared experts on the CPU would only compete with the routed experts for the
-            # same cores: one after the other, each with all kernel threads.
-            out = self.experts(x, ids, weights).to(x.dtype)
-            shared = self._shared(x)
-        else:
+        if self.overlap:
             job = self.experts.submit(x, ids, weights)
             shared = self._shared(x)
             out = job.wait().to(x.dtype)
+        else:
+            out = self.experts(x, ids, weights).to(x.dtype)
+            shared = self._shared(x)
         return out + shared if shared is not None else out
 
     def _shared(self, x: torch.Tensor) -> torch.Tensor | None:

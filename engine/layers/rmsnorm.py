@@ -9,8 +9,10 @@ from engine.layers import fused
 
 class RMSNorm:
     def __init__(self, weight: torch.Tensor, eps: float):
+        """weight: [n] on the device where the norm runs (the placement put it there)."""
         self.weight = weight.float()
-        if self.weight.is_cpu:
+        self.ops = fused.ops_for(self.weight.device)
+        if self.ops.native:
             fused.keep_array(self.weight)  # handed to the native norm every step
         self.shape = tuple(self.weight.shape)
         self.eps = eps
@@ -23,24 +25,12 @@ class RMSNorm:
         self._row = fused.RowBuffer(self.shape[0])
         return self
 
-    def _follow(self, x: torch.Tensor) -> None:
-        if self.weight.device != x.device:
-            self.weight = self.weight.to(x.device)
-            if self.weight.is_cpu:
-                fused.keep_array(self.weight)
-
     def apply_(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalize the rows of float32 x [T, n] in place; returns x."""
-        self._follow(x)
-        return fused.rms_norm_(x, self.weight, self.eps)
+        """Normalize the rows of x [T, n] in place; returns x."""
+        return self.ops.rms_norm_(x, self.weight, self.eps)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # called twice per layer per token: one fused call on the CPU (engine/layers/fused.py)
-        self._follow(x)
-        if x.dtype == torch.float32 and x.dim() == 2:
-            return fused.rms_norm(x, self.weight, self.eps, self._row)
-        if x.dtype == torch.float32:
-            return torch.rms_norm(x, self.shape, self.weight, self.eps)
-        return torch.rms_norm(x.float(), self.shape, self.weight, self.eps).to(x.dtype)
+        """x [..., n] → normalized, in x's dtype."""
+        return self.ops.rms_norm(x, self.weight, self.eps, self._row)
 
     forward = __call__

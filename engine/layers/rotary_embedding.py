@@ -108,12 +108,11 @@ class RotaryEmbedding:
             cos, sin = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)  # [T, 1, dim/2]
             self._positions = positions
             self._rotation = torch.complex(cos, sin) if self.interleaved else (cos, sin)
-        xf = x if x.dtype == torch.float32 else x.float()
+        xf = x.float()  # no copy for float32
         if self.interleaved:
             # pairs (x[2i], x[2i+1]) as complex numbers, rotated by cos + i sin
             xc = torch.view_as_complex(xf.reshape(*xf.shape[:-1], -1, 2).contiguous())
             out = torch.view_as_real(xc * self._rotation).flatten(-2)
-            return out if x.dtype == torch.float32 else out.to(x.dtype)
         else:
             cos, sin = self._rotation
             x1, x2 = xf[..., : self.dim // 2], xf[..., self.dim // 2 :]

@@ -17,17 +17,14 @@ class DecoderLayer:
         # each norm's output is consumed by the next matmul at once
         self.attn_norm, self.ffn_norm = attn_norm.reuse_row_output(), ffn_norm.reuse_row_output()
         self.attn, self.ffn = attn, ffn
-        self._step: LayerStep | None | bool = False  # built at the first single-token CPU step
+        # a CPU decode step runs the whole layer in one native call where its weights allow it
+        self._step = LayerStep.build(self.attn_norm, self.attn, self.ffn_norm, self.ffn)
 
     def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        if x.shape[0] == 1 and x.is_cpu and x.dtype == torch.float32:
-            # a CPU decode step: the whole layer in one native call where it can run there
-            if self._step is False:
-                self._step = LayerStep.build(self.attn_norm, self.attn, self.ffn_norm, self.ffn)
-            if self._step is not None:
-                out = self._step(x, positions, cache)
-                if out is not None:
-                    return out
+        if self._step is not None and x.shape[0] == 1:
+            out = self._step(x, positions, cache)
+            if out is not None:
+                return out
         h = x + self.attn(self.attn_norm(x), positions, cache)
         return h + self.ffn(self.ffn_norm(h))
 

@@ -11,9 +11,10 @@ from gguf.quants import dequantize
 
 from engine.errors import GGUFError
 from engine.layers.embedding import Embedding
-from engine.layers.linear import Linear, NativeMatrix, native_available
+from engine.layers.linear import Linear, NativeMatrix
 from engine.layers.moe import RoutedExperts
 from engine.layers.rmsnorm import RMSNorm
+from engine.native import cpu_kernels
 from engine.placement import Placement
 
 log = logging.getLogger("moebox.load")
@@ -31,6 +32,8 @@ class _SplitLinear(Linear):
         self.bias = None
         self.in_features = parts[0].in_features
         self.out_features = sum(p.out_features for p in parts)
+        self.device = parts[0].device
+        self.native = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([p(x) for p in self.parts], dim=-1)
@@ -42,10 +45,10 @@ class Weights:
     def __init__(self, gguf, placement: Placement):
         self.gguf = gguf
         self.placement = placement
-        self.native = native_available()
+        self.native = cpu_kernels() is not None
         if not self.native:
             log.warning(
-                "moebox_native has no matmul kernels: quantized matrices are dequantized to f32 instead"
+                "the native kernels do not run here: quantized matrices are dequantized to f32 instead"
             )
 
     def has(self, name: str) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import GgmlBenchError
 from engine.tools.bench_ggml import GgmlCase, ggml_type_name, parse_perf_output, perf_filter, run_perf
 from engine.tools.bench_kernels import (
     DEFAULT_FORMATS,
@@ -17,7 +18,6 @@ from engine.tools.bench_kernels import (
     _moe_cases,
     _runs_per_draw,
 )
-from engine.errors import GgmlBenchError
 
 # Captured verbatim (colour codes included) from test-backend-ops of llama-cpp-python 0.3.36's
 # llama.cpp, built by scripts/build-ggml-bench on a 2-core AMD EPYC (AVX2), with

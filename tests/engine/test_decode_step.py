@@ -45,8 +45,10 @@ def load(path, kv_cache_dtype=torch.float32):
 
 
 def decode_logits(model, ids: list[int], steps: int, one_call: bool, capacity: int = 64) -> torch.Tensor:
-    for layer in model.layers:
-        layer._step = False if one_call else None  # False: built at the first step; None: per-op path
+    if not hasattr(model, "built_steps"):
+        model.built_steps = [layer._step for layer in model.layers]  # built at load
+    for layer, step in zip(model.layers, model.built_steps, strict=True):
+        layer._step = step if one_call else None  # None: the per-op path
     cache = model.new_cache(capacity)
     token = int(model.forward(torch.tensor(ids), cache)[-1].argmax())
     out = []

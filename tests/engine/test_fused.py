@@ -15,15 +15,16 @@ import torch.nn.functional as F
 
 from engine.layers import fused
 from engine.layers.rotary_embedding import RotaryEmbedding
+from engine.native import cpu_kernels
 
 RTOL, ATOL = 2e-6, 1e-6
 
-pytestmark = pytest.mark.skipif(fused.cpu_kernels() is None, reason="native kernels not built")
+pytestmark = pytest.mark.skipif(cpu_kernels() is None, reason="native kernels not built")
 
 
 @pytest.fixture(params=["scalar", "avx2"])
 def isa(request):
-    native = fused.cpu_kernels()
+    native = cpu_kernels()
     before = native.isa()
     native.set_isa(request.param)
     yield request.param
@@ -35,7 +36,7 @@ def test_rms_norm(isa, rows, n):
     g = torch.Generator().manual_seed(n)
     x = torch.randn(rows, n, generator=g) * 3
     w = torch.randn(n, generator=g)
-    got = fused.rms_norm(x, w, 1e-5)
+    got = fused.native_rms_norm(x, w, 1e-5)
     x64 = x.double()
     ref = x64 * torch.rsqrt(x64.square().mean(-1, keepdim=True) + 1e-5) * w.double()
     torch.testing.assert_close(got.double(), ref, rtol=RTOL, atol=ATOL)
@@ -43,7 +44,7 @@ def test_rms_norm(isa, rows, n):
 
 def test_rms_norm_strided_rows(isa):
     x = torch.randn(4, 96)
-    got = fused.rms_norm(x[:, :64], torch.ones(64), 1e-6)
+    got = fused.native_rms_norm(x[:, :64], torch.ones(64), 1e-6)
     torch.testing.assert_close(
         got, torch.rms_norm(x[:, :64], (64,), torch.ones(64), 1e-6), rtol=RTOL, atol=ATOL
     )
@@ -54,7 +55,7 @@ def test_silu_mul(isa, rows, n):
     g = torch.Generator().manual_seed(n)
     gate_up = torch.randn(rows, 2 * n, generator=g) * 6
     gate_up[0, :4] = torch.tensor([-100.0, 100.0, 0.0, -30.0])  # exp's clamp range and zero
-    got = fused.silu_mul(gate_up)
+    got = fused.native_silu_mul(gate_up)
     gu = gate_up.double()
     ref = F.silu(gu[:, :n]) * gu[:, n:]
     torch.testing.assert_close(got.double(), ref, rtol=RTOL, atol=ATOL)
@@ -67,7 +68,7 @@ def test_rope_in_place_equals_apply(interleaved):
     qkv = torch.randn(3, 15 * 64)
     qk = qkv[:, : 12 * 64].reshape(3, 12, 64)  # a strided view, as attention passes it
     ref = rope.apply(qk.clone(), positions)
-    out = fused.rope_(rope, qk, positions)
+    out = fused.native_rope_(rope, qk, positions)
     assert out.data_ptr() == qkv.data_ptr()  # rotated where it was
     torch.testing.assert_close(out, ref, rtol=RTOL, atol=ATOL)
 
@@ -82,7 +83,7 @@ def test_attend_one(isa, length, heads, kv_heads, kv_dtype):
     cache = torch.randn(length + 5, 2, kv_heads, dim, generator=g).to(kv_dtype)
     k, v = cache[:length, 0], cache[:length, 1]  # strided cache views
     scale = dim**-0.5
-    got = fused.attend_one(q, k, v, scale)
+    got = fused.native_attend_one(q, k, v, scale)
     rep = heads // kv_heads
     kd = k.double().repeat_interleave(rep, dim=1).transpose(0, 1)  # [heads, S, dim]
     vd = v.double().repeat_interleave(rep, dim=1).transpose(0, 1)
@@ -92,21 +93,31 @@ def test_attend_one(isa, length, heads, kv_heads, kv_dtype):
 
 
 def test_torch_expressions_serve_other_dtypes():
-    """bf16 tensors take the torch path (what runs on the GPU), with the same meaning."""
+    """The torch set (what runs on the GPU) has the same meaning, in bf16 too."""
     q = torch.randn(9, 64)
     k, v = torch.randn(10, 3, 64), torch.randn(10, 3, 64)
-    ref = fused.attend_one(q, k, v, 0.125)
-    got = fused.attend_one(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.125)
+    ref = fused.native_attend_one(q, k, v, 0.125)
+    torch.testing.assert_close(fused.torch_attend_one(q, k, v, 0.125), ref, rtol=1e-5, atol=1e-6)
+    got = fused.torch_attend_one(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.125)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.05)
     gate_up = torch.randn(2, 40)
     torch.testing.assert_close(
-        fused.silu_mul(gate_up.bfloat16()).float(), fused.silu_mul(gate_up), rtol=0.02, atol=0.02
+        fused.torch_silu_mul(gate_up.bfloat16()).float(), fused.native_silu_mul(gate_up), rtol=0.02, atol=0.02
+    )
+    x, w = torch.randn(3, 40), torch.randn(40)
+    torch.testing.assert_close(
+        fused.torch_rms_norm(x, w, 1e-5), fused.native_rms_norm(x, w, 1e-5), rtol=RTOL, atol=ATOL
     )
 
 
+def test_ops_are_chosen_by_device():
+    assert fused.ops_for("cpu") is fused.NATIVE_OPS
+    assert fused.ops_for(torch.device("cuda", 0)) is fused.TORCH_OPS
+
+
 def test_bad_shapes_are_value_errors():
-    native = fused.cpu_kernels()
+    native = cpu_kernels()
     with pytest.raises(ValueError):
         native.attend_one(
             torch.randn(9, 64).numpy(),
@@ -152,7 +163,9 @@ def test_rope_cache_attend_equals_the_torch_steps(isa, cache_dtype, interleaved)
     probs = torch.softmax(torch.einsum("hd,hsd->hs", ref_qk[0, :heads].double(), kd) * dim**-0.5, dim=-1)
     ref = torch.einsum("hs,hsd->hd", probs, vd).reshape(1, heads * dim)
 
-    got = fused.rope_cache_attend(qkv.clone(), rope, positions, caches[1], 0, heads, kv_heads, dim, dim**-0.5)
+    got = fused.native_rope_cache_attend(
+        qkv.clone(), rope, positions, caches[1], 0, heads, kv_heads, dim, dim**-0.5
+    )
     torch.testing.assert_close(got.double(), ref, rtol=RTOL, atol=ATOL)
     k_got, v_got = (b[: length + 1] for b in caches[1].reserve(0, 0, (kv_heads, dim), (kv_heads, dim)))
     torch.testing.assert_close(k_got, k_all, rtol=RTOL, atol=ATOL)  # same f16 rounding of the new entry
@@ -165,12 +178,11 @@ def test_rope_cache_attend_declines_what_it_cannot_run():
     rope = RotaryEmbedding(64, 10000.0, interleaved=True)
     qkv = torch.randn(1, 15 * 64)
     assert (
-        fused.rope_cache_attend(
+        fused.native_rope_cache_attend(
             qkv, rope, torch.tensor([0]), KVCache(1, 8, dtype=torch.bfloat16), 0, 9, 3, 64, 0.1
         )
         is None
     )
-    two_rows = torch.randn(2, 15 * 64)
     assert (
-        fused.rope_cache_attend(two_rows, rope, torch.tensor([0, 1]), KVCache(1, 8), 0, 9, 3, 64, 0.1) is None
+        fused.torch_rope_cache_attend(qkv, rope, torch.tensor([0]), KVCache(1, 8), 0, 9, 3, 64, 0.1) is None
     )

@@ -8,13 +8,13 @@ import logging
 import pytest
 import torch
 
-from moebox.cli import KV_CACHE_DTYPE_NAMES, build_parser
 from engine.config import model_config
 from engine.errors import InvalidOptionError
 from engine.gguf_file import open_gguf
 from engine.kv_cache import KV_CACHE_DTYPES, cache_bytes_per_token, resolve_cache_dtype
 from engine.llm import LLM
 from engine.tools.synth import write_synthetic_gguf
+from moebox.cli import KV_CACHE_DTYPE_NAMES, build_parser
 
 
 def test_auto_is_f16_on_a_gpu_and_f32_in_ram():

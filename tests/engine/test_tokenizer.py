@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 
 from engine.errors import TokenizerError
-from engine.tools.synth_vocab import fingerprint_pre_tokenizer
 from engine.tokenizer import PRE_TOKENIZERS, Tokenizer
+from engine.tools.synth_vocab import fingerprint_pre_tokenizer
 
 CORPUS = [
     "",
