@@ -63,12 +63,11 @@ def tensor_group(name: str) -> str:
 
 
 def gpu_kernel(ggml_type: int) -> bool:
-    """Whether engine/gpu multiplies this GGUF type in its blocks (else it loads as bf16)."""
-    try:
-        from engine.gpu.gguf_matrix import gpu_supported
-    except ImportError:
-        return False
-    return bool(gpu_supported(ggml_type))
+    """Whether engine/gpu multiplies this GGUF type in its blocks (else it loads as bf16). Known
+    without Triton, so a machine without a GPU plans for one correctly."""
+    from engine.gpu.gguf_layout import GPU_TYPES
+
+    return ggml_type in GPU_TYPES
 
 
 def native_runs() -> bool:

@@ -1,10 +1,12 @@
 """y = x W^T (+ b) for a weight that lives where the placement put it.
 
-Two kinds of weight, one interface:
-  - a torch tensor (dequantized; f32 or bf16, on any device) — the GPU placement,
-    and small float matrices on the CPU;
+Three kinds of weight, one interface:
+  - a torch tensor (dequantized; f32, f16 or bf16, on any device): small float matrices,
+    and GPU tensors of a type without a GPU kernel;
   - a native matrix: the GGUF blocks in the mmap (zero-copy) multiplied by
-    moebox_native's quantized kernels on the CPU.
+    moebox_native's quantized kernels on the CPU;
+  - a GPU matrix (engine/gpu/gguf_matrix.py): the GGUF blocks in VRAM, multiplied by
+    Triton kernels.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from engine.native import native_kernels
 
 class NativeMatrix:
     """A [rows, cols] GGUF matrix used in place: `data` is the uint8 view of its blocks."""
+
+    device = torch.device("cpu")
 
     def __init__(self, data: np.ndarray, ggml_type: GGMLQuantizationType, rows: int, cols: int):
         self.native = native_kernels()
@@ -43,17 +47,17 @@ class NativeMatrix:
 
 
 class Linear:
-    """A linear layer over a torch weight [out, in] or a NativeMatrix; which multiply runs is
-    decided here, once, from the weight."""
+    """A linear layer over a torch weight [out, in], a NativeMatrix or a GpuQuantMatrix; which
+    multiply runs is decided here, once, from the weight."""
 
-    def __init__(self, weight: torch.Tensor | NativeMatrix, bias: torch.Tensor | None = None):
+    def __init__(self, weight, bias: torch.Tensor | None = None):
         self.weight = weight
         self.bias = bias
         self.native = isinstance(weight, NativeMatrix)
-        if self.native:
+        if not isinstance(weight, torch.Tensor):  # blocks multiplied by their own kernels
             self.out_features, self.in_features = weight.rows, weight.cols
-            self.device = torch.device("cpu")
-            self._matmul = weight.matmul  # [T, in] f32 → [T, out] f32
+            self.device = weight.device
+            self._matmul = weight.matmul  # [T, in] → [T, out]
         else:
             self.out_features, self.in_features = weight.shape
             self.device = weight.device

@@ -21,7 +21,7 @@ log = logging.getLogger("moebox.load")
 
 Q = GGMLQuantizationType
 _FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
-_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 
 
 class _SplitLinear(Linear):
@@ -58,7 +58,28 @@ class Weights:
         device, fmt = self.placement.resolve(name)
         if fmt == "native" and not self.native:
             fmt = "f32"
+        if fmt == "gguf":
+            fmt = self._gpu_format(name)
         return device, fmt
+
+    def _gpu_format(self, name: str) -> str:
+        """What a tensor placed as "gguf" becomes: its blocks in VRAM where engine/gpu has a kernel
+        for its type, else a torch tensor (F32/F16 as they are, anything else bf16, logged)."""
+        from engine.plan import gpu_kernel
+
+        ggml_type = self.gguf.tensor(name).ggml_type
+        if ggml_type in (Q.F32, Q.F16):
+            return "f32" if ggml_type == Q.F32 else "f16"
+        if gpu_kernel(ggml_type):
+            return "gguf"
+        log.info("%s: no GPU kernel for %s, loaded as bf16", name, Q(ggml_type).name)
+        return "bf16"
+
+    def _gpu_matrix(self, views: list[np.ndarray], ggml_type: int, shape: tuple[int, ...], device: str):
+        from engine.gpu.gguf_matrix import GpuQuantMatrix
+
+        blocks = views[0] if len(views) == 1 else np.concatenate(views, axis=0)
+        return GpuQuantMatrix(blocks, ggml_type, shape, device)
 
     def tensor(self, name: str, dtype: torch.dtype | None = None, device: str | None = None) -> torch.Tensor:
         """The whole tensor dequantized, in its numpy-order shape."""
@@ -83,6 +104,8 @@ class Weights:
         b = self.tensor(bias, torch.float32) if bias and self.has(bias) else None
         if fmt == "native" and info.ggml_type not in (Q.F32,):
             weight = NativeMatrix(self.gguf.view(name), info.ggml_type, *info.shape)
+        elif fmt == "gguf":
+            weight = self._gpu_matrix([self.gguf.view(name)], info.ggml_type, info.shape, device)
         else:
             weight = self.tensor(name, _DTYPES.get(fmt, torch.float32), device)
         return Linear(weight, b)
@@ -90,20 +113,31 @@ class Weights:
     def fused_linear(self, names: list[str], biases: list[str | None] | None = None) -> Linear:
         """One linear for several matrices that read the same input (q/k/v, gate/up): their
         rows stacked, so one kernel call streams them all. Native blocks of one type are
-        stacked as bytes (in memory, no requantization); anything else as torch tensors."""
-        parts = [self.linear(n, b) for n, b in zip(names, biases or [None] * len(names), strict=True)]
+        stacked as bytes (in memory or VRAM, no requantization); anything else as torch tensors."""
+        biases = biases or [None] * len(names)
+        formats = {self._format(n) for n in names}
+        types = {self.gguf.tensor(n).ggml_type for n in names}
+        if formats == {("cuda", "gguf")} and len(types) == 1 and not any(biases):
+            infos = [self.gguf.tensor(n) for n in names]
+            rows = sum(i.shape[0] for i in infos)
+            views = [self.gguf.view(n) for n in names]
+            return Linear(self._gpu_matrix(views, types.pop(), (rows, infos[0].shape[1]), "cuda"))
+        parts = [self.linear(n, b) for n, b in zip(names, biases, strict=True)]
         weights = [p.weight for p in parts]
         if all(isinstance(w, NativeMatrix) for w in weights):
             if len({w.ggml_type for w in weights}) != 1:
                 return _SplitLinear(parts)
             data = np.concatenate([w.data for w in weights], axis=0)
             weight = NativeMatrix(data, weights[0].ggml_type, sum(w.rows for w in weights), weights[0].cols)
-        elif any(isinstance(w, NativeMatrix) for w in weights):
+        elif not all(isinstance(w, torch.Tensor) for w in weights) or len({w.dtype for w in weights}) != 1:
             return _SplitLinear(parts)
         else:
             weight = torch.cat(weights, dim=0)
         if any(p.bias is not None for p in parts):
-            bias = torch.cat([p.bias if p.bias is not None else torch.zeros(p.out_features) for p in parts])
+            device = parts[0].device
+            bias = torch.cat(
+                [p.bias if p.bias is not None else torch.zeros(p.out_features, device=device) for p in parts]
+            )
         else:
             bias = None
         return Linear(weight, bias)
