@@ -256,9 +256,26 @@ def _placement_rules(args: argparse.Namespace) -> list:
     return user_rules(getattr(args, "placement", None) or [])
 
 
+_EXAMPLES = """examples:
+  moebox chat                                  chat with the embedded model in the terminal
+  moebox serve models/DeepSeek-R1-UD-IQ1_S --temp 0.6 --top-p 0.95
+                                               OpenAI and Ollama APIs on http://127.0.0.1:8080
+  moebox inspect MODEL --plan --vram 24        what goes to the GPU and RAM, and whether it fits
+  moebox doctor MODEL                          what this machine lacks for MODEL, and what to do
+  moebox bench model MODEL                     prefill and decode tok/s beside llama.cpp
+
+`moebox COMMAND --help` describes each command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="moebox", description="Run giant Mixture-of-Experts models from GGUF files."
+        prog="moebox",
+        description="Run giant Mixture-of-Experts models (DeepSeek-R1/V3 and kin) from GGUF files: "
+        "attention and dense layers on the GPU, routed experts in RAM on the CPU. MODEL is a .gguf "
+        "file, the first part of a split set or a directory; without one, the embedded "
+        "SmolLM2-135M-Instruct.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"moebox {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
