@@ -16,6 +16,7 @@ the free VRAM less VRAM_RESERVE go to the GPU, the LAST layers first (llama.cpp'
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -83,22 +84,43 @@ def native_runs() -> bool:
 
 
 def held_format(fmt: str, ggml_type: int, *, gpu_kernel_for=gpu_kernel, native: bool = True) -> str:
-    """The format a tensor is held in after the loader's fallbacks: gguf without a GPU
-    kernel for its type -> bf16; native without the CPU kernels -> f32."""
-    if fmt == "gguf" and not gpu_kernel_for(ggml_type):
-        return "bf16"
+    """The format a tensor is held in after the loader's fallbacks (engine/models/weights.py):
+    gguf of an F32/F16 tensor -> that float type as a torch tensor; gguf without a GPU kernel
+    for its type -> bf16; native without the CPU kernels -> f32."""
+    if fmt == "gguf":
+        if ggml_type in (Q.F32, Q.F16):
+            return "f32" if ggml_type == Q.F32 else "f16"
+        return "gguf" if gpu_kernel_for(ggml_type) else "bf16"
     if fmt == "native" and not native:
         return "f32"
     return fmt
 
 
-def held_bytes(fmt: str, n_elements: int, n_bytes: int) -> int:
+def held_bytes(fmt: str, ggml_type: int, n_elements: int, n_bytes: int) -> int:
     """Bytes a tensor of `n_bytes` in the file (n_elements values) takes held as `fmt`."""
     if fmt == "f32":
         return 4 * n_elements
-    if fmt == "bf16":
+    if fmt in ("bf16", "f16"):
         return 2 * n_elements
-    return n_bytes  # native, gguf, rows: the GGUF blocks as they are
+    if fmt == "gguf" and ggml_type != Q.BF16:
+        values, held = _gpu_block_bytes(ggml_type)
+        return n_elements // values * held
+    return n_bytes  # native, rows: the GGUF blocks in place
+
+
+@functools.cache
+def _gpu_block_bytes(ggml_type: int) -> tuple[int, int]:
+    """(values, bytes in VRAM) of one block of a type the GPU kernels read: the file's bytes
+    repacked into engine/gpu's planes (a few formats unpack their 6-bit scales: Q4_K holds
+    148 bytes per 256 values, not 144). Measured by repacking one block on the CPU."""
+    import numpy as np
+    import torch
+
+    from engine.gpu.gguf_layout import layout_of, repack
+
+    layout = layout_of(ggml_type)
+    planes = repack(np.zeros(layout.block_bytes, np.uint8), layout, 1, layout.block, torch.device("cpu"))
+    return layout.block, planes.nbytes
 
 
 @dataclass(frozen=True)
@@ -501,7 +523,7 @@ def _tensor_plan(name, info, placement, gpu_kernel_for, native, group=None) -> T
         type_name=info.type_name,
         device=device,
         format=fmt,
-        n_bytes=held_bytes(fmt, info.n_elements, info.n_bytes),
+        n_bytes=held_bytes(fmt, int(info.ggml_type), info.n_elements, info.n_bytes),
         source=rule.source if rule else "default",
         layer=_layer(name),
     )
@@ -514,7 +536,7 @@ def _fit_experts(plan: MemoryPlan, build, gguf, config, gpu_kernel_for, native) 
         layer = _layer(t.name)
         if layer is not None and re.search(EXPS_REGEX, t.name):
             fmt = held_format("gguf", int(t.ggml_type), gpu_kernel_for=gpu_kernel_for, native=native)
-            per_layer[layer] += held_bytes(fmt, t.n_elements, t.n_bytes)
+            per_layer[layer] += held_bytes(fmt, int(t.ggml_type), t.n_elements, t.n_bytes)
     left = plan.vram_budget - plan.vram_need
     chosen: list[int] = []
     for layer in sorted(per_layer, reverse=True):

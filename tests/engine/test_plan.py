@@ -26,8 +26,10 @@ from engine.tools.synth import write_synthetic_gguf
 Q = GGMLQuantizationType
 GiB = 2**30
 # tiny-deepseek-v3 in Q4_K: 4 layers (layer 0 dense), 16 experts of 256 x 256 per MoE layer;
-# a routed-expert tensor is 16 x 256 x 256 values = 4096 Q4_K blocks of 144 bytes.
+# a routed-expert tensor is 16 x 256 x 256 values = 4096 Q4_K blocks of 144 bytes in the file
+# (and in RAM), 148 in VRAM (engine/gpu unpacks the 6-bit scales to a byte each).
 EXPERT_LAYER_BYTES = 3 * 16 * 256 * 256 // 256 * 144
+GPU_EXPERT_LAYER_BYTES = 3 * 4096 * 148
 assert EXPERT_LAYER_BYTES == 1_769_472
 
 
@@ -76,10 +78,10 @@ def test_gpu_plan_places_as_the_preset_and_counts_gguf_bytes(tiny_v3):
         "cpu",
         "native",
     )
-    attn_out = by_name["blk.1.attn_output.weight"]  # Q4_K [256, 256]: 256 blocks of 144 bytes in VRAM
-    assert (attn_out.device, attn_out.format, attn_out.n_bytes) == ("cuda", "gguf", 256 * 144)
-    q_b = by_name["blk.1.attn_q_b.weight"]  # F32 in the file (rows of 96): no GPU kernel -> bf16
-    assert (q_b.device, q_b.format, q_b.n_bytes) == ("cuda", "bf16", 384 * 96 * 2)
+    attn_out = by_name["blk.1.attn_output.weight"]  # Q4_K [256, 256]: 256 blocks of 148 bytes in VRAM
+    assert (attn_out.device, attn_out.format, attn_out.n_bytes) == ("cuda", "gguf", 256 * 148)
+    q_b = by_name["blk.1.attn_q_b.weight"]  # F32 in the file (rows of 96): an f32 tensor on the GPU
+    assert (q_b.device, q_b.format, q_b.n_bytes) == ("cuda", "f32", 384 * 96 * 4)
     k_b = by_name["blk.1.attn_k_b.weight"]  # dense for MLA's einsums
     assert (k_b.device, k_b.format, k_b.n_bytes) == ("cuda", "bf16", 4 * 64 * 64 * 2)
     norm = by_name["blk.1.attn_norm.weight"]
@@ -97,16 +99,16 @@ def test_gpu_plan_places_as_the_preset_and_counts_gguf_bytes(tiny_v3):
 def test_auto_fit_puts_the_last_moe_layers_on_the_gpu(tiny_v3):
     base = plan(tiny_v3, vram=64 * GiB, flags=[("--cpu-moe", None)], context=2048)
     # room for the experts of two MoE layers and a little more, not three
-    vram = VRAM_RESERVE + base.vram_need + 2 * EXPERT_LAYER_BYTES + 1000
+    vram = VRAM_RESERVE + base.vram_need + 2 * GPU_EXPERT_LAYER_BYTES + 1000
     p = plan(tiny_v3, vram=vram, context=2048)
-    assert p.gpu_expert_bytes() == {2: EXPERT_LAYER_BYTES, 3: EXPERT_LAYER_BYTES}
+    assert p.gpu_expert_bytes() == {2: GPU_EXPERT_LAYER_BYTES, 3: GPU_EXPERT_LAYER_BYTES}
     assert {t.source for t in p.tensors if t.layer in (2, 3) and t.group == "routed experts"} == {"auto-fit"}
     assert all(t.device == "cpu" for t in p.tensors if t.layer == 1 and t.group == "routed experts")
-    assert p.vram_need == base.vram_need + 2 * EXPERT_LAYER_BYTES
+    assert p.vram_need == base.vram_need + 2 * GPU_EXPERT_LAYER_BYTES
     assert p.fits_vram
     assert "2 MoE layers (2-3" in p.auto_fit and "--n-cpu-moe 2" in p.auto_fit
     # one byte less than two layers: only the last
-    p = plan(tiny_v3, vram=VRAM_RESERVE + base.vram_need + 2 * EXPERT_LAYER_BYTES - 1, context=2048)
+    p = plan(tiny_v3, vram=VRAM_RESERVE + base.vram_need + 2 * GPU_EXPERT_LAYER_BYTES - 1, context=2048)
     assert list(p.gpu_expert_bytes()) == [3]
     # plenty: every MoE layer
     p = plan(tiny_v3, vram=64 * GiB, context=2048)
@@ -118,7 +120,7 @@ def test_auto_fit_puts_the_last_moe_layers_on_the_gpu(tiny_v3):
 
 def test_n_cpu_moe_that_does_not_fit_says_which_n_does(tiny_v3):
     base = plan(tiny_v3, vram=64 * GiB, flags=[("--cpu-moe", None)], context=2048)
-    vram = VRAM_RESERVE + base.vram_need + EXPERT_LAYER_BYTES + 1000  # one layer's experts fit
+    vram = VRAM_RESERVE + base.vram_need + GPU_EXPERT_LAYER_BYTES + 1000  # one layer's experts fit
     p = plan(tiny_v3, vram=vram, flags=[("--n-cpu-moe", "1")], context=2048)  # asks for layers 1-3
     assert list(p.gpu_expert_bytes()) == [1, 2, 3]
     assert not p.fits_vram
@@ -174,7 +176,8 @@ def test_tied_output_head_is_planned(tmp_path):
         emb = gguf.tensor("token_embd.weight")
     heads = [t for t in p.tensors if t.name == "output.weight"]
     assert len(heads) == 1 and heads[0].group == "output" and heads[0].device == "cuda"
-    assert heads[0].n_bytes == emb.n_bytes  # Q4_K blocks of the embedding, a second time in VRAM
+    # the embedding's Q4_K blocks a second time, in VRAM: 148 bytes per block of 256 there
+    assert heads[0].n_bytes == emb.n_bytes // 144 * 148
     # GQA cache: 4 layers x 2 x 2 kv heads x 64 x f16
     assert p.kv_per_token == 4 * 2 * 2 * 64 * 2
 
