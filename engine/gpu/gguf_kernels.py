@@ -1,16 +1,16 @@
 """Triton kernels that multiply GGUF-quantized matrices kept in VRAM (planes of engine/gpu/gguf_layout.py).
 
-Three kernels share one tile loader and one dequantizer:
-  gemv      one token: each program dequantizes [BLOCK_N rows, NSUB sub-blocks] tiles in
-            registers and accumulates weight * activation in f32 (CUDA cores), no tensor cores.
-  dot       several tokens (decode T = 2..16 and prefill): the same tiles, rounded to bf16,
-            go through tl.dot (tensor cores, f32 accumulation) against the activations.
+Three kernels share one loader and one dequantizer:
+  gemv      one token: each program dequantizes [BLOCK_N rows, NU units] tiles in registers and
+            accumulates weight * activation in f32 (CUDA cores, no tensor cores).
+  dot       several tokens (decode T = 2..16 and prefill): the same tiles, rounded to bf16, go
+            through tl.dot (tensor cores, f32 accumulation) against the activations.
   dequant   writes the values out ([rows, cols], any float dtype): GpuQuantMatrix.dequantize.
 
-A tile is [BLOCK_N, NSUB, WPS] int32 words (WPS words per sub-block); its plane p holds the
-sub-block values p * WPS + w, so each plane is one shift and mask of the words, and the
-activations it meets are WPS consecutive ones. The format enters as constexprs (FORMAT below),
-read off the BlockLayout: the kernels are compiled once per format and tile shape.
+A tile is [BLOCK_N, NU, 4] int32 words; its plane p holds the values 4p + w of each unit, so each
+plane is one shift and mask of the words and meets 4 consecutive activations. The format enters
+as constexprs (format_constants), read off the BlockLayout: the kernels are compiled once per
+format and tile shape.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from triton import knobs
 
-from engine.gpu.gguf_layout import IQ4_LEVELS, BlockLayout, Levels, PackedPlanes, Scales
+from engine.gpu.gguf_layout import IQ4_LEVELS, BlockLayout, PackedPlanes
 
 # Triton's CPU interpreter (TRITON_INTERPRET=1, decided when this module is imported) runs tl.dot
 # on bf16 operands as if their bits were integers, and rounds f32 -> bf16 towards zero (Triton 3.9).
@@ -35,7 +35,7 @@ def format_constants(layout: BlockLayout) -> dict[str, int]:
     """The constexprs that describe one format to the kernels."""
     return dict(
         SUB=layout.sub,
-        WPS=layout.words_per_sub,
+        UNIT=layout.unit,
         LO_BITS=layout.lo_bits,
         HI_BITS=layout.hi_bits,
         ZERO=layout.zero,
@@ -50,31 +50,33 @@ def format_constants(layout: BlockLayout) -> dict[str, int]:
 
 
 @triton.jit
-def _load_tile(
-    lo_ptr,
-    hi_ptr,
+def _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS: tl.constexpr):
+    """Low-bit words and high-bit words (as int32) of rows `row` [BLOCK_N, 1, 1] and units `unit`
+    [1, NU, 1]: [BLOCK_N, NU, 4] each."""
+    offs = row * (n_units * 4) + unit * 4 + tl.arange(0, 4)[None, None, :]
+    lo = tl.load(lo_ptr + offs, mask=ok, other=0)
+    hi = lo
+    if HI_BITS > 0:
+        hi = tl.load(hi_ptr + offs, mask=ok, other=0).to(tl.int32)
+    return lo, hi
+
+
+@triton.jit
+def _load_scales(
     sc_ptr,
     d_ptr,
     m_ptr,
     row,  # [BLOCK_N, 1, 1]
-    sub,  # [1, NSUB, 1] sub-block index in the row
-    ok,  # [BLOCK_N, NSUB, 1]
+    sub,  # [1, NU, 1] sub-block index in the row
+    ok,
     n_subs,
-    WPS: tl.constexpr,
-    HI_BITS: tl.constexpr,
     SCALES: tl.constexpr,
     SUBS_PER_BLOCK: tl.constexpr,
     SC_BITS: tl.constexpr,
 ):
-    """Quant words [BLOCK_N, NSUB, WPS], high-bit words [BLOCK_N, NSUB, 1], and per sub-block the
-    scale dl and offset ml (f32 [BLOCK_N, NSUB, 1]) such that value = level * dl - ml."""
-    w = tl.arange(0, WPS)[None, None, :]
-    lo = tl.load(lo_ptr + row * (n_subs * WPS) + sub * WPS + w, mask=ok, other=0)
-    hi = lo
-    if HI_BITS > 0:
-        hi = tl.load(hi_ptr + row * n_subs + sub, mask=ok, other=0).to(tl.int32)
-    dl = tl.full(ok.shape, 1.0, tl.float32)
-    ml = tl.zeros(ok.shape, tl.float32)
+    """Per sub-block scale dl and offset ml, f32 [BLOCK_N, NU, 1]: value = level * dl - ml."""
+    dl = tl.full([row.shape[0], sub.shape[1], 1], 1.0, tl.float32)
+    ml = tl.zeros([row.shape[0], sub.shape[1], 1], tl.float32)
     if SCALES != 0:
         n_blocks = n_subs // SUBS_PER_BLOCK
         block = row * n_blocks + sub // SUBS_PER_BLOCK
@@ -91,39 +93,52 @@ def _load_tile(
             dl = d * (packed & ((1 << SC_BITS) - 1)).to(tl.float32)
             dmin = tl.load(m_ptr + block, mask=ok, other=0.0).to(tl.float32)
             ml = dmin * (packed >> SC_BITS).to(tl.float32)
-    return lo, hi, dl, ml
+    return dl, ml
 
 
 @triton.jit
-def _plane_values(
-    lo,
-    hi,
-    dl,
-    ml,
-    levels_ptr,
-    p: tl.constexpr,
-    WPS: tl.constexpr,
-    LO_BITS: tl.constexpr,
-    HI_BITS: tl.constexpr,
-    ZERO: tl.constexpr,
+def _plane_levels(
+    lo, hi, levels_ptr, p: tl.constexpr, LO_BITS: tl.constexpr, HI_BITS: tl.constexpr, ZERO: tl.constexpr,
     LEVELS: tl.constexpr,
-    SCALES: tl.constexpr,
-):
-    """f32 values of plane p of a tile: sub-block elements p * WPS + w, [BLOCK_N, NSUB, WPS].
-
-    Computed in gguf's order of operations, so they equal gguf.quants.dequantize bit for bit."""
+):  # fmt: skip
+    """f32 levels (values before scaling) of plane p: values 4p + w of each unit."""
     q = (lo >> (LO_BITS * p)) & ((1 << LO_BITS) - 1)
-    if HI_BITS > 0:  # Q5_x, Q5_K, Q6_K, Q3_K: the high bits of element e sit at bits hi_bits * e
-        e = p * WPS + tl.arange(0, WPS)[None, None, :]
-        q = q | (((hi >> (HI_BITS * e)) & ((1 << HI_BITS) - 1)) << LO_BITS)
+    if HI_BITS > 0:  # Q5_x, Q5_K, Q6_K, Q3_K
+        q = q | (((hi >> (HI_BITS * p)) & ((1 << HI_BITS) - 1)) << LO_BITS)
     if LEVELS == 0:
-        # Integer levels: or-ing q into the mantissa of 2**23 turns it into a float without a
-        # conversion instruction (those run at a quarter of the integer rate); exact for q < 2**23.
+        # Integer levels: or-ing q into the mantissa of 2**23 makes it a float without a conversion
+        # instruction (those issue at a fraction of the integer rate); exact for q < 2**23.
         level = (q | 0x4B000000).to(tl.float32, bitcast=True) - (8388608.0 + ZERO)
     elif LEVELS == 1:  # IQ4_NL, IQ4_XS: 16 non-linear levels
         level = tl.load(levels_ptr + q)
     else:  # F16
         level = q.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    return level
+
+
+@triton.jit
+def _plane_dot_in_place(
+    lo, lo_top, hi, x, p: tl.constexpr, LO_BITS: tl.constexpr, HI_BITS: tl.constexpr, ZERO: tl.constexpr
+):
+    """level * x for plane p of integer levels, the level's bits masked where they lie rather than
+    shifted down: fewer instructions per value than _plane_levels (the GEMV is bound by them).
+    With the plane starting at bit `start` (of lo, or of lo_top = lo >> 16 for planes that would
+    reach past bit 22 of the float's mantissa) the masked bits make level * 2**start, and
+    x * 2**-start makes up for it; both products are exact."""
+    start: tl.constexpr = LO_BITS * p if LO_BITS * (p + 1) + HI_BITS <= 23 else LO_BITS * p - 16
+    src = lo if start == LO_BITS * p else lo_top
+    field = src & (((1 << LO_BITS) - 1) << start)
+    if HI_BITS > 0:  # move the high bits from bit HI_BITS * p of hi to just above the low ones
+        up: tl.constexpr = start + LO_BITS - HI_BITS * p
+        h = hi << up if up >= 0 else hi >> -up
+        field = field | (h & (((1 << HI_BITS) - 1) << (start + LO_BITS)))
+    level = (field | 0x4B000000).to(tl.float32, bitcast=True) - (8388608.0 + ZERO * (1 << start))
+    return level * (x * (1.0 / (1 << start)))
+
+
+@triton.jit
+def _scale(level, dl, ml, SCALES: tl.constexpr):
+    """level * dl - ml in gguf's order of operations: the values of gguf.quants.dequantize, bit for bit."""
     if SCALES == 0:
         v = level
     elif SCALES == 1 or SCALES == 3:
@@ -157,13 +172,14 @@ def _gemv_kernel(
     m_ptr,
     levels_ptr,
     rows,
+    n_units,
     n_subs,
     x_stride,
     out_stride,
     split_stride,
-    subs_per_split,
+    units_per_split,
     SUB: tl.constexpr,
-    WPS: tl.constexpr,
+    UNIT: tl.constexpr,
     LO_BITS: tl.constexpr,
     HI_BITS: tl.constexpr,
     ZERO: tl.constexpr,
@@ -172,48 +188,56 @@ def _gemv_kernel(
     SUBS_PER_BLOCK: tl.constexpr,
     SC_BITS: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    NSUB: tl.constexpr,
-    EVEN_K: tl.constexpr,  # the split's sub-blocks are whole tiles: no mask along K
+    NU: tl.constexpr,
+    EVEN_K: tl.constexpr,  # the split's units are whole tiles: no mask along K
 ):
     pid_n = tl.program_id(0)
     t = tl.program_id(1)
     pid_k = tl.program_id(2)
     row = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[:, None, None]
-    sub_in_tile = tl.arange(0, NSUB)[None, :, None]
-    w = tl.arange(0, WPS)[None, None, :]
-    first = pid_k * subs_per_split
-    last = tl.minimum(first + subs_per_split, n_subs)
+    unit_in_tile = tl.arange(0, NU)[None, :, None]
+    w = tl.arange(0, 4)[None, None, :]
+    first = pid_k * units_per_split
+    last = tl.minimum(first + units_per_split, n_units)
     x_row = x_ptr + t * x_stride
-    acc = tl.zeros([BLOCK_N, NSUB, WPS], tl.float32)
-    for s0 in range(first, last, NSUB):
-        sub = s0 + sub_in_tile
-        in_k = sub < last
-        # a mask that varies along K would stop the loads of 1- and 2-word sub-blocks from being vectorized
+    acc = tl.zeros([BLOCK_N, NU, 4], tl.float32)
+    for u0 in range(first, last, NU):
+        unit = u0 + unit_in_tile
+        in_k = unit < last
         ok = row < rows if EVEN_K else (row < rows) & in_k
-        lo, hi, dl, ml = _load_tile(
-            lo_ptr,
-            hi_ptr,
-            sc_ptr,
-            d_ptr,
-            m_ptr,
-            row,
-            sub,
-            ok,
-            n_subs,
-            WPS,
-            HI_BITS,
-            SCALES,
-            SUBS_PER_BLOCK,
-            SC_BITS,
-        )
+        lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS)
+        lo_top = lo >> 16
         for p in tl.static_range(32 // LO_BITS):
-            v = _plane_values(lo, hi, dl, ml, levels_ptr, p, WPS, LO_BITS, HI_BITS, ZERO, LEVELS, SCALES)
-            x_ptrs = x_row + sub * SUB + p * WPS + w
+            if (4 * p) % SUB == 0:  # the first plane of a sub-block
+                sub = (unit * UNIT + 4 * p) // SUB
+                dl, ml = _load_scales(
+                    sc_ptr, d_ptr, m_ptr, row, sub, ok, n_subs, SCALES, SUBS_PER_BLOCK, SC_BITS
+                )
+                # sum_e x_e (level_e * dl - ml) = dl * sum_e x_e level_e - ml * sum_e x_e:
+                # the sub-block's scales are applied once per word, not once per value
+                x_level = tl.zeros([BLOCK_N, NU, 4], tl.float32)
+                x_sum = tl.zeros([BLOCK_N, NU, 4], tl.float32)
+            # [BLOCK_N, NU, 4] though every row reads the same activations: a load of the tile's
+            # shape gets the tile's register layout, where a [1, NU, 4] load would make Triton move
+            # every plane through shared memory to meet it
+            x_ptrs = x_row + (row * 0 + unit * UNIT + 4 * p + w)
             if EVEN_K:
-                xp = tl.load(x_ptrs)
+                xp = tl.load(x_ptrs).to(tl.float32)
             else:
-                xp = tl.load(x_ptrs, mask=in_k, other=0.0)
-            acc += v * xp.to(tl.float32)
+                xp = tl.load(x_ptrs, mask=in_k, other=0.0).to(tl.float32)
+            if LEVELS == 0:
+                x_level += _plane_dot_in_place(lo, lo_top, hi, xp, p, LO_BITS, HI_BITS, ZERO)
+            else:
+                x_level += _plane_levels(lo, hi, levels_ptr, p, LO_BITS, HI_BITS, ZERO, LEVELS) * xp
+            if SCALES == 2 or SCALES == 4:
+                x_sum += xp
+            if p == 32 // LO_BITS - 1 or (4 * (p + 1)) % SUB == 0:  # the last plane of a sub-block
+                if SCALES == 0:
+                    acc += x_level
+                elif SCALES == 2 or SCALES == 4:
+                    acc += x_level * dl - x_sum * ml
+                else:
+                    acc += x_level * dl
     y = tl.sum(tl.sum(acc, axis=2), axis=1)  # [BLOCK_N]
     rows_out = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dst = out_ptr + pid_k * split_stride + t * out_stride + rows_out
@@ -231,14 +255,15 @@ def _dot_kernel(
     m_ptr,
     levels_ptr,
     rows,
+    n_units,
     n_subs,
     T,
     x_stride,
     out_stride,
     split_stride,
-    subs_per_split,
+    units_per_split,
     SUB: tl.constexpr,
-    WPS: tl.constexpr,
+    UNIT: tl.constexpr,
     LO_BITS: tl.constexpr,
     HI_BITS: tl.constexpr,
     ZERO: tl.constexpr,
@@ -248,54 +273,43 @@ def _dot_kernel(
     SC_BITS: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_T: tl.constexpr,
-    NSUB: tl.constexpr,
+    NU: tl.constexpr,
     EVEN_K: tl.constexpr,
     WIDEN: tl.constexpr,
 ):
-    # programs of one row block over all token blocks run side by side: the weights come from
-    # DRAM once and are re-read from L2
+    # the programs of one row block, over all token blocks, run side by side: the weights come
+    # from DRAM once and are re-read from L2
     pid = tl.program_id(0)
     n_tok_blocks = tl.cdiv(T, BLOCK_T)
     pid_n = pid // n_tok_blocks
     pid_t = pid % n_tok_blocks
     pid_k = tl.program_id(1)
     row = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[:, None, None]
-    sub_in_tile = tl.arange(0, NSUB)[None, :, None]
+    unit_in_tile = tl.arange(0, NU)[None, :, None]
     tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    # the K axis of one plane's product: column k is sub-block k // WPS, word k % WPS
-    k = tl.arange(0, NSUB * WPS)
-    k_sub = k // WPS
-    k_word = k % WPS
-    first = pid_k * subs_per_split
-    last = tl.minimum(first + subs_per_split, n_subs)
+    k = tl.arange(0, NU * 4)  # the K axis of one plane's product: unit k // 4, word k % 4
+    first = pid_k * units_per_split
+    last = tl.minimum(first + units_per_split, n_units)
     acc = tl.zeros([BLOCK_N, BLOCK_T], tl.float32)
-    for s0 in range(first, last, NSUB):
-        sub = s0 + sub_in_tile
-        ok = row < rows if EVEN_K else (row < rows) & (sub < last)
-        lo, hi, dl, ml = _load_tile(
-            lo_ptr,
-            hi_ptr,
-            sc_ptr,
-            d_ptr,
-            m_ptr,
-            row,
-            sub,
-            ok,
-            n_subs,
-            WPS,
-            HI_BITS,
-            SCALES,
-            SUBS_PER_BLOCK,
-            SC_BITS,
-        )
+    for u0 in range(first, last, NU):
+        unit = u0 + unit_in_tile
+        ok = row < rows if EVEN_K else (row < rows) & (unit < last)
+        lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS)
         x_ok = (tok < T)[None, :]
         if not EVEN_K:
-            x_ok = x_ok & ((s0 + k_sub) < last)[:, None]
+            x_ok = x_ok & ((u0 + k // 4) < last)[:, None]
         for p in tl.static_range(32 // LO_BITS):
-            v = _plane_values(lo, hi, dl, ml, levels_ptr, p, WPS, LO_BITS, HI_BITS, ZERO, LEVELS, SCALES)
-            a = tl.reshape(_bf16(v, WIDEN), [BLOCK_N, NSUB * WPS])
-            col = (s0 + k_sub) * SUB + p * WPS + k_word  # [K]
-            xt = tl.load(x_ptr + tok[None, :] * x_stride + col[:, None], mask=x_ok, other=0.0)  # [K, BLOCK_T]
+            if (4 * p) % SUB == 0:
+                sub = (unit * UNIT + 4 * p) // SUB
+                dl, ml = _load_scales(
+                    sc_ptr, d_ptr, m_ptr, row, sub, ok, n_subs, SCALES, SUBS_PER_BLOCK, SC_BITS
+                )
+            v = _scale(_plane_levels(lo, hi, levels_ptr, p, LO_BITS, HI_BITS, ZERO, LEVELS), dl, ml, SCALES)
+            a = tl.reshape(_bf16(v, WIDEN), [BLOCK_N, NU * 4])
+            col = (u0 + k // 4) * UNIT + 4 * p + k % 4  # [NU * 4]
+            xt = tl.load(
+                x_ptr + tok[None, :] * x_stride + col[:, None], mask=x_ok, other=0.0
+            )  # [NU * 4, BLOCK_T]
             acc = tl.dot(a, _bf16(xt, WIDEN), acc)
     rows_out = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dst = out_ptr + pid_k * split_stride + tok[None, :] * out_stride + rows_out[:, None]
@@ -312,10 +326,11 @@ def _dequant_kernel(
     m_ptr,
     levels_ptr,
     rows,
+    n_units,
     n_subs,
     out_stride,
     SUB: tl.constexpr,
-    WPS: tl.constexpr,
+    UNIT: tl.constexpr,
     LO_BITS: tl.constexpr,
     HI_BITS: tl.constexpr,
     ZERO: tl.constexpr,
@@ -324,32 +339,20 @@ def _dequant_kernel(
     SUBS_PER_BLOCK: tl.constexpr,
     SC_BITS: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    NSUB: tl.constexpr,
+    NU: tl.constexpr,
 ):
     row = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None, None]
-    sub = tl.program_id(1) * NSUB + tl.arange(0, NSUB)[None, :, None]
-    w = tl.arange(0, WPS)[None, None, :]
-    ok = (row < rows) & (sub < n_subs)
-    lo, hi, dl, ml = _load_tile(
-        lo_ptr,
-        hi_ptr,
-        sc_ptr,
-        d_ptr,
-        m_ptr,
-        row,
-        sub,
-        ok,
-        n_subs,
-        WPS,
-        HI_BITS,
-        SCALES,
-        SUBS_PER_BLOCK,
-        SC_BITS,
-    )
+    unit = tl.program_id(1) * NU + tl.arange(0, NU)[None, :, None]
+    w = tl.arange(0, 4)[None, None, :]
+    ok = (row < rows) & (unit < n_units)
+    lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS)
     for p in tl.static_range(32 // LO_BITS):
-        v = _plane_values(lo, hi, dl, ml, levels_ptr, p, WPS, LO_BITS, HI_BITS, ZERO, LEVELS, SCALES)
+        if (4 * p) % SUB == 0:
+            sub = (unit * UNIT + 4 * p) // SUB
+            dl, ml = _load_scales(sc_ptr, d_ptr, m_ptr, row, sub, ok, n_subs, SCALES, SUBS_PER_BLOCK, SC_BITS)
+        v = _scale(_plane_levels(lo, hi, levels_ptr, p, LO_BITS, HI_BITS, ZERO, LEVELS), dl, ml, SCALES)
         tl.store(
-            out_ptr + row * out_stride + sub * SUB + p * WPS + w, v.to(out_ptr.dtype.element_ty), mask=ok
+            out_ptr + row * out_stride + unit * UNIT + 4 * p + w, v.to(out_ptr.dtype.element_ty), mask=ok
         )
 
 
@@ -359,7 +362,7 @@ def _dequant_kernel(
 @dataclass(frozen=True)
 class GemvTiles:
     block_n: int = 8
-    row_bytes: int = 512  # quant bytes of one row per loop step (sets NSUB)
+    units: int = 32  # NU: 16-byte units of quant words per row per loop step
     num_warps: int = 4
 
 
@@ -367,7 +370,7 @@ class GemvTiles:
 class DotTiles:
     block_n: int = 64
     block_t: int = 64
-    plane_k: int = 32  # K of one plane's tl.dot (sets NSUB = plane_k / WPS)
+    units: int = 8  # NU: one plane's tl.dot has K = 4 * NU
     num_warps: int = 4
     num_stages: int = 2
 
@@ -376,17 +379,17 @@ def _pow2_floor(n: int) -> int:
     return 1 << (max(n, 1).bit_length() - 1)
 
 
-def _k_tiling(n_subs: int, want: int, split_k: int, least: int = 1) -> tuple[int, bool, int, int]:
-    """(NSUB, EVEN_K, sub-blocks per split, splits): NSUB a power of two near `want`, at least `least`,
-    that divides the row where one does (then no load is masked along K); splits are whole tiles."""
-    nsub = max(least, min(_pow2_floor(want), triton.next_power_of_2(n_subs)))
+def _k_tiling(n_units: int, want: int, split_k: int, least: int = 1) -> tuple[int, bool, int, int]:
+    """(NU, EVEN_K, units per split, splits): NU a power of two near `want`, at least `least`, that
+    divides the row where one does (then no load is masked along K); splits are whole tiles."""
+    nu = max(least, min(_pow2_floor(want), triton.next_power_of_2(n_units)))
     even = False
-    for smaller in (nsub, nsub // 2, nsub // 4):
-        if smaller >= least and n_subs % smaller == 0:
-            nsub, even = smaller, True
+    for smaller in (nu, nu // 2, nu // 4):
+        if smaller >= least and n_units % smaller == 0:
+            nu, even = smaller, True
             break
-    per_split = triton.cdiv(triton.cdiv(n_subs, split_k), nsub) * nsub
-    return nsub, even, per_split, triton.cdiv(n_subs, per_split)
+    per_split = triton.cdiv(triton.cdiv(n_units, split_k), nu) * nu
+    return nu, even, per_split, triton.cdiv(n_units, per_split)
 
 
 class PlaneArgs:
@@ -429,14 +432,13 @@ def gemv(
 ) -> torch.Tensor:
     """x [T, cols] (bf16/f32, T small) -> [T, rows] in x's dtype; one program per row block, token, K split."""
     T = x.shape[0]
-    n_subs = cols // layout.sub
-    want = max(1, tiles.row_bytes // (4 * layout.words_per_sub))
-    nsub, even, subs_per_split, split_k = _k_tiling(n_subs, want, split_k)
+    n_units = cols // layout.unit
+    nu, even, per_split, split_k = _k_tiling(n_units, tiles.units, split_k)
     dst, split_stride = _result_buffers(x, rows, split_k)
     grid = (triton.cdiv(rows, tiles.block_n), T, split_k)
     _gemv_kernel[grid](
-        dst, x, *args.tensors, rows, n_subs, x.stride(0), rows, split_stride, subs_per_split,
-        **format_constants(layout), BLOCK_N=tiles.block_n, NSUB=nsub, EVEN_K=even, num_warps=tiles.num_warps,
+        dst, x, *args.tensors, rows, n_units, cols // layout.sub, x.stride(0), rows, split_stride, per_split,
+        **format_constants(layout), BLOCK_N=tiles.block_n, NU=nu, EVEN_K=even, num_warps=tiles.num_warps,
     )  # fmt: skip
     return _result(dst, split_k, x.dtype)
 
@@ -452,16 +454,13 @@ def dot(
 ) -> torch.Tensor:
     """x [T, cols] -> [T, rows] in x's dtype, through tl.dot on bf16 tiles."""
     T = x.shape[0]
-    n_subs = cols // layout.sub
-    least = max(1, 16 // layout.words_per_sub)  # tl.dot needs K >= 16
-    nsub, even, subs_per_split, split_k = _k_tiling(
-        n_subs, tiles.plane_k // layout.words_per_sub, split_k, least
-    )
+    n_units = cols // layout.unit
+    nu, even, per_split, split_k = _k_tiling(n_units, tiles.units, split_k, least=4)  # tl.dot needs K >= 16
     dst, split_stride = _result_buffers(x, rows, split_k)
     grid = (triton.cdiv(rows, tiles.block_n) * triton.cdiv(T, tiles.block_t), split_k)
     _dot_kernel[grid](
-        dst, x, *args.tensors, rows, n_subs, T, x.stride(0), rows, split_stride, subs_per_split,
-        **format_constants(layout), BLOCK_N=tiles.block_n, BLOCK_T=tiles.block_t, NSUB=nsub, EVEN_K=even,
+        dst, x, *args.tensors, rows, n_units, cols // layout.sub, T, x.stride(0), rows, split_stride, per_split,
+        **format_constants(layout), BLOCK_N=tiles.block_n, BLOCK_T=tiles.block_t, NU=nu, EVEN_K=even,
         WIDEN=INTERPRETING, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )  # fmt: skip
     return _result(dst, split_k, x.dtype)
@@ -472,12 +471,12 @@ def dequantize(
 ) -> torch.Tensor:
     """[rows, cols] values in `dtype` (f32: exactly gguf's)."""
     out = torch.empty((rows, cols), dtype=_kernel_dtype(dtype), device=device)
-    n_subs = cols // layout.sub
-    nsub = min(triton.next_power_of_2(n_subs), max(1, 256 // layout.words_per_sub))
+    n_units = cols // layout.unit
+    nu = min(triton.next_power_of_2(n_units), 64)
     block_n = 16
-    grid = (triton.cdiv(rows, block_n), triton.cdiv(n_subs, nsub))
+    grid = (triton.cdiv(rows, block_n), triton.cdiv(n_units, nu))
     _dequant_kernel[grid](
-        out, *args.tensors, rows, n_subs, out.stride(0), **format_constants(layout), BLOCK_N=block_n, NSUB=nsub,
-        num_warps=4,
+        out, *args.tensors, rows, n_units, cols // layout.sub, out.stride(0), **format_constants(layout),
+        BLOCK_N=block_n, NU=nu, num_warps=4,
     )  # fmt: skip
     return out.to(dtype)

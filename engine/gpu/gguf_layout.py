@@ -4,17 +4,20 @@ A GGUF block interleaves fp16 scales, packed sub-block scales and quant bits, so
 blocks (18, 34, 110, 210 bytes, ...) cannot be read with aligned loads. At load the blocks
 are split, exactly, into planes that the kernels read with 16-byte loads:
 
-  lo   int32 [rows, subs * WPS]   the low `lo_bits` of every quant, WPS words per sub-block
-  hi   int32/int16 [rows, subs]   the high bits (Q5_x, Q3_K, Q5_K, Q6_K), one word per sub-block
+  lo   int32 [rows, units * 4]      the low `lo_bits` of every quant, 4 words per unit
+  hi   uint8/int16 [rows, units * 4]  the high bits (Q5_x, Q5_K, Q6_K, Q3_K), one per lo word
   sc   int8/uint8/int16 [rows, subs]  the sub-block scale (and min) of the K-quants and IQ4_XS
-  d, m fp16 [rows, blocks]        the block scale and the block min (or its scale)
+  d, m fp16 [rows, blocks]          the block scale and the block min (or its scale)
 
-A sub-block is the run of `sub` elements that shares one scale. Inside it the quants are
-stored plane by plane: element e = p * WPS + w sits in word w at bits [lo_bits * p, +lo_bits),
-so plane p of a tile of words is one shift and one mask away, and its elements are WPS
-consecutive activations. The high bits of element e sit at bits [hi_bits * e, +hi_bits) of its
-sub-block's hi word. Where the file's own order differs, the repack permutes bits, nothing
-else: the values the kernels compute equal gguf.quants.dequantize bit for bit.
+A unit is the 4 words (16 bytes) of low bits of 128 / lo_bits consecutive values. Inside it
+the quants are stored plane by plane: value 4p + w of the unit sits in word w at bits
+[lo_bits * p, +lo_bits), and its high bits in hi word w at bits [hi_bits * p, +hi_bits). So
+plane p of a tile of words is one shift and one mask away, its values meet 4 consecutive
+activations, and every tile the kernels load (quants, high bits, activations) has the same
+shape and contiguity, hence the same register layout. A sub-block is the run of `sub` values
+that shares one scale: a unit holds one or more of them (planes p with 4p // sub alike), or a
+part of one. Where the file's own order differs, the repack permutes bits, nothing else: the
+values the kernels compute equal gguf.quants.dequantize bit for bit.
 
 Bytes held are the GGUF size, except where 6-bit sub-block scales are unpacked to one byte
 (Q3_K 114 vs 110, Q4_K 148 vs 144, Q5_K 180 vs 176, IQ4_XS 138 vs 136 bytes per 256 values).
@@ -87,12 +90,13 @@ class BlockLayout:
         object.__setattr__(self, "block_bytes", block_bytes)
 
     @property
-    def words_per_sub(self) -> int:
-        return self.sub * self.lo_bits // 32
-
-    @property
     def planes(self) -> int:
         return 32 // self.lo_bits
+
+    @property
+    def unit(self) -> int:
+        """Values per unit (4 words of low bits)."""
+        return 4 * self.planes
 
     @property
     def subs_per_block(self) -> int:
@@ -310,41 +314,47 @@ def _bit_positions(byte_of, shift_of, block: int, device) -> tuple[torch.Tensor,
 
 
 def _pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """uint8 [..., n] of `bits`-bit values -> uint8 [..., n * bits / 8], value i at bits [bits * i, +bits)."""
+    """[..., n] of `bits`-bit values (n * bits = 8, 16 or 32) -> one uint8/int16/int32 per row of n,
+    value i at bits [bits * i, +bits)."""
+    n = values.shape[-1]
+    if bits == 16:  # F16: the values are int16 already
+        return values.contiguous().view(torch.int32)[..., 0]
     per_byte = 8 // bits
-    v = values.reshape(*values.shape[:-1], -1, per_byte)
-    out = v[..., 0].clone()
+    v = values.reshape(*values.shape[:-1], n // per_byte, per_byte)
+    packed = v[..., 0].clone()
     for i in range(1, per_byte):
-        out |= v[..., i] << (bits * i)
-    return out
+        packed |= v[..., i] << (bits * i)  # [..., bytes]
+    word = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[packed.shape[-1]]
+    return packed.contiguous().view(word)[..., 0]
 
 
-def _pack_planes(q: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
-    """Low parts [n, values] -> int32 words [n, subs * WPS]: sub-block value p * WPS + w in word w, plane p."""
-    n = q.shape[0]
-    wps = layout.words_per_sub
-    if layout.lo_bits == 16:
-        halves = q.reshape(n, -1, 2, wps).transpose(2, 3).contiguous()  # [n, subs, w, plane]
-        return halves.view(torch.int32).reshape(n, -1)
-    planes = q.reshape(n, -1, layout.planes, wps).transpose(2, 3).contiguous()  # [n, subs, w, plane]
-    return _pack_bits(planes, layout.lo_bits).view(torch.int32).reshape(n, -1)
+def _by_plane(values: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
+    """[n, cols] -> [n, units, 4 (word), planes]: value 4p + w of each unit at [..., w, p]."""
+    n = values.shape[0]
+    return values.reshape(n, -1, layout.planes, 4).transpose(2, 3)
 
 
 def _repack_rows(raw: torch.Tensor, layout: BlockLayout) -> PackedPlanes:
     """raw uint8 [n, row_bytes] GGUF rows -> their planes."""
     n = raw.shape[0]
     if layout.lo_bits == 16:  # F16: the 16-bit values are the low plane
-        return PackedPlanes(_pack_planes(raw.view(torch.int16), layout), None, None, None, None)
+        return PackedPlanes(
+            _pack_bits(_by_plane(raw.view(torch.int16), layout), 16).reshape(n, -1), None, None, None, None
+        )
     blocks = raw.reshape(-1, layout.block_bytes)  # [n * blocks_per_row, block_bytes]
     byte, shift = _bit_positions(layout.lo_byte, layout.lo_shift, layout.block, raw.device)
     lo = ((blocks[:, byte] >> shift) & ((1 << layout.lo_bits) - 1)) ^ layout.lo_xor  # [nb, block]
-    planes = PackedPlanes(_pack_planes(lo.reshape(n, -1), layout), None, None, None, None)
+    planes = PackedPlanes(
+        _pack_bits(_by_plane(lo.reshape(n, -1), layout), layout.lo_bits).reshape(n, -1),
+        None,
+        None,
+        None,
+        None,
+    )
     if layout.hi_bits:
         byte, shift = _bit_positions(layout.hi_byte, layout.hi_shift, layout.block, raw.device)
         hi = (blocks[:, byte] >> shift) & ((1 << layout.hi_bits) - 1)
-        hi = _pack_bits(hi.reshape(-1, layout.sub), layout.hi_bits)  # [subs, sub * hi_bits / 8]
-        word = torch.int32 if hi.shape[1] == 4 else torch.int16
-        planes.hi = hi.view(word).reshape(n, -1)
+        planes.hi = _pack_bits(_by_plane(hi.reshape(n, -1), layout), layout.hi_bits).reshape(n, -1)
     if layout.sub_scales is not None:
         planes.sc = layout.sub_scales(blocks).reshape(n, -1)
     if layout.scales != Scales.NONE:

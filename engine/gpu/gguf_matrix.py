@@ -18,8 +18,8 @@ import torch
 from gguf import GGMLQuantizationType
 
 from engine.gpu import gguf_kernels as kernels
-from engine.gpu.gguf_layout import GPU_TYPES, layout_of, repack
 from engine.gpu.gguf_kernels import DotTiles, GemvTiles, PlaneArgs
+from engine.gpu.gguf_layout import GPU_TYPES, layout_of, repack
 
 Q = GGMLQuantizationType
 
