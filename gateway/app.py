@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
@@ -28,7 +28,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import __version__
-from gateway.errors import AuthenticationError, exception_to_response
+from gateway.errors import AuthenticationError, InvalidRequestError, exception_to_response
 from gateway.metrics import GatewayMetrics
 from gateway.model_host import ModelHost
 from gateway.ollama import OllamaController, ollama_root
@@ -98,6 +98,19 @@ class RequestContext:
             request_id_var.reset(token)
 
 
+class APIRequest(Request):
+    """Litestar's request, whose JSON body decoding answers 400 to a body nested deeper than the
+    decoder goes (msgspec raises RecursionError at Python's recursion limit, about 1,000 levels)."""
+
+    async def json(self):
+        try:
+            return await super().json()
+        except RecursionError:
+            raise InvalidRequestError(
+                "invalid request body: the JSON nests too deeply for this server; send a flatter body."
+            ) from None
+
+
 def _api_key_guard(api_key: str | None):
     expected = (api_key or "").encode()
 
@@ -162,6 +175,7 @@ def create_app(model: LLM | Callable[[], LLM], settings: GatewaySettings | None 
         if settings.cors_origins
         else None,
         exception_handlers={Exception: exception_to_response},
+        request_class=APIRequest,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="moebox", version=__version__, path="/schema"),
         lifespan=[lifespan],

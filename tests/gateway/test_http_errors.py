@@ -127,3 +127,23 @@ def test_metrics(smol_server):
         assert name in text, name
     line = next(ln for ln in text.splitlines() if ln.startswith("moebox_prompt_tokens_total"))
     assert float(line.split()[-1]) > 0
+
+
+DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB nested 1,000 levels: past the JSON decoder's recursion limit
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "x": ' + DEEP + b"}"),
+        ("/v1/chat/completions", b'{"messages": ' + DEEP + b"}"),
+        ("/v1/completions", DEEP),
+        ("/api/chat", b'{"model": "smollm2", "messages": ' + DEEP + b"}"),
+        ("/api/generate", b'{"model": "smollm2", "options": ' + DEEP + b"}"),
+    ],
+)
+def test_deeply_nested_body_is_400(smol_server, path, body):
+    with smol_server.client() as http:
+        r = http.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "nests too deeply" in r.text and "Traceback" not in r.text
