@@ -14,7 +14,9 @@ Routed experts run through a RoutedExperts object. With the activations on a GPU
 `submit()` starts them on the CPU kernels and returns at once, so the shared experts
 are computed on the GPU meanwhile; `wait()` returns their sum. With the activations
 on the CPU there is nothing to overlap (the shared experts would need the same
-cores), so the experts run on the calling thread (`__call__`).
+cores), so the experts run on the calling thread (`__call__`). Experts the placement
+put on the GPU (engine/plan.py fits the last layers' there) are computed there, one
+routed-to expert after another, by the GGUF-block kernels of engine/gpu or by torch.
 """
 
 from __future__ import annotations
@@ -106,13 +108,29 @@ class _NativeJob:
         return self.out.to(self.device, non_blocking=True)
 
 
+class _TensorStack:
+    """Stacked expert matrices [E, rows, cols] as a torch tensor (bf16 or f32, any device), with
+    GpuQuantMatrix's `matmul(x, expert)`, so the experts' loop has one path for both."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight
+        self.rows = weight.shape[1]
+
+    def matmul(self, x: torch.Tensor, expert: int) -> torch.Tensor:
+        """x [T, cols] -> [T, rows] in x's dtype."""
+        return (x.to(self.weight.dtype) @ self.weight[expert].t()).to(x.dtype)
+
+
 class RoutedExperts:
     """The routed experts of one layer: stacked gate/up [E, inter, hidden] and
-    down [E, hidden, inter], either torch tensors or GGUF blocks for the native kernels."""
+    down [E, hidden, inter], as GGUF blocks for the native CPU kernels, or held on the
+    device the activations live on: GPU matrices (engine/gpu/gguf_matrix.py GpuQuantMatrix
+    stacks, the blocks in VRAM) or torch tensors. Which one is decided here, once."""
 
     def __init__(self, gate, up, down, *, native: tuple[int, int, int] | None = None, shape=None):
-        """Torch: gate, up, down are tensors. Native: uint8 views of the GGUF tensors,
-        native = their ggml types, shape = (experts, hidden, inter)."""
+        """Native: uint8 views of the GGUF tensors, native = their ggml types,
+        shape = (experts, hidden, inter). Otherwise each of gate, up, down is a torch tensor
+        [E, rows, cols] or a GpuQuantMatrix stack of E [rows, cols] matrices."""
         self.gate, self.up, self.down = gate, up, down
         self.native = None
         if native is not None:
@@ -131,13 +149,14 @@ class RoutedExperts:
             self.hidden = hidden
             self._row = RowBuffer(hidden)  # single-token results of __call__, consumed at once
         else:
-            self.hidden = down.shape[1]
+            self._stacks = [_TensorStack(w) if isinstance(w, torch.Tensor) else w for w in (gate, up, down)]
+            self.hidden = self._stacks[2].rows
 
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Σ_j weights[t,j] · expert_{ids[t,j]}(x[t]) computed now, on the calling thread. A
         single-token result lives in a buffer that the next call overwrites."""
         if self.native is None:
-            return self._torch_forward(x, ids, weights)
+            return self._device_forward(x, ids, weights)
         # the calling thread joins the kernel threads: no hand-over to the background driver
         out, out_np = row_output(x.shape[0], self.hidden, self._row)
         self.native.forward(
@@ -158,15 +177,17 @@ class RoutedExperts:
             out = torch.empty((x.shape[0], self.hidden), dtype=torch.float32)
             job = self.native.submit(xs, ids32, w32, out=out)
             return _NativeJob(job, out, (xs, ids32, w32), x.device)
-        return _Done(self._torch_forward(x, ids, weights))
+        return _Done(self._device_forward(x, ids, weights))
 
-    def _torch_forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _device_forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The experts held beside x, one expert that tokens routed to after another."""
+        gate, up, down = self._stacks
         out = torch.zeros((x.shape[0], self.hidden), dtype=torch.float32, device=x.device)
         for e in ids.unique().tolist():
             tok, slot = (ids == e).nonzero(as_tuple=True)
-            xe = x[tok].to(self.gate.dtype)
-            h = F.silu(xe @ self.gate[e].t()) * (xe @ self.up[e].t())
-            y = (h @ self.down[e].t()).float()
+            xe = x[tok]  # [tokens routed to e, hidden]
+            h = F.silu(gate.matmul(xe, expert=e)) * up.matmul(xe, expert=e)  # [tokens, inter]
+            y = down.matmul(h, expert=e).float()  # [tokens, hidden]
             out.index_add_(0, tok, y * weights[tok, slot, None])
         return out
 

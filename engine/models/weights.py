@@ -153,7 +153,7 @@ class Weights:
         """Routed experts of one layer: `{prefix}ffn_{gate,up,down}_exps.weight`."""
         names = [f"{prefix}ffn_{p}_exps.weight" for p in ("gate", "up", "down")]
         infos = [self.gguf.tensor(n) for n in names]
-        _, fmt = self._format(names[0])
+        device, fmt = self._format(names[0])
         if fmt == "native":
             experts, inter, hidden = infos[0].shape
             return RoutedExperts(
@@ -161,4 +161,14 @@ class Weights:
                 native=tuple(int(i.ggml_type) for i in infos),
                 shape=(experts, hidden, inter),
             )
+        if device != "cpu":
+            # on the GPU: each stack in its GGUF blocks where engine/gpu has a kernel for its type
+            # (the plan put the three on one device), else a bf16 / float tensor
+            return RoutedExperts(*(self._device_experts(n, i) for n, i in zip(names, infos, strict=True)))
         return RoutedExperts(*(self.tensor(n) for n in names))
+
+    def _device_experts(self, name: str, info):
+        device, fmt = self._format(name)
+        if fmt == "gguf":
+            return self._gpu_matrix([self.gguf.view(name)], info.ggml_type, info.shape, device)
+        return self.tensor(name, _DTYPES.get(fmt, torch.float32), device)
