@@ -361,7 +361,7 @@ def _dequant_kernel(
 
 @dataclass(frozen=True)
 class GemvTiles:
-    block_n: int = 8
+    block_n: int = 16
     units: int = 32  # NU: 16-byte units of quant words per row per loop step
     num_warps: int = 4
 
@@ -370,9 +370,26 @@ class GemvTiles:
 class DotTiles:
     block_n: int = 64
     block_t: int = 64
-    units: int = 8  # NU: one plane's tl.dot has K = 4 * NU
+    values: int = (
+        256  # weight values per row per loop step (NU = values / unit, one plane's dot has K = 4 NU)
+    )
     num_warps: int = 4
     num_stages: int = 2
+
+
+def gemv_plan(rows: int, multiprocessors: int) -> tuple[GemvTiles, int]:
+    """Tiles and K splits for one token: split K when the row blocks alone would leave
+    multiprocessors idle (the partial sums cost one small reduction)."""
+    tiles = GemvTiles()
+    programs = triton.cdiv(rows, tiles.block_n)
+    return tiles, max(1, min(8, 2 * multiprocessors // programs))
+
+
+def dot_plan(rows: int, T: int, multiprocessors: int) -> tuple[DotTiles, int]:
+    """Tiles and K splits for T >= 2 tokens: 16-token tiles up to T = 16 (decode), 64 above."""
+    tiles = DotTiles(block_t=16) if T <= 16 else DotTiles()
+    programs = triton.cdiv(rows, tiles.block_n) * triton.cdiv(T, tiles.block_t)
+    return tiles, max(1, min(8, 2 * multiprocessors // programs))
 
 
 def _pow2_floor(n: int) -> int:
@@ -455,7 +472,8 @@ def dot(
     """x [T, cols] -> [T, rows] in x's dtype, through tl.dot on bf16 tiles."""
     T = x.shape[0]
     n_units = cols // layout.unit
-    nu, even, per_split, split_k = _k_tiling(n_units, tiles.units, split_k, least=4)  # tl.dot needs K >= 16
+    want = tiles.values // layout.unit
+    nu, even, per_split, split_k = _k_tiling(n_units, want, split_k, least=4)  # tl.dot needs K >= 16
     dst, split_stride = _result_buffers(x, rows, split_k)
     grid = (triton.cdiv(rows, tiles.block_n) * triton.cdiv(T, tiles.block_t), split_k)
     _dot_kernel[grid](

@@ -18,7 +18,7 @@ import torch
 from gguf import GGMLQuantizationType
 
 from engine.gpu import gguf_kernels as kernels
-from engine.gpu.gguf_kernels import DotTiles, GemvTiles, PlaneArgs
+from engine.gpu.gguf_kernels import PlaneArgs
 from engine.gpu.gguf_layout import GPU_TYPES, layout_of, repack
 
 Q = GGMLQuantizationType
@@ -91,16 +91,14 @@ class GpuQuantMatrix:
         x = x.contiguous()
         T = x.shape[0]
         if T == 1:
-            tiles = GemvTiles()
-            split = self._split(kernels.triton.cdiv(self.rows, tiles.block_n) * T)
+            tiles, split = kernels.gemv_plan(self.rows, self._sms)
             return kernels.gemv(x, self._args[e], self.layout, self.rows, self.cols, tiles, split)
-        tiles = DotTiles(block_n=64, block_t=16) if T <= 16 else DotTiles(block_n=64, block_t=64)
-        programs = kernels.triton.cdiv(self.rows, tiles.block_n) * kernels.triton.cdiv(T, tiles.block_t)
-        return kernels.dot(x, self._args[e], self.layout, self.rows, self.cols, tiles, self._split(programs))
+        tiles, split = kernels.dot_plan(self.rows, T, self._sms)
+        return kernels.dot(x, self._args[e], self.layout, self.rows, self.cols, tiles, split)
 
-    def _split(self, programs: int) -> int:
-        """Split K when the row blocks alone would leave multiprocessors idle."""
-        return max(1, min(8, (2 * self._sms) // programs))
+    def kernel_args(self, expert: int | None = None) -> PlaneArgs:
+        """The tensors the kernels read for one matrix (for calling engine.gpu.gguf_kernels directly)."""
+        return self._args[self._expert(expert)]
 
     def dequantize(self, dtype: torch.dtype = torch.bfloat16, expert: int | None = None) -> torch.Tensor:
         """[rows, cols] values; in f32 exactly gguf.quants.dequantize's."""

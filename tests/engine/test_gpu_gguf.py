@@ -135,13 +135,15 @@ def test_split_k_sums_the_same(name):
     partial products of each split; the result must not change beyond rounding."""
     rows, cols = shape_for(name)
     m, ref = make_matrix(name, rows, cols, seed=4)
-    args = m._args[0]
+    args = m.kernel_args()
     for split in (2, 3):
         x1 = activations(1, cols, torch.float32, seed=20)
         y1 = gguf_kernels.gemv(x1, args, m.layout, rows, cols, gguf_kernels.GemvTiles(units=4), split)
         check_product(y1, x1, ref[0], tensor_cores=False)
         x = activations(20, cols, torch.bfloat16, seed=21)
-        y = gguf_kernels.dot(x, args, m.layout, rows, cols, gguf_kernels.DotTiles(block_t=16, units=4), split)
+        y = gguf_kernels.dot(
+            x, args, m.layout, rows, cols, gguf_kernels.DotTiles(block_t=16, values=128), split
+        )
         check_product(y, x, ref[0], tensor_cores=True)
 
 
