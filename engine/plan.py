@@ -164,14 +164,26 @@ def _free_vram() -> tuple[int | None, str]:
 
 @dataclass(frozen=True)
 class WorkBuffers:
-    """Temporaries of a forward pass on the compute device: `fixed` bytes plus
-    `per_context_token` bytes for each token of context (the attention over the cache)."""
+    """Temporaries of a forward pass on the compute device at a context of S tokens:
+    `fixed` + `per_context_token` x S, and for MLA the keys and values expanded for one group
+    of heads (engine/layers/mla.py takes as many heads at once as fit its EXPANDED_BYTES)."""
 
     fixed: int
     per_context_token: int
+    heads: int = 0  # MLA: attention heads (0: no expanded keys and values)
+    expanded_values: int = 0  # MLA: values expanded per head and context token
+    act_bytes: int = 4
+
+    def expanded(self, context: int) -> int:
+        if not self.heads or context < 1:
+            return 0
+        from engine.layers.mla import expanded_heads
+
+        group = expanded_heads(self.heads, context, self.expanded_values, self.act_bytes)
+        return group * context * self.expanded_values * self.act_bytes
 
     def at(self, context: int) -> int:
-        return self.fixed + self.per_context_token * context
+        return self.fixed + self.per_context_token * context + self.expanded(context)
 
 
 def work_buffers(
@@ -181,20 +193,21 @@ def work_buffers(
     as the layers compute (activations in `act_bytes`; the cache stored in `cache_elem`):
 
     - attention over S context tokens: MLA widens the cached latent and rope key to the
-      activation dtype and expands keys and values per head (k_nope [H, S, nope],
-      v [H, S, v], k = [k_nope, k_pe] [H, S, nope + rope]); GQA widens K and V
-      ([S, kv_heads, head_dim] each); both build a [chunk, S] boolean causal mask and call
-      scaled_dot_product_attention, whose fused kernels keep no [H, chunk, S] scores;
+      activation dtype and expands keys and values (k_nope [g, S, nope], v [g, S, v],
+      k = [k_nope, k_pe] [g, S, nope + rope]) for a group of g heads at a time; GQA widens
+      K and V ([S, kv_heads, head_dim] each); both build a [chunk, S] boolean causal mask and
+      call scaled_dot_product_attention, whose fused kernels keep no [heads, chunk, S] scores;
     - the chunk's activations: the residual stream, q, the widest FFN's gate/up/hidden
       rows (x 4 as input, gate, up and product coexist) and the last token's logits.
     """
     h = config.hidden_size
+    heads = expanded = 0
     if config.mla is not None:
         mla = config.mla
         latent = mla.kv_lora_rank + mla.qk_rope_head_dim
-        widened = latent * act_bytes if act_bytes != cache_elem else 0
-        expanded = config.n_heads * (2 * mla.qk_nope_head_dim + mla.v_head_dim + mla.qk_rope_head_dim)
-        per_token = widened + expanded * act_bytes + chunk
+        per_token = (latent * act_bytes if act_bytes != cache_elem else 0) + chunk
+        heads = config.n_heads
+        expanded = 2 * mla.qk_nope_head_dim + mla.v_head_dim + mla.qk_rope_head_dim
         q_width = config.n_heads * (mla.qk_nope_head_dim + mla.qk_rope_head_dim)
     else:
         kv = 2 * config.n_kv_heads * config.head_dim
@@ -204,7 +217,7 @@ def work_buffers(
     if config.moe is not None:
         ffn = max(ffn, config.moe.shared_ffn_dim or config.moe.n_shared_experts * config.moe.expert_ffn_dim)
     fixed = chunk * (4 * h + 2 * q_width + 4 * ffn) * act_bytes + config.vocab_size * 4
-    return WorkBuffers(fixed, per_token)
+    return WorkBuffers(fixed, per_token, heads, expanded, act_bytes)
 
 
 @dataclass(frozen=True)
@@ -304,17 +317,25 @@ class MemoryPlan:
     # --- what to do when it does not fit ---------------------------------------------------
 
     def max_context(self, *, without_gpu_experts: bool = False) -> int:
-        """The largest context whose KV cache and work buffers fit beside this placement's
-        weights (less the routed experts on the GPU, if asked); 0 when none does."""
+        """The largest context (up to the model's) whose KV cache and work buffers fit beside
+        this placement's weights (less the routed experts on the GPU, if asked); 0 when none does."""
         if not self.gpu:
             room, weights = self.memory.ram, self.weight_bytes("cpu")
         else:
             room, weights = self.vram_budget, self.weight_bytes("cuda")
             if without_gpu_experts:
                 weights -= sum(self.gpu_expert_bytes().values())
-        left = room - weights - self.work.fixed
-        per = self.kv_per_token + self.work.per_context_token
-        return max(0, left // per) if left > 0 else 0
+
+        def fits(ctx: int) -> bool:
+            return weights + self.kv_per_token * ctx + self.work.at(ctx) <= room
+
+        lo, hi = 0, self.model_context  # fits(lo) or lo == 0; the need grows with the context
+        if fits(hi):
+            return hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo if fits(lo) and lo > 0 else 0
 
     def advice(self) -> list[str]:
         """What to change so that the plan fits VRAM (empty when it does)."""

@@ -9,7 +9,9 @@ kv_lora], split at load).
 
 Two ways to the same result:
   - expanded (prefill): K_nope = c_kv k_b^T and V = c_kv v_b^T per head, then
-    ordinary attention; cheaper when many queries share the keys;
+    ordinary attention; cheaper when many queries share the keys. Over a long context
+    the expanded keys and values of all heads are large (R1, 32K tokens, f32: 7 GiB),
+    so the heads go a group at a time, their temporaries within EXPANDED_BYTES;
   - absorbed (decode): q_nope is moved into latent space (q_nope k_b) and the
     attention runs against c_kv directly; the output latent goes through v_b.
 """
@@ -24,6 +26,16 @@ from engine.layers.attention import causal_mask
 from engine.layers.linear import Linear
 from engine.layers.rmsnorm import RMSNorm
 from engine.layers.rotary_embedding import RotaryEmbedding
+
+# The most bytes the expanded keys and values (k_nope, v and k = [k_nope, k_pe]) of one group
+# of heads take in a prefill; engine/plan.py counts the same among the work buffers.
+EXPANDED_BYTES = 256 * 2**20
+
+
+def expanded_heads(n_heads: int, context: int, values_per_head_token: int, elem_bytes: int) -> int:
+    """Heads expanded at once over `context` cached tokens: as many as fit EXPANDED_BYTES, at least one."""
+    per_head = context * values_per_head_token * elem_bytes
+    return max(1, min(n_heads, EXPANDED_BYTES // max(per_head, 1)))
 
 
 class MLAttention:
@@ -96,9 +108,18 @@ class MLAttention:
 
     def _expanded(self, q_nope, q_pe, c_all, pe_all) -> torch.Tensor:
         t, s = q_nope.shape[0], c_all.shape[0]
-        k_nope = torch.einsum("sk,hkn->hsn", c_all, self.k_b.to(c_all.dtype))  # [heads, S, nope]
-        v = torch.einsum("sk,hvk->hsv", c_all, self.v_b.to(c_all.dtype))  # [heads, S, v_dim]
-        k = torch.cat([k_nope, pe_all.unsqueeze(0).expand(self.n_heads, s, self.rope_dim)], dim=-1)
+        mask = causal_mask(t, s, q_nope.device)
         q = torch.cat([q_nope, q_pe], dim=-1).transpose(0, 1)  # [heads, T, nope + rope]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, s, q.device), scale=self.scale)
+        per_token = 2 * self.nope + self.v_dim + self.rope_dim  # k_nope, v, k values per head and token
+        group = expanded_heads(self.n_heads, s, per_token, c_all.element_size())
+        outs = []
+        for h in range(0, self.n_heads, group):
+            heads = slice(h, h + group)
+            k_b, v_b = self.k_b[heads].to(c_all.dtype), self.v_b[heads].to(c_all.dtype)
+            k_nope = torch.einsum("sk,hkn->hsn", c_all, k_b)  # [group, S, nope]
+            v = torch.einsum("sk,hvk->hsv", c_all, v_b)  # [group, S, v_dim]
+            n = k_nope.shape[0]
+            k = torch.cat([k_nope, pe_all.unsqueeze(0).expand(n, s, self.rope_dim)], dim=-1)
+            outs.append(F.scaled_dot_product_attention(q[heads], k, v, attn_mask=mask, scale=self.scale))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # [heads, T, v_dim]
         return out.transpose(0, 1)  # [T, heads, v_dim]

@@ -164,7 +164,7 @@ def plan_table(plan: MemoryPlan, config: ModelConfig) -> list[str]:
             "",
             "",
             _mib(plan.work_bytes),
-            f"{plan.work.fixed / 2**20:,.1f} MiB + {plan.work.per_context_token:,} bytes/token of context",
+            _work_how(plan),
         )
     )
     header = ("group", "device", "format", "tensors", "MiB", "layers / how")
@@ -209,6 +209,20 @@ def plan_table(plan: MemoryPlan, config: ModelConfig) -> list[str]:
             "more RAM, or a smaller quantization"
         )
     return lines
+
+
+def _work_how(plan: MemoryPlan) -> str:
+    w, ctx = plan.work, plan.context
+    how = f"{w.fixed / 2**20:,.1f} MiB + {w.per_context_token:,} bytes/token of context"
+    if w.heads:
+        from engine.layers.mla import expanded_heads
+
+        group = expanded_heads(w.heads, ctx, w.expanded_values, w.act_bytes)
+        how += (
+            f" + MLA keys/values of {group} of {w.heads} heads at a time "
+            f"({w.expanded_values} values x {w.act_bytes} bytes per head and token)"
+        )
+    return how
 
 
 def plan_text(

@@ -135,9 +135,8 @@ def test_n_cpu_moe_that_does_not_fit_says_which_n_does(tiny_v3):
 
 def test_context_that_does_not_fit(tiny_v3):
     base = plan(tiny_v3, vram=64 * GiB, flags=[("--cpu-moe", None)], context=2048)
-    per = base.kv_per_token + base.work.per_context_token
-    room = VRAM_RESERVE + base.weight_bytes("cuda") + base.work.fixed
-    vram = room + 5000 * per  # 5,000 tokens of context fit
+    # 5,000 tokens of context fit: KV cache and work buffers at 5,000 beside the weights
+    vram = VRAM_RESERVE + base.weight_bytes("cuda") + base.kv_per_token * 5000 + base.work.at(5000)
     p = plan(tiny_v3, vram=vram, flags=[("--cpu-moe", None)], context=8192)
     assert not p.fits_vram and p.max_context() == 5000
     with pytest.raises(InsufficientMemoryError, match=r"--ctx-size 4864 \(now 8192"):
@@ -185,8 +184,44 @@ def test_tied_output_head_is_planned(tmp_path):
 def test_work_buffers_by_hand(tiny_v3):
     _, _, config = tiny_v3
     w = work_buffers(config, chunk=PREFILL_CHUNK, act_bytes=4, cache_elem=2)
-    # per context token: the f16 latent + rope key widened to f32 (96 x 4), keys/values expanded
-    # per head (4 heads x (2 x 64 nope + 64 v + 32 rope) x 4 bytes) and a mask byte per chunk token
-    assert w.per_context_token == 96 * 4 + 4 * (2 * 64 + 64 + 32) * 4 + 256
+    # per context token: the f16 latent + rope key widened to f32 (96 x 4) and a mask byte per
+    # chunk token; keys/values expanded per head: 2 x 64 nope + 64 v + 32 rope values, f32
+    assert w.per_context_token == 96 * 4 + 256
+    assert (w.heads, w.expanded_values) == (4, 2 * 64 + 64 + 32)
+    # 4 heads x 8192 tokens x 224 values x 4 bytes = 28 MiB: all heads in one group
+    assert w.expanded(8192) == 4 * 8192 * 224 * 4
     # the chunk's activations: 4 x hidden + 2 x q (4 x 96) + 4 x the widest FFN (512), f32; logits
     assert w.fixed == 256 * (4 * 256 + 2 * 384 + 4 * 512) * 4 + config.vocab_size * 4
+    assert w.at(8192) == w.fixed + 8192 * w.per_context_token + w.expanded(8192)
+
+
+def test_mla_work_buffers_take_heads_in_groups_at_long_contexts():
+    from engine.config import MLAConfig, MLALayout, ModelConfig, MoEConfig
+    from engine.layers.mla import EXPANDED_BYTES
+
+    r1 = ModelConfig(
+        architecture="deepseek2",
+        name="r1",
+        n_layers=61,
+        hidden_size=7168,
+        n_heads=128,
+        n_kv_heads=128,
+        head_dim=192,
+        ffn_dim=18432,
+        vocab_size=129280,
+        context_length=163840,
+        rms_norm_eps=1e-6,
+        rope_theta=1e4,
+        rope_dim=64,
+        moe=MoEConfig(256, 8, 2048, n_shared_experts=1, leading_dense_blocks=3),
+        mla=MLAConfig(1536, 512, 128, 64, 128, MLALayout.K_B_V_B),
+    )
+    w = work_buffers(r1)
+    per_head_token = (2 * 128 + 128 + 64) * 4  # 1,792 bytes of k_nope, v and k per head and token
+    # 32K tokens: one head's keys and values take 56 MiB; 256 MiB hold 4 heads at a time
+    assert EXPANDED_BYTES == 256 * 2**20
+    assert w.expanded(32768) == 4 * 32768 * per_head_token
+    # a short context: all 128 heads at once (128 x 1,024 x 1,792 bytes = 224 MiB)
+    assert w.expanded(1024) == 128 * 1024 * per_head_token
+    # beyond 256 MiB per head (149,797 tokens), one head at a time
+    assert w.expanded(163840) == 163840 * per_head_token
