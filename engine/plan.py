@@ -244,6 +244,7 @@ class GroupRow:
 
 @dataclass
 class MemoryPlan:
+    config: object  # engine.config.ModelConfig
     placement: Placement
     tensors: list[TensorPlan]
     context: int
@@ -386,39 +387,114 @@ class MemoryPlan:
 
     # --- text ------------------------------------------------------------------------------
 
-    def summary(self) -> list[str]:
-        """A few lines for the load log and the end of `inspect --plan`."""
-        kv_dev = "VRAM" if self.gpu else "RAM"
-        lines = [
-            f"plan: {_gib(self.weight_bytes('cuda'))} weights in VRAM, {_gib(self.weight_bytes('cpu'))} in RAM; "
-            f"KV cache {self.kv_dtype} {self.kv_per_token / 1024:.1f} KiB/token x {self.context} tokens "
-            f"= {_gib(self.kv_bytes)} in {kv_dev}; work buffers {_gib(self.work_bytes)} in {kv_dev}",
+    def table(self) -> list[str]:
+        """Per tensor group and device: the format, tensors, MiB and layers; then the KV cache,
+        the work buffers, the totals and whether it fits."""
+        kv_dev = self.placement.compute_device
+        rows = [
+            (g.group, g.device, g.format, str(g.n_tensors), _mib(g.n_bytes), _layers(g.layers))
+            for g in self.groups()
         ]
-        if self.gpu:
-            lines.append(
-                f"VRAM: {_gib(self.vram_need)} needed of {_gib(self.vram_budget)} "
-                f"({self.memory.vram_source}, less a {_gib(self.reserve)} reserve): "
-                + ("fits" if self.fits_vram else f"{_gib(self.vram_need - self.vram_budget)} short")
-            )
-        lines.append(
-            f"RAM: {_gib(self.ram_need)} needed of {_gib(self.memory.ram)} ({self.memory.ram_source}): "
-            + (
-                "fits"
-                if self.fits_ram
-                else f"{_gib(self.ram_need - self.memory.ram)} short (mmapped weights will be re-read from disk)"
+        if self.config.mla is not None:
+            mla = self.config.mla
+            kv_how = f"{self.config.n_layers} layers x ({mla.kv_lora_rank} + {mla.qk_rope_head_dim})"
+        else:
+            kv_how = f"{self.config.n_layers} layers x 2 x {self.config.n_kv_heads} x {self.config.head_dim}"
+        per_elem = {"f16": 2, "bf16": 2, "f32": 4}[self.kv_dtype]
+        rows.append(
+            (
+                "KV cache",
+                kv_dev,
+                self.kv_dtype,
+                "",
+                _mib(self.kv_bytes),
+                f"{kv_how} x {per_elem} bytes = {self.kv_per_token:,} bytes/token x {self.context:,}",
             )
         )
-        if self.context_note:
-            lines.append(self.context_note)
-        if self.auto_fit:
-            lines.append(self.auto_fit)
+        rows.append(
+            (
+                "work buffers",
+                kv_dev,
+                "",
+                "",
+                _mib(self.work_bytes),
+                self._work_how(),
+            )
+        )
+        header = ("group", "device", "format", "tensors", "MiB", "layers / how")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+
+        def line(r) -> str:
+            return (
+                f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+                f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}  {r[5]}"
+            ).rstrip()
+
+        lines = [line(header), *map(line, rows)]
+        lines.append("")
+        if self.gpu:
+            lines.append(
+                f"VRAM  {_mib(self.vram_need)} MiB needed: {_mib(self.weight_bytes('cuda'))} weights + "
+                f"{_mib(self.kv_bytes)} KV cache + {_mib(self.work_bytes)} work buffers; "
+                f"{_mib(self.vram_budget)} MiB usable ({self.memory.vram_source}, less a "
+                f"{_mib(self.reserve)} MiB reserve)"
+            )
+        else:
+            lines.append(f"VRAM  none: no GPU ({self.memory.vram_source}); everything in RAM")
+        lines.append(
+            f"RAM   {_mib(self.ram_need)} MiB needed of {_mib(self.memory.ram)} MiB ({self.memory.ram_source})"
+        )
+        for note in (self.context_note, self.auto_fit):
+            if note:
+                lines.append(note)
         for r in self.user_rules:
-            lines.append(f"rule {r.source}: '{r.pattern}' -> {r.device}/{r.format}")
+            lines.append(f"rule  {r.source}: '{r.pattern}' -> {r.device}/{r.format}")
+        if self.fits_vram and self.fits_ram:
+            lines.append("fits: yes")
+        elif not self.fits_vram:
+            lines.append(
+                f"fits: no, {_mib(self.vram_need - self.vram_budget)} MiB of VRAM short. Change: "
+                + "; or ".join(self.advice())
+            )
+        else:
+            lines.append(
+                f"fits: VRAM yes; RAM {_mib(self.ram_need - self.memory.ram)} MiB short: the mmapped weights "
+                "that do not fit the page cache are re-read from disk at every use (it runs, slowly); "
+                "more RAM, or a smaller quantization"
+            )
         return lines
+
+    def _work_how(self) -> str:
+        w, ctx = self.work, self.context
+        how = f"{w.fixed / 2**20:,.1f} MiB + {w.per_context_token:,} bytes/token of context"
+        if w.heads:
+            from engine.layers.mla import expanded_heads
+
+            group = expanded_heads(w.heads, ctx, w.expanded_values, w.act_bytes)
+            how += (
+                f" + MLA keys/values of {group} of {w.heads} heads at a time "
+                f"({w.expanded_values} values x {w.act_bytes} bytes per head and token)"
+            )
+        return how
 
 
 class InsufficientMemoryError(InvalidOptionError):
     """The placement and context ask for more VRAM than the GPU has free."""
+
+
+def _layers(layers: tuple[int, ...]) -> str:
+    """(3, 4, 5, 9) -> '3-5, 9'."""
+    out: list[str] = []
+    for i in layers:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
+
+
+def _mib(n: int) -> str:
+    return f"{n / MiB:,.1f}"
 
 
 def _round_context(n: int) -> int:
@@ -479,6 +555,7 @@ def plan_memory(
 
     def build(placement: Placement, ctx: int) -> MemoryPlan:
         return MemoryPlan(
+            config=config,
             placement=placement,
             tensors=_place_tensors(gguf, config, placement, gpu_kernel_for, native),
             context=ctx,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.config import ModelConfig, model_config
 from engine.gguf_file import GGUFModel, open_gguf
-from engine.plan import GROUP_ORDER, TENSOR_GROUPS, MemoryPlan, tensor_group
+from engine.plan import GROUP_ORDER, TENSOR_GROUPS, tensor_group
 
 __all__ = ["TENSOR_GROUPS", "tensor_group", "inspect_text", "plan_text", "print_inspect", "print_plan"]
 
@@ -122,109 +122,6 @@ def print_inspect(path: str | Path) -> None:
 # --- `moebox inspect --plan` -----------------------------------------------------------------
 
 
-def _layers(layers: tuple[int, ...]) -> str:
-    """(3, 4, 5, 9) -> '3-5, 9'."""
-    out: list[str] = []
-    for i in layers:
-        if out and out[-1][1] == i - 1:
-            out[-1] = (out[-1][0], i)
-        else:
-            out.append((i, i))
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
-
-
-def plan_table(plan: MemoryPlan, config: ModelConfig) -> list[str]:
-    """Per tensor group and device: the format, tensors, MiB and layers; then the KV cache,
-    the work buffers, the totals and whether it fits."""
-    kv_dev = plan.placement.compute_device
-    rows = [
-        (g.group, g.device, g.format, str(g.n_tensors), _mib(g.n_bytes), _layers(g.layers))
-        for g in plan.groups()
-    ]
-    if config.mla is not None:
-        mla = config.mla
-        kv_how = f"{config.n_layers} layers x ({mla.kv_lora_rank} + {mla.qk_rope_head_dim})"
-    else:
-        kv_how = f"{config.n_layers} layers x 2 x {config.n_kv_heads} x {config.head_dim}"
-    per_elem = {"f16": 2, "bf16": 2, "f32": 4}[plan.kv_dtype]
-    rows.append(
-        (
-            "KV cache",
-            kv_dev,
-            plan.kv_dtype,
-            "",
-            _mib(plan.kv_bytes),
-            f"{kv_how} x {per_elem} bytes = {plan.kv_per_token:,} bytes/token x {plan.context:,}",
-        )
-    )
-    rows.append(
-        (
-            "work buffers",
-            kv_dev,
-            "",
-            "",
-            _mib(plan.work_bytes),
-            _work_how(plan),
-        )
-    )
-    header = ("group", "device", "format", "tensors", "MiB", "layers / how")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-
-    def line(r) -> str:
-        return (
-            f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
-            f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}  {r[5]}"
-        ).rstrip()
-
-    lines = [line(header), *map(line, rows)]
-    lines.append("")
-    if plan.gpu:
-        lines.append(
-            f"VRAM  {_mib(plan.vram_need)} MiB needed: {_mib(plan.weight_bytes('cuda'))} weights + "
-            f"{_mib(plan.kv_bytes)} KV cache + {_mib(plan.work_bytes)} work buffers; "
-            f"{_mib(plan.vram_budget)} MiB usable ({plan.memory.vram_source}, less a "
-            f"{_mib(plan.reserve)} MiB reserve)"
-        )
-    else:
-        lines.append(f"VRAM  none: no GPU ({plan.memory.vram_source}); everything in RAM")
-    lines.append(
-        f"RAM   {_mib(plan.ram_need)} MiB needed of {_mib(plan.memory.ram)} MiB ({plan.memory.ram_source})"
-    )
-    for note in (plan.context_note, plan.auto_fit):
-        if note:
-            lines.append(note)
-    for r in plan.user_rules:
-        lines.append(f"rule  {r.source}: '{r.pattern}' -> {r.device}/{r.format}")
-    if plan.fits_vram and plan.fits_ram:
-        lines.append("fits: yes")
-    elif not plan.fits_vram:
-        lines.append(
-            f"fits: no, {_mib(plan.vram_need - plan.vram_budget)} MiB of VRAM short. Change: "
-            + "; or ".join(plan.advice())
-        )
-    else:
-        lines.append(
-            f"fits: VRAM yes; RAM {_mib(plan.ram_need - plan.memory.ram)} MiB short: the mmapped weights "
-            "that do not fit the page cache are re-read from disk at every use (it runs, slowly); "
-            "more RAM, or a smaller quantization"
-        )
-    return lines
-
-
-def _work_how(plan: MemoryPlan) -> str:
-    w, ctx = plan.work, plan.context
-    how = f"{w.fixed / 2**20:,.1f} MiB + {w.per_context_token:,} bytes/token of context"
-    if w.heads:
-        from engine.layers.mla import expanded_heads
-
-        group = expanded_heads(w.heads, ctx, w.expanded_values, w.act_bytes)
-        how += (
-            f" + MLA keys/values of {group} of {w.heads} heads at a time "
-            f"({w.expanded_values} values x {w.act_bytes} bytes per head and token)"
-        )
-    return how
-
-
 def plan_text(
     path: str | Path,
     *,
@@ -245,7 +142,7 @@ def plan_text(
             model, config, rules=rules, memory=memory, context=context, kv_cache_dtype=kv_cache_dtype
         )
         head = f"plan for {model.path}: {config.variant}, context {plan.context:,} tokens"
-    return "\n".join([head, "", *plan_table(plan, config)]), plan.fits_vram and plan.fits_ram
+    return "\n".join([head, "", *plan.table()]), plan.fits_vram and plan.fits_ram
 
 
 def print_plan(path: str | Path, **kwargs) -> bool:
