@@ -95,7 +95,7 @@ class LLM:
             context=context_length,
             kv_cache_dtype=kv_cache_dtype,
         )
-        for line in plan.table():  # as `moebox inspect MODEL --plan` prints it
+        for line in filter(None, plan.table()):  # as `moebox inspect MODEL --plan` prints it
             log.info("%s", line)
         plan.raise_if_unfit()
         ctx = plan.context
