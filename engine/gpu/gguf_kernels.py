@@ -7,20 +7,20 @@ Three kernels share one loader and one dequantizer:
             through tl.dot (tensor cores, f32 accumulation) against the activations.
   dequant   writes the values out ([rows, cols], any float dtype): GpuQuantMatrix.dequantize.
 
-A tile is [BLOCK_N, NU, 4] int32 words; its plane p holds the values 4p + w of each unit, so each
-plane is one shift and mask of the words and meets 4 consecutive activations. The format enters
+A tile is BLOCK_N rows x NU units of 4 int32 words; its plane p holds the values 4p + w of each
+unit, so each plane is one shift and mask of the words and meets 4 consecutive activations. The format enters
 as constexprs (format_constants), read off the BlockLayout: the kernels are compiled once per
 format and tile shape.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
 
 from engine.gpu.gguf_layout import IQ4_LEVELS, BlockLayout, PackedPlanes
 
@@ -28,7 +28,7 @@ from engine.gpu.gguf_layout import IQ4_LEVELS, BlockLayout, PackedPlanes
 # on bf16 operands as if their bits were integers, and rounds f32 -> bf16 towards zero (Triton 3.9).
 # Under it the kernels round to bf16 by integer arithmetic and keep the values in f32 (the dot then
 # multiplies the same values exactly), and bf16 results are written as f32 and rounded by torch.
-INTERPRETING = bool(knobs.runtime.interpret)
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
 def format_constants(layout: BlockLayout) -> dict[str, int]:
@@ -50,10 +50,10 @@ def format_constants(layout: BlockLayout) -> dict[str, int]:
 
 
 @triton.jit
-def _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS: tl.constexpr):
-    """Low-bit words and high-bit words (as int32) of rows `row` [BLOCK_N, 1, 1] and units `unit`
-    [1, NU, 1]: [BLOCK_N, NU, 4] each."""
-    offs = row * (n_units * 4) + unit * 4 + tl.arange(0, 4)[None, None, :]
+def _load_units(lo_ptr, hi_ptr, row, unit, w, ok, n_units, HI_BITS: tl.constexpr):
+    """Low-bit words and high-bit words (as int32) of rows `row`, units `unit` and words `w` (0..3),
+    broadcast together: the tile's shape."""
+    offs = row * (n_units * 4) + unit * 4 + w
     lo = tl.load(lo_ptr + offs, mask=ok, other=0)
     hi = lo
     if HI_BITS > 0:
@@ -66,17 +66,17 @@ def _load_scales(
     sc_ptr,
     d_ptr,
     m_ptr,
-    row,  # [BLOCK_N, 1, 1]
-    sub,  # [1, NU, 1] sub-block index in the row
+    row,
+    sub,  # sub-block index in the row, broadcast with row
     ok,
     n_subs,
     SCALES: tl.constexpr,
     SUBS_PER_BLOCK: tl.constexpr,
     SC_BITS: tl.constexpr,
 ):
-    """Per sub-block scale dl and offset ml, f32 [BLOCK_N, NU, 1]: value = level * dl - ml."""
-    dl = tl.full([row.shape[0], sub.shape[1], 1], 1.0, tl.float32)
-    ml = tl.zeros([row.shape[0], sub.shape[1], 1], tl.float32)
+    """Per sub-block scale dl and offset ml, f32 of the shape of row and sub: value = level * dl - ml."""
+    ml = (row * 0 + sub * 0).to(tl.float32)
+    dl = ml + 1.0
     if SCALES != 0:
         n_blocks = n_subs // SUBS_PER_BLOCK
         block = row * n_blocks + sub // SUBS_PER_BLOCK
@@ -194,18 +194,23 @@ def _gemv_kernel(
     pid_n = tl.program_id(0)
     t = tl.program_id(1)
     pid_k = tl.program_id(2)
-    row = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[:, None, None]
-    unit_in_tile = tl.arange(0, NU)[None, :, None]
-    w = tl.arange(0, 4)[None, None, :]
+    # The tile is [BLOCK_N * NU, 4] (row-major over rows and units) rather than [BLOCK_N, NU, 4]:
+    # with one axis of 4 contiguous words and one of stride 4, every Triton version lays it out
+    # the same way, with the rows of a unit in one thread (so it reads that unit's activations
+    # once for all of them); two non-contiguous axes would leave that choice to tie-breaking.
+    i = tl.arange(0, BLOCK_N * NU)[:, None]
+    row = pid_n * BLOCK_N + i // NU
+    unit_in_tile = i % NU
+    w = tl.arange(0, 4)[None, :]
     first = pid_k * units_per_split
     last = tl.minimum(first + units_per_split, n_units)
     x_row = x_ptr + t * x_stride
-    acc = tl.zeros([BLOCK_N, NU, 4], tl.float32)
+    acc = tl.zeros([BLOCK_N * NU, 4], tl.float32)
     for u0 in range(first, last, NU):
         unit = u0 + unit_in_tile
         in_k = unit < last
         ok = row < rows if EVEN_K else (row < rows) & in_k
-        lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS)
+        lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, w, ok, n_units, HI_BITS)
         lo_top = lo >> 16
         for p in tl.static_range(32 // LO_BITS):
             if (4 * p) % SUB == 0:  # the first plane of a sub-block
@@ -215,11 +220,11 @@ def _gemv_kernel(
                 )
                 # sum_e x_e (level_e * dl - ml) = dl * sum_e x_e level_e - ml * sum_e x_e:
                 # the sub-block's scales are applied once per word, not once per value
-                x_level = tl.zeros([BLOCK_N, NU, 4], tl.float32)
-                x_sum = tl.zeros([BLOCK_N, NU, 4], tl.float32)
-            # [BLOCK_N, NU, 4] though every row reads the same activations: a load of the tile's
-            # shape gets the tile's register layout, where a [1, NU, 4] load would make Triton move
-            # every plane through shared memory to meet it
+                x_level = tl.zeros([BLOCK_N * NU, 4], tl.float32)
+                x_sum = tl.zeros([BLOCK_N * NU, 4], tl.float32)
+            # the tile's shape though all rows read the same activations: a load of the tile's shape
+            # gets the tile's register layout, where a [NU, 4] one would make Triton move every
+            # plane through shared memory to meet it
             x_ptrs = x_row + (row * 0 + unit * UNIT + 4 * p + w)
             if EVEN_K:
                 xp = tl.load(x_ptrs).to(tl.float32)
@@ -238,7 +243,7 @@ def _gemv_kernel(
                     acc += x_level * dl - x_sum * ml
                 else:
                     acc += x_level * dl
-    y = tl.sum(tl.sum(acc, axis=2), axis=1)  # [BLOCK_N]
+    y = tl.sum(tl.reshape(tl.sum(acc, axis=1), [BLOCK_N, NU]), axis=1)  # [BLOCK_N]
     rows_out = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dst = out_ptr + pid_k * split_stride + t * out_stride + rows_out
     tl.store(dst, y.to(out_ptr.dtype.element_ty), mask=rows_out < rows)
@@ -294,7 +299,7 @@ def _dot_kernel(
     for u0 in range(first, last, NU):
         unit = u0 + unit_in_tile
         ok = row < rows if EVEN_K else (row < rows) & (unit < last)
-        lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS)
+        lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, tl.arange(0, 4)[None, None, :], ok, n_units, HI_BITS)
         x_ok = (tok < T)[None, :]
         if not EVEN_K:
             x_ok = x_ok & ((u0 + k // 4) < last)[:, None]
@@ -345,7 +350,7 @@ def _dequant_kernel(
     unit = tl.program_id(1) * NU + tl.arange(0, NU)[None, :, None]
     w = tl.arange(0, 4)[None, None, :]
     ok = (row < rows) & (unit < n_units)
-    lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, ok, n_units, HI_BITS)
+    lo, hi = _load_units(lo_ptr, hi_ptr, row, unit, w, ok, n_units, HI_BITS)
     for p in tl.static_range(32 // LO_BITS):
         if (4 * p) % SUB == 0:
             sub = (unit * UNIT + 4 * p) // SUB
