@@ -9,6 +9,13 @@ with a downloaded file): the sandbox refuses access to underscore attributes and
 modify objects, so a template cannot reach Python internals. Where transformers renders such an
 access as an empty value, moebox stops with ChatTemplateError.
 
+Tools (OpenAI's ``tools`` list, ``tool_calls`` on assistant messages, ``tool`` messages) go through
+the template's own tool support where it has one. What a template lacks is filled in as llama.cpp's
+minja does: tool definitions it does not render are described in the system prompt with an example
+call in the model's own syntax (engine/tool_calls.py), calls it does not render are written into the
+assistant's text in that syntax, tool results it drops become user messages. What the template
+supports is found once by rendering probe conversations (``ChatTemplate.tool_support``).
+
 A file without a template gets llama.cpp's fallback, ChatML (``CHATML_TEMPLATE_SRC`` in
 llama.cpp's common/chat.cpp)::
 
@@ -17,9 +24,12 @@ llama.cpp's common/chat.cpp)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import jinja2
@@ -28,6 +38,7 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import ChatTemplateError
+from engine.tool_calls import GENERIC, ToolCall, ToolCallFormat, detect_format
 
 # llama.cpp's CHATML_TEMPLATE_SRC, used there when the model file has no template.
 CHATML_TEMPLATE = (
@@ -40,6 +51,7 @@ CHATML_TEMPLATE = (
 )
 
 THINK_OPEN = "<think>\n"
+THINK_CLOSE = "</think>\n\n"
 
 # Names a message's reasoning may come under; templates read the first (as in transformers).
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -167,6 +179,61 @@ def _message_for_template(message: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class ToolSupport:
+    """What a chat template does with tools, found by rendering probe conversations."""
+
+    format: ToolCallFormat  # the syntax the model writes calls in (GENERIC: the one moebox asks for)
+    renders_tools: bool  # writes the tool definitions (the `tools` variable) itself
+    renders_calls: bool  # writes an assistant message's `tool_calls`
+    renders_results: bool  # writes `tool` messages
+    object_arguments: bool  # reads a call's arguments as an object (`| tojson`), not as JSON text
+    empty_call_content: str | None = None  # the content of a message of calls alone: None or ""
+
+
+_PROBE_NAME = "moebox_probe_function"
+_PROBE_ARGS = {"moebox_probe_argument": 7}
+_PROBE_RESULT = "moebox probe result"
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_NAME,
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {"moebox_probe_argument": {"type": "integer"}}},
+    },
+}
+
+
+def _probe_call(arguments: Any, content: str | None = None) -> dict:
+    call = {"id": "call_probe", "type": "function", "function": {"name": _PROBE_NAME, "arguments": arguments}}
+    return {"role": "assistant", "content": content, "tool_calls": [call]}
+
+
+def tool_instructions(tools: Sequence[Mapping[str, Any]] | None, fmt: ToolCallFormat) -> str:
+    """System prompt text that tells a model how to call tools: the tools themselves (for a template
+    that does not describe them) and the syntax to answer in, with an example."""
+    example = fmt.write([ToolCall("tool_name", '{"argument_name": "value"}')])
+    listed = (
+        "You can call the following tools (JSON Schema of each one's parameters):\n"
+        + json.dumps(list(tools), ensure_ascii=False, indent=2)
+        + "\n\n"
+        if tools
+        else ""
+    )
+    return (
+        listed + "To call a tool, answer with exactly this, with the tool's name and its arguments as a JSON "
+        "object, and nothing after it:\n"
+        + example
+        + ("" if fmt.anchored else "\n\nSeveral calls may follow one another.")
+    )
+
+
+def _forced_tool_text(force_tool: bool | str) -> str:
+    if isinstance(force_tool, str):
+        return f"In this answer you must call the tool `{force_tool}`."
+    return "In this answer you must call at least one of the tools."
+
+
 class ChatTemplate:
     """A model's chat template, ready to turn messages into the prompt text."""
 
@@ -207,12 +274,105 @@ class ChatTemplate:
         """From an opened GGUF (``engine.gguf_file.GGUFModel``)."""
         return cls.from_gguf_metadata(model.metadata)
 
+    def _render_probe(
+        self, messages: list[dict], tools: list | None = None, add_generation_prompt=False
+    ) -> str:
+        try:
+            return self._template.render(
+                messages=messages,
+                tools=tools,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "",
+                eos_token=self.eos_token or "",
+            )
+        except Exception:  # a template that refuses the probe does not support what it probes
+            return ""
+
+    @cached_property
+    def tool_support(self) -> ToolSupport:
+        """What this template does with tools (found once, by rendering probe conversations)."""
+        user = {"role": "user", "content": "probe question"}
+        renders_tools = _PROBE_NAME in self._render_probe([user], [_PROBE_TOOL])
+        renders_tools = renders_tools and _PROBE_NAME not in self._render_probe([user])
+        args_text = json.dumps(_PROBE_ARGS)
+        result = {"role": "tool", "tool_call_id": "call_probe", "name": _PROBE_NAME, "content": _PROBE_RESULT}
+        # DeepSeek-V3's template writes calls only when content is None, QwQ's fails on None before a
+        # tool result; some read arguments as text, others as an object. Take the first way that works
+        # with a tool result after the call, else the first that works without.
+        found: list[tuple[str, bool, str | None, bool]] = []
+        without_result: list[tuple[str, bool, str | None, bool]] = []
+        for empty in (None, ""):
+            for arguments in (args_text, dict(_PROBE_ARGS)):
+                with_result = self._render_probe([user, _probe_call(arguments, empty), result])
+                alone = self._render_probe([user, _probe_call(arguments, empty)])
+                obj = not isinstance(arguments, str)
+                if args_text in with_result:
+                    found.append((with_result, obj, empty, _PROBE_RESULT in with_result))
+                elif args_text in alone:
+                    without_result.append((alone, obj, empty, False))
+        found += without_result
+        rendered, object_arguments, empty, renders_results = found[0] if found else ("", False, None, False)
+        fmt = detect_format(rendered, _PROBE_NAME) if rendered else None
+        if not rendered:
+            renders_results = _PROBE_RESULT in self._render_probe([user, result])
+        if fmt is None:  # a syntax moebox cannot read back: it asks for GENERIC's
+            return ToolSupport(GENERIC, renders_tools, False, renders_results, False)
+        return ToolSupport(fmt, renders_tools, True, renders_results, object_arguments, empty)
+
+    @property
+    def tool_format(self) -> ToolCallFormat:
+        """The syntax in which the model writes tool calls (see engine/tool_calls.py)."""
+        return self.tool_support.format
+
+    def _with_tools(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        force_tool: bool | str,
+    ) -> tuple[list[dict[str, Any]], list | None]:
+        """Messages and tools as this template can take them (see the module's docstring)."""
+        support = self.tool_support
+        fmt = support.format
+        out: list[dict[str, Any]] = []
+        for m in messages:
+            m = dict(m)
+            calls = m.pop("tool_calls", None) or []
+            if m.get("role") == "assistant" and calls:
+                if support.renders_calls:
+                    m["tool_calls"] = [_call_for_template(c, support.object_arguments) for c in calls]
+                    m["content"] = m.get("content") or support.empty_call_content
+                else:
+                    written = fmt.write([_tool_call(c) for c in calls])
+                    m["content"] = (_text(m.get("content")) + "\n\n" + written).lstrip("\n")
+            elif m.get("role") == "tool" and not support.renders_results:
+                m = {
+                    "role": "user",
+                    "content": f"<tool_response>\n{_text(m.get('content'))}\n</tool_response>",
+                }
+            out.append(m)
+        instructions = []
+        if tools and not support.renders_tools:
+            instructions.append(tool_instructions(tools, fmt))
+        elif tools and fmt is GENERIC:  # the template lists the tools, in a syntax moebox cannot read
+            instructions.append(tool_instructions(None, fmt))
+        if tools and force_tool:
+            instructions.append(_forced_tool_text(force_tool))
+        if instructions:
+            text = "\n\n".join(instructions)
+            if out and out[0].get("role") == "system":
+                out[0] = {**out[0], "content": _text(out[0].get("content")) + "\n\n" + text}
+            else:
+                out.insert(0, {"role": "system", "content": text})
+        return out, (list(tools) if tools and support.renders_tools else None)
+
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool = True,
         force_think: bool = False,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        force_tool: bool | str = False,
         **template_kwargs: Any,
     ) -> str:
         """The prompt text for ``messages`` (dicts with role and content).
@@ -223,9 +383,18 @@ class ChatTemplate:
         are left as they are. template_kwargs reach the template as extra variables
         (e.g. ``enable_thinking=False`` for Qwen3).
 
+        tools: OpenAI-style tool definitions (``{"type": "function", "function": {...}}``); assistant
+        messages may carry OpenAI-style ``tool_calls`` and ``tool`` messages the results. force_tool
+        (True, or a tool's name) makes the prompt end with the opening of a call in the model's syntax
+        (``tool_format.opening``), closing an open reasoning block first, and says so in the system
+        prompt: the model's next tokens are then a tool call.
+
         Templates write BOS themselves where the model wants it, so the prompt is tokenized with
         ``Tokenizer.encode(prompt, add_special=False)``, as transformers does.
         """
+        force_tool = force_tool if tools else False
+        if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            messages, tools = self._with_tools(messages, tools, force_tool)
         variables: dict[str, Any] = {k: _plain(v) for k, v in template_kwargs.items()}
         if self.bos_token is not None:
             variables["bos_token"] = self.bos_token
@@ -249,4 +418,36 @@ class ChatTemplate:
             raise ChatTemplateError(f"the chat template failed: {type(e).__name__}: {e}") from None
         if force_think and add_generation_prompt and not prompt.endswith(THINK_OPEN):
             prompt += "\n" if prompt.endswith(THINK_OPEN.rstrip("\n")) else THINK_OPEN
+        if force_tool and add_generation_prompt:
+            if prompt.endswith(THINK_OPEN):  # a forced call comes without reasoning
+                prompt += THINK_CLOSE
+            prompt += self.tool_format.opening(force_tool if isinstance(force_tool, str) else None)
         return prompt
+
+
+def _text(content: Any) -> str:
+    """A message content as text (None: empty; text parts: joined as the template would get them)."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return _message_for_template({"role": "user", "content": content})["content"]
+    return str(content)
+
+
+def _tool_call(call: Mapping[str, Any]) -> ToolCall:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments or {}, ensure_ascii=False)
+    return ToolCall(str(function.get("name", "")), text)
+
+
+def _call_for_template(call: Mapping[str, Any], object_arguments: bool) -> dict[str, Any]:
+    """An OpenAI tool call as templates read it: type "function", arguments as text or as an object."""
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if object_arguments and isinstance(arguments, str):
+        with contextlib.suppress(ValueError):  # not JSON: the template gets the text as it came
+            function["arguments"] = json.loads(arguments)
+    elif not object_arguments and not isinstance(arguments, str):
+        function["arguments"] = json.dumps(arguments or {}, ensure_ascii=False)
+    return {**call, "type": call.get("type") or "function", "function": function}
