@@ -49,16 +49,14 @@ SWEEP_GEMV = [
     GemvTiles(8, 32, 4),
     GemvTiles(16, 32, 4),
     GemvTiles(16, 16, 4),
-    GemvTiles(32, 16, 4),
+    GemvTiles(32, 16, 8),
     GemvTiles(16, 64, 8),
-    GemvTiles(32, 32, 8),
 ]
 SWEEP_DOT = [
     DotTiles(64, 64, 256, 4, 2),
     DotTiles(128, 64, 256, 8, 2),
-    DotTiles(128, 128, 256, 8, 2),
-    DotTiles(64, 128, 128, 4, 3),
     DotTiles(128, 128, 128, 8, 3),
+    DotTiles(64, 128, 128, 4, 3),
 ]
 
 
@@ -137,7 +135,7 @@ def sweep_rows(fmt: str, shape: Shape, tokens: int, device: torch.device, timing
             f"dot  {fmt:6s} {shape.name:9s} T={tokens} {tiles}: {us:8.1f} us {flop / max(us, 1e-9) / 1e6:6.0f} TFLOP/s"
         )
     x16 = torch.randn(16, shape.cols, device=device).to(torch.bfloat16)
-    for bn in (32, 64, 128):
+    for bn in (32, 64):
         tiles = DotTiles(bn, 16, 256, 4, 2)
         auto = max(1, min(8, 2 * sms // triton_cdiv(shape.rows, bn)))
         us = median_us(lambda t=tiles, s=auto: kernels.dot(x16, args, m.layout, m.rows, m.cols, t, s), timing)
