@@ -4,12 +4,13 @@
     for chunk in llm.generate([{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=64)):
         print(chunk.text, end="", flush=True)
 
-A server drives several requests at once with `new_sequence()` and calls
-`step()` on each in turn (see engine/sequence.py).
+Several requests at once run through engine.scheduler.Scheduler: each step is one forward for
+every live request (engine/model_runner.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ class LLM:
         self.eos_token_ids: tuple[int, ...] = tuple(sorted(tokenizer.eos_ids))
         # what a request that names no sampling gets: the file's recommendation, else llama-server's
         self.sampling_defaults: dict[str, float] = default_sampling(gguf.metadata)
+        self._seq_ids = itertools.count(1)
 
     @classmethod
     def from_gguf(
@@ -197,30 +199,44 @@ class LLM:
 
     # --- generation ----------------------------------------------------------------------
 
-    def new_sequence(
-        self, prompt_ids: list[int], params: SamplingParams, *, prefill_chunk: int = 0
-    ) -> Sequence:
-        """A sequence to run step by step (see Sequence.step). prefill_chunk > 0 splits
-        the prompt's prefill into steps of that many tokens so other sequences can
-        run in between. Raises a PromptError subclass for a prompt that cannot run."""
+    def new_sequence(self, prompt_ids: list[int], params: SamplingParams) -> Sequence:
+        """A sequence's state, to hand to a Scheduler (`add` or `submit`). Raises a PromptError
+        subclass for a prompt that cannot run."""
         self.check_prompt(prompt_ids, params)
-        return Sequence(self, prompt_ids, params, prefill_chunk=prefill_chunk)
+        return Sequence(
+            next(self._seq_ids),
+            prompt_ids,
+            params,
+            vocab_size=self.config.vocab_size,
+            detokenizer=self.new_detokenizer(prompt_ids),
+            eos_token_ids=self.eos_token_ids,
+            context_length=self.context_length,
+        )
 
     def generate(
         self, prompt: Prompt, params: SamplingParams | None = None, *, force_think: bool = False
     ) -> Iterator[GenerationChunk]:
         """Generate for one prompt, yielding chunks as tokens are produced; the last one
         has finish_reason and timings set. Closing the iterator early frees the KV cache."""
+        from engine.scheduler import Scheduler, StepError
+
         params = params or sampling_with_defaults(self.sampling_defaults)
         seq = self.new_sequence(self.encode_prompt(prompt, force_think=force_think), params)
+        # a scheduler of its own: one request, its prompt in one forward, no prefix kept between calls
+        scheduler = Scheduler(self, max_running=1, prefill_chunk=0)
+        scheduler.add(seq)
         try:
             while not seq.finished:
-                chunk = seq.step()
-                if chunk.token_ids or chunk.text or chunk.finish_reason:
-                    yield chunk
+                try:
+                    outputs = scheduler.step()
+                except StepError as err:
+                    raise err.error from err.__cause__
+                for _, chunk in outputs:
+                    if chunk.token_ids or chunk.text or chunk.finish_reason:
+                        yield chunk
         finally:
             if not seq.finished:
-                seq.cancel()
+                scheduler.abort(seq)
 
     def new_detokenizer(self, prompt_ids: list[int]):
         """An incremental detokenizer for one sequence (`add(id) -> str`, `flush() -> str`)."""

@@ -39,4 +39,5 @@ class GenerationChunk(msgspec.Struct, kw_only=True):
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
     timings: Timings | None = None

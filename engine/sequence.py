@@ -1,25 +1,19 @@
-"""One generation request run step by step: prefill, then one token per step.
+"""One generation request's state: its tokens, sampling, KV cache blocks, detokenizer and stops.
 
-A scheduler (the HTTP gateway's, or `LLM.generate`) interleaves several
-sequences by calling `step()` on each in turn and may `cancel()` one between
-steps; either way the sequence's KV cache is freed when it finishes.
+A Sequence runs no model: the scheduler (engine/scheduler.py) picks which sequences take part in
+a step and how many of their tokens, the model runner (engine/model_runner.py) runs one forward
+for all of them and samples, and `append_token` turns each new token into a GenerationChunk.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-import time
-from typing import TYPE_CHECKING
-
-import torch
 
 from engine.kv_cache import KVCache
 from engine.outputs import FinishReason, GenerationChunk, Timings
 from engine.sampler import Sampler
 from engine.sampling_params import SamplingParams
-
-if TYPE_CHECKING:
-    from engine.llm import LLM
 
 log = logging.getLogger("moebox.generate")
 
@@ -57,125 +51,128 @@ class StopStringMatcher:
         return out
 
 
-class Sequence:
-    """A prompt being generated from. Not thread-safe: drive it from one thread.
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"  # queued: holds no KV cache yet
+    RUNNING = "running"  # admitted: holds KV blocks, prefilling or decoding
+    FINISHED = "finished"
 
-    Attributes: `prompt_ids`, `params`, `output_ids` (generated so far),
-    `finished`, `finish_reason` ("stop" | "length" | "cancelled" | None),
-    `timings` (Timings, filled as it runs).
+
+class Sequence:
+    """A prompt being generated from. Not thread-safe: one scheduler thread drives it.
+
+    Attributes: `id`, `prompt_ids`, `params`, `output_ids` (generated so far), `status`,
+    `finish_reason` ("stop" | "length" | "cancelled" | None), `timings`, `cache` (KVCache while
+    running), `block_table` (KV pool block ids it holds), `cached_tokens` (prompt tokens whose
+    keys/values came from the prefix cache instead of a forward).
     """
 
-    def __init__(self, llm: LLM, prompt_ids: list[int], params: SamplingParams, prefill_chunk: int = 0):
-        self.llm = llm
+    def __init__(
+        self,
+        seq_id: int,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        *,
+        vocab_size: int,
+        detokenizer,
+        eos_token_ids: tuple[int, ...] = (),
+        context_length: int,
+    ):
+        self.id = seq_id
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.output_ids: list[int] = []
-        self.finished = False
+        self.status = SequenceStatus.WAITING
         self.finish_reason: FinishReason | None = None
         self.timings = Timings(prompt_n=len(prompt_ids))
-        self.prefill_chunk = prefill_chunk
-        self.cache: KVCache | None = llm.model.new_cache(llm.context_length)
-        self.sampler = Sampler(params, llm.config.vocab_size)
+        self.context_length = context_length  # tokens this sequence may hold, prompt + output
+        self.cache: KVCache | None = None
+        self.block_table: list[int] = []
+        self.cached_tokens = 0
+        self.hashed_blocks = 0  # leading full blocks whose content hash the prefix cache knows
+        self.sampler = Sampler(params, vocab_size)
         self.sampler.observe_prompt(self.prompt_ids)
-        self.detokenizer = llm.new_detokenizer(self.prompt_ids)
+        self.detokenizer = detokenizer
         self.stop_matcher = StopStringMatcher(params.stop)
         self._stop_ids = set(params.stop_token_ids)
         if not params.ignore_eos:
-            self._stop_ids |= set(llm.eos_token_ids)
-        self._prefilled = 0
-        self._next_logits: torch.Tensor | None = None
+            self._stop_ids |= set(eos_token_ids)
+
+    # --- where it stands ---------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_computed(self) -> int:
+        """Tokens whose keys/values the cache holds."""
+        return self.cache.length if self.cache is not None else 0
 
     @property
     def prefill_done(self) -> bool:
-        return self._prefilled == len(self.prompt_ids)
+        return self.num_computed >= len(self.prompt_ids)
 
-    def step(self) -> GenerationChunk:
-        """Advance by one unit of work and report what it produced.
+    def token_ids(self, start: int = 0, end: int | None = None) -> list[int]:
+        """Prompt and output ids [start:end] as one list."""
+        n = len(self.prompt_ids)
+        end = self.num_tokens if end is None else end
+        if end <= n:
+            return self.prompt_ids[start:end]
+        if start >= n:
+            return self.output_ids[start - n : end - n]
+        return self.prompt_ids[start:] + self.output_ids[: end - n]
 
-        Until the prompt is consumed a step runs (a chunk of) prefill; the step
-        that finishes prefill also samples the first token. Each later step
-        decodes one token. A chunk may have no tokens (prefill in progress) or
-        no text (a partial UTF-8 character or a possible stop string held back).
-        The chunk with `finish_reason` set is the last; the KV cache is then freed.
-        Calling step() on a finished sequence is an error (RuntimeError).
-        """
-        if self.finished:
-            raise RuntimeError("step() on a finished sequence")
-        if not self.prefill_done:
-            t0 = time.perf_counter()
-            todo = len(self.prompt_ids) - self._prefilled
-            n = min(todo, self.prefill_chunk) if self.prefill_chunk > 0 else todo
-            ids = self.prompt_ids[self._prefilled : self._prefilled + n]
-            logits = self.llm.model.forward(torch.tensor(ids, dtype=torch.long), self.cache)
-            self._prefilled += n
-            self.timings.prompt_ms += (time.perf_counter() - t0) * 1e3
-            if not self.prefill_done:
-                return self._chunk([], "")
-            self._next_logits = logits[-1].cpu()
-            t0 = time.perf_counter()
-            chunk = self._emit_token()
-            self.timings.predicted_ms += (time.perf_counter() - t0) * 1e3
-            return chunk
-        t0 = time.perf_counter()
-        logits = self.llm.model.forward(torch.tensor(self.output_ids[-1:], dtype=torch.long), self.cache)
-        self._next_logits = logits[-1].cpu()
-        chunk = self._emit_token()
-        self.timings.predicted_ms += (time.perf_counter() - t0) * 1e3
-        return chunk
+    # --- what a step produced --------------------------------------------------------------------
 
-    def _emit_token(self) -> GenerationChunk:
-        token = self.sampler.sample(self._next_logits)
+    def append_token(self, token: int) -> GenerationChunk:
+        """Record a sampled token; the chunk says what text it completed and whether it ended the
+        sequence (then `finish` has run and the caller frees the KV blocks)."""
         self.output_ids.append(token)
         self.sampler.observe_output(token)
         self.timings.predicted_n = len(self.output_ids)
         if token in self._stop_ids:
-            return self._finish([token], self.stop_matcher.flush(), "stop")
+            return self.finish("stop", [token], self.stop_matcher.flush())
         text, stopped = self.stop_matcher.feed(self.detokenizer.add(token))
         if stopped:
-            return self._finish([token], text, "stop")
-        if (
-            len(self.output_ids) >= self.params.max_tokens
-            or len(self.prompt_ids) + len(self.output_ids) >= self.cache.capacity
-        ):
-            return self._finish(
-                [token],
-                text + self.stop_matcher.feed(self.detokenizer.flush())[0] + self.stop_matcher.flush(),
-                "length",
-            )
-        return self._chunk([token], text)
+            return self.finish("stop", [token], text)
+        if len(self.output_ids) >= self.params.max_tokens or self.num_tokens >= self.context_length:
+            return self.finish("length", [token], text + self.drain())
+        return self.chunk([token], text)
 
-    def cancel(self) -> GenerationChunk:
-        """Stop now (between steps) and free the KV cache; returns the final chunk."""
-        if self.finished:
-            return self._chunk([], "")
-        return self._finish([], "", "cancelled")
+    def drain(self) -> str:
+        """Text held back by the detokenizer and the stop matcher (the sequence ends without a stop)."""
+        return self.stop_matcher.feed(self.detokenizer.flush())[0] + self.stop_matcher.flush()
 
-    def _finish(self, ids: list[int], text: str, reason: FinishReason) -> GenerationChunk:
-        self.finished = True
+    def finish(self, reason: FinishReason, ids: list[int] | None = None, text: str = "") -> GenerationChunk:
+        """Mark the sequence finished; returns the last chunk (with the final timings)."""
+        self.status = SequenceStatus.FINISHED
         self.finish_reason = reason
-        if self.cache is not None:
-            self.cache.free()
-            self.cache = None
         t = self.timings
         log.info(
-            "prompt %d tokens, prefill %.1f tok/s; %d generated, decode %.1f tok/s; finish %s",
+            "prompt %d tokens (%d cached), prefill %.1f tok/s; %d generated, decode %.1f tok/s; finish %s",
             t.prompt_n,
+            self.cached_tokens,
             t.prompt_per_second,
             t.predicted_n,
             t.predicted_per_second,
             reason,
         )
-        chunk = self._chunk(ids, text)
+        chunk = self.chunk(ids or [], text)
         chunk.finish_reason = reason
         chunk.timings = Timings(
             prompt_n=t.prompt_n, prompt_ms=t.prompt_ms, predicted_n=t.predicted_n, predicted_ms=t.predicted_ms
         )
         return chunk
 
-    def _chunk(self, ids: list[int], text: str) -> GenerationChunk:
+    def chunk(self, ids: list[int], text: str) -> GenerationChunk:
         return GenerationChunk(
             token_ids=ids,
             text=text,
             prompt_tokens=len(self.prompt_ids),
             completion_tokens=len(self.output_ids),
+            cached_tokens=self.cached_tokens,
         )

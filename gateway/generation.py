@@ -23,7 +23,7 @@ from engine.scheduler import RequestStream, Scheduler
 from gateway.errors import ClientDisconnectedError, InvalidRequestError
 from gateway.metrics import GatewayMetrics
 from gateway.reasoning import THINK_OPEN, SplitDelta, ThinkSplitter, prompt_opens_think
-from gateway.schemas import CompletionTokensDetails, TimingsBody, Usage
+from gateway.schemas import CompletionTokensDetails, PromptTokensDetails, TimingsBody, Usage
 from gateway.settings import GatewaySettings
 
 
@@ -140,6 +140,7 @@ class GenerationRun:
         self._started = started
         self.prompt_tokens = stream.prompt_tokens
         self.completion_tokens = 0
+        self.cached_tokens = 0  # prompt tokens the prefix cache supplied
         self.reasoning_tokens = 0
         self.finish_reason: str | None = None
         self.timings: Timings | None = None
@@ -198,6 +199,7 @@ class GenerationRun:
                     self.first_token_at = time.perf_counter()
                     self._metrics.ttft.observe(self.first_token_at - self._started)
                 self.completion_tokens = max(self.completion_tokens, chunk.completion_tokens)
+                self.cached_tokens = chunk.cached_tokens
                 delta = self._split(chunk.text, len(chunk.token_ids))
                 if chunk.finish_reason is not None:
                     tail = self._splitter.finish() if self._splitter else SplitDelta()
@@ -278,6 +280,7 @@ class GenerationRun:
             completion_tokens=self.completion_tokens,
             total_tokens=self.prompt_tokens + self.completion_tokens,
             completion_tokens_details=CompletionTokensDetails(reasoning_tokens=self.reasoning_tokens),
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens),
         )
 
     def timings_body(self) -> TimingsBody | msgspec.UnsetType:

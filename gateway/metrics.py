@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engine.outputs import Timings
@@ -23,6 +23,7 @@ class _SchedulerCollector(Collector):
 
     def collect(self):
         s = self._stats()
+        blocks = s.kv_blocks_total if s else 0
         values = {
             "moebox_queue_waiting": ("Requests waiting for the model.", s.waiting if s else 0),
             "moebox_requests_running": ("Requests being generated (live sequences).", s.running if s else 0),
@@ -35,12 +36,47 @@ class _SchedulerCollector(Collector):
                 s.kv_cache_tokens if s else 0,
             ),
             "moebox_kv_cache_usage_ratio": (
-                "Cached tokens / (live sequences' capacity), 0..1.",
-                s.kv_cache_tokens / (s.context_length * s.max_running) if s and s.context_length else 0.0,
+                "KV pool blocks held by running requests / all blocks, 0..1.",
+                s.kv_blocks_used / blocks if blocks else 0.0,
+            ),
+            "moebox_kv_blocks_total": ("KV pool blocks (--ctx-size / block size).", blocks),
+            "moebox_kv_blocks_used": (
+                "KV pool blocks held by running requests.",
+                s.kv_blocks_used if s else 0,
+            ),
+            "moebox_kv_blocks_cached": (
+                "KV pool blocks kept by the prefix cache (given back when the pool needs them).",
+                s.kv_blocks_cached if s else 0,
+            ),
+            "moebox_kv_blocks_free": ("KV pool blocks free.", s.kv_blocks_free if s else 0),
+            "moebox_prefix_cache_hit_ratio": (
+                "Prompt tokens taken from the prefix cache / prompt tokens admitted, since start.",
+                s.cached_prompt_tokens / s.prompt_tokens if s and s.prompt_tokens else 0.0,
+            ),
+            "moebox_step_tokens_last": (
+                "Tokens computed by the last forward step.",
+                s.last_step_tokens if s else 0,
             ),
         }
         for name, (doc, value) in values.items():
             yield GaugeMetricFamily(name, doc, value=value)
+        counters = {
+            "moebox_steps": ("Forward steps run (one per batch of live requests).", s.steps if s else 0),
+            "moebox_step_tokens": (
+                "Tokens computed by forward steps (divide by steps: tokens per step).",
+                s.step_tokens if s else 0,
+            ),
+            "moebox_prefix_cached_tokens": (
+                "Prompt tokens taken from the prefix cache.",
+                s.cached_prompt_tokens if s else 0,
+            ),
+            "moebox_kv_pool_exhausted": (
+                "Requests ended with finish_reason length because the KV pool was full.",
+                s.out_of_kv if s else 0,
+            ),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=value)
 
 
 class GatewayMetrics:

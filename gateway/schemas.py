@@ -35,11 +35,55 @@ class ContentPart(Struct, kw_only=True):
     image_url: Any = None
 
 
+ToolName = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class FunctionDefinition(Struct, kw_only=True):
+    name: ToolName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON Schema of the arguments object
+    strict: bool | None = None
+
+
+class ToolDefinition(Struct, kw_only=True):
+    """A tool the model may call (OpenAI's `tools` items; Ollama's are the same)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(Struct, kw_only=True):
+    name: ToolName
+
+
+class NamedToolChoice(Struct, kw_only=True):
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class HistoryFunctionCall(Struct, kw_only=True):
+    name: ToolName
+    arguments: str | dict[str, Any] = "{}"  # JSON text (OpenAI); an object is taken too
+
+
+class HistoryToolCall(Struct, kw_only=True):
+    """A tool call of an earlier assistant message, as the client sends it back."""
+
+    function: HistoryFunctionCall
+    id: str | None = None
+    type: Literal["function"] = "function"
+
+
 class ChatMessage(Struct, kw_only=True):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[HistoryToolCall] | None = None  # assistant messages
+    tool_call_id: str | None = None  # tool messages: the call they answer
 
 
 class StreamOptions(Struct, kw_only=True):
@@ -71,6 +115,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     max_completion_tokens: MaxTokens | None = None
     reasoning_format: ReasoningFormat | None = None  # per request: "none" keeps <think> in content
     force_think: bool = False  # open the reasoning block in the prompt if the template has not
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # false: at most one call per answer
 
 
 class CompletionRequest(SamplingFields, kw_only=True):
@@ -86,11 +133,16 @@ class CompletionTokensDetails(Struct, kw_only=True):
     reasoning_tokens: int = 0
 
 
+class PromptTokensDetails(Struct, kw_only=True):
+    cached_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
+
+
 class Usage(Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: CompletionTokensDetails
+    prompt_tokens_details: PromptTokensDetails = msgspec.field(default_factory=PromptTokensDetails)
 
 
 class TimingsBody(Struct, kw_only=True):
@@ -106,17 +158,46 @@ class TimingsBody(Struct, kw_only=True):
     predicted_per_second: float
 
 
+class FunctionCall(Struct, kw_only=True):
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ToolCallBody(Struct, kw_only=True):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
 class AssistantMessage(Struct, kw_only=True, omit_defaults=True):
     role: Literal["assistant"]
     content: str | None
     reasoning_content: str | None = None  # present when the model reasoned
+    tool_calls: list[ToolCallBody] | None = None  # present when the model called tools
+
+
+ChatFinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class ChatChoice(Struct, kw_only=True):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: ChatFinishReason | None
     logprobs: None = None
+
+
+class FunctionCallDelta(Struct, kw_only=True, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
+    """A streamed piece of tool call `index`: the first has id, type and name, the next arguments."""
+
+    index: int
+    function: FunctionCallDelta
+    id: str | None = None
+    type: Literal["function"] | None = None
 
 
 class ChatCompletion(Struct, kw_only=True):
@@ -134,12 +215,13 @@ class ChatDelta(Struct, kw_only=True, omit_defaults=True):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(Struct, kw_only=True):
     index: int
     delta: ChatDelta
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: ChatFinishReason | None
     logprobs: None = None
 
 
@@ -224,11 +306,22 @@ class OllamaOptions(Struct, kw_only=True):
     frequency_penalty: Penalty | None = None
 
 
+class OllamaFunctionCall(Struct, kw_only=True):
+    name: ToolName
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class OllamaToolCall(Struct, kw_only=True):
+    function: OllamaFunctionCall
+
+
 class OllamaMessage(Struct, kw_only=True, omit_defaults=True):
     role: Role
     content: str = ""
     thinking: str | None = None
     images: list[str] | None = None
+    tool_calls: list[OllamaToolCall] | None = None  # assistant messages
+    tool_name: str | None = None  # tool messages: the tool that answered
 
 
 class OllamaReply(Struct, kw_only=True, omit_defaults=True):
@@ -237,6 +330,7 @@ class OllamaReply(Struct, kw_only=True, omit_defaults=True):
     role: Literal["assistant"]
     content: str
     thinking: str | None = None
+    tool_calls: list[OllamaToolCall] | None = None
 
 
 class OllamaChatRequest(Struct, kw_only=True):
@@ -245,6 +339,7 @@ class OllamaChatRequest(Struct, kw_only=True):
     stream: bool = True
     options: OllamaOptions | None = None
     think: bool | None = None  # false: keep the think block raw in content
+    tools: list[ToolDefinition] | None = None
 
 
 class OllamaGenerateRequest(Struct, kw_only=True):

@@ -23,6 +23,6 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
     top_p: float | None = None
     min_p: float | None = None
     repeat_penalty: float | None = None
-    max_running: int = 32  # sequences generated at once (each holds a KV cache)
+    max_running: int = 32  # sequences generated at once, batched per step (--parallel)
     max_waiting: int = 64  # queued requests beyond that get 429
-    prefill_chunk: int = 256  # prompt tokens per scheduler step, so others keep decoding
+    prefill_chunk: int = 256  # prompt tokens per request and step, so running streams keep their pace

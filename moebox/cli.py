@@ -56,6 +56,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         repeat_penalty=args.repeat_penalty,
         max_running=args.max_running,
         max_waiting=args.max_waiting,
+        prefill_chunk=args.prefill_chunk,
     )
     model = args.model or embedded_model_path()
     # Headers only (milliseconds): a wrong path, a broken file or an unsupported model
@@ -334,7 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--cors-origin", action="append", help="allow browser calls from this origin (repeatable; * for any)"
     )
     p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    p.add_argument("--ctx-size", type=int, help="tokens per sequence (default: the model's context)")
+    p.add_argument(
+        "-c",
+        "--ctx-size",
+        type=int,
+        help="tokens of KV cache shared by all requests, as llama-server counts it (one request may use "
+        "all of it; default: the model's context, or what fits the GPU)",
+    )
     p.add_argument(
         "-n",
         "--n-predict",
@@ -345,7 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-tokens-limit", type=int, help="cap on generated tokens per request, even if it asks for more"
     )
-    p.add_argument("--max-running", type=int, default=32, help="requests generated at once (default 32)")
+    p.add_argument(
+        "-np",
+        "--parallel",
+        "--max-running",
+        dest="max_running",
+        type=int,
+        default=32,
+        help="requests generated at once, batched in each step (default 32)",
+    )
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=256,
+        help="prompt tokens per step and request, so running streams keep their pace (default 256)",
+    )
     p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429 (default 64)")
     _add_kv_cache_dtype(p)
     _add_sampling(p)

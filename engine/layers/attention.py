@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.kv_cache import KVCache
+from engine.kv_cache import ForwardBatch, KVCache
 from engine.layers import fused
 from engine.layers.linear import Linear
 from engine.layers.rmsnorm import RMSNorm
@@ -46,11 +46,24 @@ class Attention:
         self._attn_row = fused.RowBuffer(n_heads * head_dim)  # consumed by o at once
         self.ops = fused.ops_for(qkv.device)
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        t = x.shape[0]
+    def __call__(self, x: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        """x: [T, hidden], the rows of every sequence in the batch → [T, hidden]. The projections run
+        on all rows at once; each sequence attends over its own cache with the ops a run of it alone
+        would use, so its rows do not depend on what else is in the batch."""
+        qkv = self.qkv(x)  # [T, (heads + 2 kv_heads) * head_dim]
+        if len(batch.segments) == 1:
+            s = batch.segments[0]
+            return self.o(self._attend(qkv, s.positions, s.cache, self._attn_row))
+        # several sequences: each result is kept until o, so none may go to the shared row buffer
+        out = [self._attend(qkv[s.start : s.end], s.positions, s.cache, None) for s in batch.segments]
+        return self.o(torch.cat(out))
+
+    def _attend(
+        self, qkv: torch.Tensor, positions: torch.Tensor, cache: KVCache, row: fused.RowBuffer | None
+    ) -> torch.Tensor:
+        """One sequence's new rows of qkv (overwritten) → attention output [t, heads * head_dim]."""
+        t = qkv.shape[0]
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
-        qkv = self.qkv(x)
         # qwen3 decode step: each q and k head normalized in place, then the fused path below
         norm_in_place = t == 1 and self.q_norm is not None and self.ops.native
         if norm_in_place:
@@ -68,10 +81,11 @@ class Attention:
                 self.n_kv_heads,
                 self.head_dim,
                 self.scale,
-                self._attn_row,
+                row,
             )
             if out is not None:
-                return self.o(out)
+                return out
+        # slicing rather than Tensor.split (a Python-level wrapper): this runs per layer per token
         qk = qkv[:, : q_size + kv_size].reshape(t, self.n_heads + self.n_kv_heads, self.head_dim)
         v = qkv[:, q_size + kv_size :].reshape(t, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None and not norm_in_place:
@@ -82,9 +96,9 @@ class Attention:
         q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
         k_all, v_all = cache.update(self.layer, k, v)  # [S, kv_heads, head_dim]
         if t == 1:
-            return self.o(self.ops.attend_one(q[0], k_all, v_all, self.scale, self._attn_row))
+            return self.ops.attend_one(q[0], k_all, v_all, self.scale, row)
         s = k_all.shape[0]
-        mask = causal_mask(t, s, x.device)
+        mask = causal_mask(t, s, qkv.device)
         out = F.scaled_dot_product_attention(
             q.transpose(0, 1),  # [heads, T, head_dim]
             k_all.transpose(0, 1).to(q.dtype),
@@ -93,4 +107,4 @@ class Attention:
             scale=self.scale,
             enable_gqa=self.n_heads != self.n_kv_heads,
         )  # [heads, T, head_dim]
-        return self.o(out.transpose(0, 1).reshape(t, self.n_heads * self.head_dim))
+        return out.transpose(0, 1).reshape(t, self.n_heads * self.head_dim)

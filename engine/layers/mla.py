@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.kv_cache import KVCache
+from engine.kv_cache import ForwardBatch
 from engine.layers.attention import causal_mask
 from engine.layers.linear import Linear
 from engine.layers.rmsnorm import RMSNorm
@@ -71,8 +71,11 @@ class MLAttention:
         self.absorb = absorb
         self.scale = (qk_nope_head_dim + qk_rope_head_dim) ** -0.5 * rope.attention_scale
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        """x: [T, hidden], the rows of every sequence in the batch → [T, hidden]. Projections and rope
+        run on all rows; each sequence attends over its own latent cache."""
         t = x.shape[0]
+        positions = batch.positions
         q = self.q(x) if self.q is not None else self.q_b(self.q_a_norm(self.q_a(x)))
         q = q.view(t, self.n_heads, self.nope + self.rope_dim)
         q_nope, q_pe = q.split([self.nope, self.rope_dim], dim=-1)  # [T, heads, nope], [T, heads, rope]
@@ -81,15 +84,16 @@ class MLAttention:
         kv = self.kv_a(x)  # [T, kv_lora + rope]
         c_kv = self.kv_a_norm(kv[:, : self.kv_lora_rank])  # [T, kv_lora]
         k_pe = self.rope.apply(kv[:, self.kv_lora_rank :].unsqueeze(1), positions).squeeze(1)  # [T, rope]
-        c_all, pe_all = cache.update(self.layer, c_kv, k_pe)  # [S, kv_lora], [S, rope]
-        c_all, pe_all = c_all.to(x.dtype), pe_all.to(x.dtype)
-
-        absorbed = self.absorb == "always" or (self.absorb == "decode" and t == 1)
-        out = (
-            self._absorbed(q_nope, q_pe, c_all, pe_all)
-            if absorbed
-            else self._expanded(q_nope, q_pe, c_all, pe_all)
-        )
+        outs = []
+        for s in batch.segments:
+            rows = slice(s.start, s.end)
+            c_all, pe_all = s.cache.update(self.layer, c_kv[rows], k_pe[rows])  # [S, kv_lora], [S, rope]
+            c_all, pe_all = c_all.to(x.dtype), pe_all.to(x.dtype)
+            n = s.end - s.start
+            absorbed = self.absorb == "always" or (self.absorb == "decode" and n == 1)
+            attend = self._absorbed if absorbed else self._expanded
+            outs.append(attend(q_nope[rows], q_pe[rows], c_all, pe_all))  # [n, heads, v_dim]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return self.o(out.reshape(t, self.n_heads * self.v_dim))
 
     def _absorbed(self, q_nope, q_pe, c_all, pe_all) -> torch.Tensor:

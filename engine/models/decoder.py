@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.kv_cache import KVCache
+from engine.kv_cache import ForwardBatch, KVCache
 from engine.layers.decode_step import LayerStep
 from engine.layers.embedding import Embedding
 from engine.layers.linear import Linear
@@ -20,12 +20,15 @@ class DecoderLayer:
         # a CPU decode step runs the whole layer in one native call where its weights allow it
         self._step = LayerStep.build(self.attn_norm, self.attn, self.ffn_norm, self.ffn)
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        """x: [T, hidden], the rows of every sequence in the step. Norms, matmuls and the MoE (one
+        native call for the routed experts of all rows) see all rows; attention goes per sequence."""
         if self._step is not None and x.shape[0] == 1:
-            out = self._step(x, positions, cache)
+            s = batch.segments[0]
+            out = self._step(x, s.positions, s.cache)
             if out is not None:
                 return out
-        h = x + self.attn(self.attn_norm(x), positions, cache)
+        h = x + self.attn(self.attn_norm(x), batch)
         return h + self.ffn(self.ffn_norm(h))
 
 
@@ -52,13 +55,27 @@ class DecoderModel:
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, cache: KVCache, *, all_logits: bool = False) -> torch.Tensor:
-        """ids: [T] int64 → logits [T, vocab] f32 (all_logits) or [1, vocab] for the last token."""
+        """One sequence: ids [T] int64 after what the cache holds → logits [T, vocab] f32 (all_logits)
+        or [1, vocab] for the last token."""
         t = ids.shape[0]
-        positions = torch.arange(cache.length, cache.length + t, device=self.device)
+        return self.forward_batch(
+            ids, ForwardBatch([(cache, t)], self.device), None if all_logits else [t - 1]
+        )
+
+    @torch.inference_mode()
+    def forward_batch(
+        self, ids: torch.Tensor, batch: ForwardBatch, logit_rows: list[int] | None
+    ) -> torch.Tensor:
+        """Several sequences in one pass: ids [T] int64, the new tokens of each sequence in the
+        order of batch.segments → logits [len(logit_rows), vocab] f32 for the rows asked for
+        (all rows for None). Every cache advances by its segment's tokens."""
+        t = ids.shape[0]
         x = self.embed(ids).to(self.device)  # [T, hidden]
         for layer in self.layers:
-            x = layer(x, positions, cache)
-        cache.advance(t)
-        if not all_logits:
-            x = x[-1:]
+            x = layer(x, batch)
+        batch.advance()
+        if logit_rows is not None:
+            if not logit_rows:  # prompt chunks only: nothing to sample yet
+                return torch.empty((0, self.lm_head.out_features), dtype=torch.float32)
+            x = x[-1:] if logit_rows == [t - 1] else x[logit_rows]
         return self.lm_head(self.norm(x)).float()

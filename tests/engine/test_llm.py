@@ -1,5 +1,5 @@
 """The generation API on the embedded SmolLM2-135M-Instruct Q4_1 model:
-stopping rules, seeds, step-by-step sequences, cancellation and prompt errors."""
+stopping rules, seeds, batched sequences, cancellation and prompt errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from engine.default_model import embedded_model_path
 from engine.errors import ContextLengthError, EmptyPromptError, InvalidTokenError
 from engine.llm import LLM
 from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler
 
 MESSAGES = [{"role": "user", "content": "Write a short poem about the sea."}]
 
@@ -79,31 +80,39 @@ def test_stop_token_ids_and_eos(llm):
 
 
 def _alone(llm, prompt, params, prefill_chunk):
-    seq = llm.new_sequence(prompt, params, prefill_chunk=prefill_chunk)
+    sched = Scheduler(llm, max_running=1, prefill_chunk=prefill_chunk)
+    seq = llm.new_sequence(prompt, params)
+    sched.add(seq)
     while not seq.finished:
-        seq.step()
+        sched.step()
     return seq.output_ids
 
 
-def test_interleaved_sequences_equal_separate_runs_and_cancel_frees(llm):
-    """Interleaving must not change a sequence's tokens. Each is compared with a run of its own
+def test_batched_sequences_equal_separate_runs_and_cancel_frees(llm):
+    """Batching must not change a sequence's tokens. Each is compared with a run of its own
     with the same prefill chunks: chunked and whole prefill agree only up to float accumulation
-    order (test_chunked_prefill_logits_match_whole_prefill), which can flip a near tie."""
+    order (test_chunked_prefill_logits_match_whole_prefill), which can flip a near tie. The
+    batch runs each sequence's rows through the same kernels as its own run (the native matmuls
+    give each row bitwise the same result whatever the row count: tests/native), so here the
+    tokens must be equal."""
     params = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
     prompts = [llm.encode_prompt(MESSAGES), llm.encode_prompt("The capital of France is")]
     alone = [_alone(llm, p, params, prefill_chunk=8) for p in prompts]
-    seqs = [llm.new_sequence(p, params, prefill_chunk=8) for p in prompts]
+    sched = Scheduler(llm, max_running=3, prefill_chunk=8)
+    seqs = [llm.new_sequence(p, params) for p in prompts]
     third = llm.new_sequence(prompts[1], params)
-    third.step()
-    third.step()
-    assert third.cache is not None
-    final = third.cancel()
+    for s in [*seqs, third]:
+        sched.add(s)
+    while third.num_computed == 0:
+        sched.step()
+    assert third.cache is not None and sched.block_manager.stats().used > 0
+    final = sched.abort(third)
     assert final.finish_reason == "cancelled" and third.cache is None and third.finished
+    assert third.block_table == []
     while not all(s.finished for s in seqs):
-        for s in seqs:
-            if not s.finished:
-                s.step()
+        sched.step()
     assert [s.output_ids for s in seqs] == alone
+    assert sched.block_manager.stats().used == 0 and not sched.running
 
 
 def test_chunked_prefill_logits_match_whole_prefill(llm, monkeypatch):
@@ -144,7 +153,6 @@ def test_prompt_errors(llm):
 
 
 def test_generation_stops_at_the_context_end(llm):
-    seq = llm.new_sequence([1] * 250, SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))
-    while not seq.finished:
-        last = seq.step()
-    assert last.finish_reason == "length" and len(seq.output_ids) == 6
+    chunks = list(llm.generate([1] * 250, SamplingParams(temperature=0, max_tokens=100, ignore_eos=True)))
+    last = chunks[-1]
+    assert last.finish_reason == "length" and sum(len(c.token_ids) for c in chunks) == 6
