@@ -33,9 +33,11 @@ MiB = 2**20
 # Kept free on the GPU beyond the plan: the CUDA caching allocator's fragmentation, cuBLAS
 # workspaces and the kernels' own scratch, which no tensor shape tells.
 VRAM_RESERVE = 1 * GiB
-# Prompt tokens per forward pass the work buffers are sized for: the server's prefill chunk
-# (gateway/settings.py prefill_chunk); a longer single prefill needs more.
+# A step the work buffers are sized for, as the server runs by default: one request's prompt
+# chunk (--prefill-chunk 256) beside one decode row of each other live request (--parallel 32),
+# whose last rows give logits. A longer single prefill needs more.
 PREFILL_CHUNK = 256
+PARALLEL = 32
 # The context the plan lowers to at the least when the model's own does not fit.
 MIN_CONTEXT = 4096
 
@@ -187,18 +189,20 @@ class WorkBuffers:
 
 
 def work_buffers(
-    config, *, chunk: int = PREFILL_CHUNK, act_bytes: int = 4, cache_elem: int = 2
+    config, *, chunk: int = PREFILL_CHUNK, parallel: int = PARALLEL, act_bytes: int = 4, cache_elem: int = 2
 ) -> WorkBuffers:
-    """The largest temporaries one layer allocates at a prefill chunk of `chunk` tokens,
-    as the layers compute (activations in `act_bytes`; the cache stored in `cache_elem`):
+    """The largest temporaries one layer allocates in a step of a `chunk`-token prompt chunk
+    and `parallel` rows in all, as the layers compute (activations in `act_bytes`; the cache
+    stored in `cache_elem`):
 
-    - attention over S context tokens: MLA widens the cached latent and rope key to the
-      activation dtype and expands keys and values (k_nope [g, S, nope], v [g, S, v],
+    - attention over S context tokens, per request: MLA widens the cached latent and rope key
+      to the activation dtype and expands keys and values (k_nope [g, S, nope], v [g, S, v],
       k = [k_nope, k_pe] [g, S, nope + rope]) for a group of g heads at a time; GQA widens
       K and V ([S, kv_heads, head_dim] each); both build a [chunk, S] boolean causal mask and
       call scaled_dot_product_attention, whose fused kernels keep no [heads, chunk, S] scores;
-    - the chunk's activations: the residual stream, q, the widest FFN's gate/up/hidden
-      rows (x 4 as input, gate, up and product coexist) and the last token's logits.
+    - the step's activations (chunk + parallel rows): the residual stream, q, the widest FFN's
+      gate/up/hidden rows (x 4 as input, gate, up and product coexist), and the logits of
+      `parallel` rows.
     """
     h = config.hidden_size
     heads = expanded = 0
@@ -216,7 +220,9 @@ def work_buffers(
     ffn = max(config.ffn_dim, config.moe.expert_ffn_dim if config.moe else 0)
     if config.moe is not None:
         ffn = max(ffn, config.moe.shared_ffn_dim or config.moe.n_shared_experts * config.moe.expert_ffn_dim)
-    fixed = chunk * (4 * h + 2 * q_width + 4 * ffn) * act_bytes + config.vocab_size * 4
+    fixed = (chunk + parallel) * (
+        4 * h + 2 * q_width + 4 * ffn
+    ) * act_bytes + parallel * config.vocab_size * 4
     return WorkBuffers(fixed, per_token, heads, expanded, act_bytes)
 
 

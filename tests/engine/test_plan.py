@@ -190,8 +190,9 @@ def test_work_buffers_by_hand(tiny_v3):
     assert (w.heads, w.expanded_values) == (4, 2 * 64 + 64 + 32)
     # 4 heads x 8192 tokens x 224 values x 4 bytes = 28 MiB: all heads in one group
     assert w.expanded(8192) == 4 * 8192 * 224 * 4
-    # the chunk's activations: 4 x hidden + 2 x q (4 x 96) + 4 x the widest FFN (512), f32; logits
-    assert w.fixed == 256 * (4 * 256 + 2 * 384 + 4 * 512) * 4 + config.vocab_size * 4
+    # a step of a 256-token chunk and 32 decode rows: 4 x hidden + 2 x q (4 x 96) + 4 x the
+    # widest FFN (512) values per row, f32; 32 rows of logits
+    assert w.fixed == (256 + 32) * (4 * 256 + 2 * 384 + 4 * 512) * 4 + 32 * config.vocab_size * 4
     assert w.at(8192) == w.fixed + 8192 * w.per_context_token + w.expanded(8192)
 
 
