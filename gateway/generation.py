@@ -20,6 +20,7 @@ from engine.llm import LLM
 from engine.outputs import Timings
 from engine.sampling_params import SamplingParams, sampling_with_defaults
 from engine.scheduler import RequestStream, Scheduler
+from engine.tool_calls import ToolCall, ToolCallFormat, ToolCallParser
 from gateway.errors import ClientDisconnectedError, InvalidRequestError
 from gateway.metrics import GatewayMetrics
 from gateway.reasoning import THINK_OPEN, SplitDelta, ThinkSplitter, prompt_opens_think
@@ -31,12 +32,25 @@ from gateway.settings import GatewaySettings
 class PreparedPrompt:
     ids: list[int]
     think_prefix: str | None  # the prompt's tail from an unclosed "<think>" on, if it ended inside one
+    tool_format: ToolCallFormat | None = None  # read tool calls out of the answer in this syntax
+    tool_prefix: str = ""  # the opening of a tool call the prompt ends with (a forced call)
 
 
-def chat_prompt(llm: LLM, messages: list[dict], *, force_think: bool = False) -> PreparedPrompt:
-    """Chat messages through the model's template, encoded as the engine encodes them (one BOS)."""
-    ids, text = llm.encode_chat(messages, force_think=force_think)
-    return PreparedPrompt(ids, _think_prefix(text))
+def chat_prompt(
+    llm: LLM,
+    messages: list[dict],
+    *,
+    force_think: bool = False,
+    tools: list[dict] | None = None,
+    force_tool: bool | str = False,
+) -> PreparedPrompt:
+    """Chat messages (and tools) through the model's template, encoded as the engine encodes them
+    (one BOS). With tools, the answer is read for tool calls in the template's syntax; force_tool
+    (True or a tool's name) ends the prompt with the opening of a call."""
+    ids, text = llm.encode_chat(messages, force_think=force_think, tools=tools, force_tool=force_tool)
+    fmt = llm.chat_template.tool_format if tools else None
+    prefix = fmt.opening(force_tool if isinstance(force_tool, str) else None) if fmt and force_tool else ""
+    return PreparedPrompt(ids, _think_prefix(text), fmt, prefix)
 
 
 def _think_prefix(text: str) -> str | None:
@@ -129,6 +143,8 @@ class GenerationRun:
         split_reasoning: bool,
         think_prefix: str | None,
         started: float,
+        tool_format: ToolCallFormat | None = None,
+        tool_prefix: str = "",
     ):
         self._stream = stream
         self._api = api
@@ -138,6 +154,10 @@ class GenerationRun:
         # reads as the model's complete output.
         self._raw_prefix = think_prefix if not split_reasoning and think_prefix else ""
         self._started = started
+        self._tools = ToolCallParser(tool_format) if tool_format is not None else None
+        if self._tools is not None:
+            self._tools.feed(tool_prefix)  # the call's opening is in the prompt; its rest comes out
+        self.tool_calls: list[ToolCall] = []
         self.prompt_tokens = stream.prompt_tokens
         self.completion_tokens = 0
         self.cached_tokens = 0  # prompt tokens the prefix cache supplied
@@ -167,6 +187,8 @@ class GenerationRun:
             split_reasoning=split_reasoning,
             think_prefix=prompt.think_prefix,
             started=started,
+            tool_format=prompt.tool_format,
+            tool_prefix=prompt.tool_prefix,
         )
 
     @property
@@ -205,6 +227,7 @@ class GenerationRun:
                     tail = self._splitter.finish() if self._splitter else SplitDelta()
                     delta = SplitDelta(delta.reasoning + tail.reasoning, delta.content + tail.content)
                     self._finish(chunk.finish_reason, chunk.timings)
+                delta = self._read_tool_calls(delta, final=chunk.finish_reason is not None)
                 if delta:
                     yield delta
                 if chunk.finish_reason is not None:
@@ -223,6 +246,18 @@ class GenerationRun:
         if was_thinking or self._splitter.in_think:
             self.reasoning_tokens += n_tokens
         return delta
+
+    def _read_tool_calls(self, delta: SplitDelta, *, final: bool) -> SplitDelta:
+        """Tool calls out of the answer's text (malformed ones stay text)."""
+        if self._tools is None:
+            return delta
+        parsed = self._tools.feed(delta.content)
+        content, calls = parsed.content, parsed.tool_calls
+        if final:
+            tail = self._tools.finish()
+            content, calls = content + tail.content, calls + tail.tool_calls
+        self.tool_calls += calls
+        return SplitDelta(delta.reasoning, content, calls)
 
     def _finish(self, reason: str, timings: Timings | None) -> None:
         self.finish_reason = reason
@@ -272,7 +307,9 @@ class GenerationRun:
 
     @property
     def openai_finish_reason(self) -> str:
-        return "length" if self.finish_reason == "length" else "stop"
+        if self.finish_reason == "length":
+            return "length"
+        return "tool_calls" if self.tool_calls else "stop"
 
     def usage(self) -> Usage:
         return Usage(

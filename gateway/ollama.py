@@ -4,12 +4,15 @@ Enough for Page Assist and Ollama client libraries: NDJSON streaming (one JSON
 object per line, the last with `done: true` and the counts and durations in
 nanoseconds) or one object when `stream` is false; reasoning goes to
 `message.thinking` (`thinking` for /api/generate) unless `think` is false or
-the server keeps reasoning raw.
+the server keeps reasoning raw. /api/chat takes `tools`; the model's calls come
+back as `message.tool_calls` (arguments as an object), in the line where each
+call became complete when streaming.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,6 +23,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from engine import __version__
+from engine.tool_calls import ToolCall
 from gateway.errors import InvalidRequestError, describe, error_responses
 from gateway.generation import GenerationRun, chat_prompt, sampling_params, text_prompt
 from gateway.metrics import GatewayMetrics
@@ -28,8 +32,10 @@ from gateway.schemas import (
     OllamaChatRequest,
     OllamaChatResponse,
     OllamaError,
+    OllamaFunctionCall,
     OllamaGenerateRequest,
     OllamaGenerateResponse,
+    OllamaMessage,
     OllamaModel,
     OllamaModelDetails,
     OllamaOptions,
@@ -37,6 +43,7 @@ from gateway.schemas import (
     OllamaShowRequest,
     OllamaShowResponse,
     OllamaTags,
+    OllamaToolCall,
     OllamaVersion,
 )
 from gateway.settings import GatewaySettings
@@ -97,6 +104,30 @@ def _no_images(images: list[str] | None, where: str) -> None:
         )
 
 
+def _template_messages(messages: list[OllamaMessage]) -> list[dict]:
+    out = []
+    for i, m in enumerate(messages):
+        msg: dict = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            msg["tool_calls"] = [
+                {
+                    "id": f"call_{i}_{j}",
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
+                for j, c in enumerate(m.tool_calls)
+            ]
+        out.append(msg)
+    return out
+
+
+def _tool_calls(calls: tuple[ToolCall, ...] | list[ToolCall]) -> list[OllamaToolCall] | None:
+    return [
+        OllamaToolCall(function=OllamaFunctionCall(name=c.name, arguments=json.loads(c.arguments)))
+        for c in calls
+    ] or None
+
+
 def _details(host: ModelHost) -> OllamaModelDetails:
     arch = host.llm.config.architecture if host.llm is not None else ""
     return OllamaModelDetails(
@@ -138,7 +169,7 @@ class OllamaController(Controller):
                 "general.architecture": arch,
                 f"{arch or 'model'}.context_length": llm.context_length,
             },
-            capabilities=["completion", "thinking"],
+            capabilities=["completion", "thinking", "tools"],
             modified_at=datetime.fromtimestamp(host.created, UTC).isoformat().replace("+00:00", "Z"),
         )
 
@@ -169,7 +200,8 @@ class OllamaController(Controller):
                 done=True,
                 done_reason="load",
             )
-        prompt = chat_prompt(llm, [{"role": m.role, "content": m.content} for m in data.messages])
+        tools = [msgspec.to_builtins(t) for t in data.tools] if data.tools else None
+        prompt = chat_prompt(llm, _template_messages(data.messages), tools=tools)
         params = _params(llm, settings, data.options, len(prompt.ids))
         run = GenerationRun.start(
             scheduler,
@@ -183,8 +215,13 @@ class OllamaController(Controller):
         model = data.model
         if data.stream:
 
-            def line(delta_reasoning: str, delta_content: str) -> OllamaChatResponse:
-                msg = OllamaReply(role="assistant", content=delta_content, thinking=delta_reasoning or None)
+            def line(delta_reasoning: str, delta_content: str, calls=()) -> OllamaChatResponse:
+                msg = OllamaReply(
+                    role="assistant",
+                    content=delta_content,
+                    thinking=delta_reasoning or None,
+                    tool_calls=_tool_calls(calls),
+                )
                 return OllamaChatResponse(model=model, created_at=_now(), message=msg, done=False)
 
             def last() -> OllamaChatResponse:
@@ -201,7 +238,12 @@ class OllamaController(Controller):
         return OllamaChatResponse(
             model=model,
             created_at=_now(),
-            message=OllamaReply(role="assistant", content=content, thinking=reasoning or None),
+            message=OllamaReply(
+                role="assistant",
+                content="" if run.tool_calls and not content.strip() else content,
+                thinking=reasoning or None,
+                tool_calls=_tool_calls(run.tool_calls),
+            ),
             done=True,
             **_final_counts(run, started),
         )
@@ -248,7 +290,7 @@ class OllamaController(Controller):
         model = data.model
         if data.stream:
 
-            def line(delta_reasoning: str, delta_content: str) -> OllamaGenerateResponse:
+            def line(delta_reasoning: str, delta_content: str, calls=()) -> OllamaGenerateResponse:
                 return OllamaGenerateResponse(
                     model=model,
                     created_at=_now(),
@@ -279,7 +321,7 @@ def _ndjson(run: GenerationRun, line, last, request: Request) -> NDJSONStream:
         try:
             async for d in run.deltas():
                 if d is not None:
-                    yield _encode(line(d.reasoning, d.content)) + b"\n"
+                    yield _encode(line(d.reasoning, d.content, d.tool_calls)) + b"\n"
             yield _encode(last()) + b"\n"
         except Exception as exc:
             run.cancel()

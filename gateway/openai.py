@@ -4,7 +4,10 @@ Streaming follows OpenAI's wire format: `chat.completion.chunk` objects with one
 id, the first delta carries the role, reasoning streams as `reasoning_content`
 deltas (DeepSeek's and llama-server's convention), the last choice chunk has
 finish_reason, `stream_options.include_usage` adds a chunk with usage and
-`choices: []`, then `data: [DONE]`. While nothing arrives (a long prefill) an
+`choices: []`, then `data: [DONE]`. With `tools`, the model's calls come back as
+`tool_calls` (finish_reason "tool_calls"); streamed, each call is a delta with
+its id and name, then one with its arguments, sent once the call is complete
+and its arguments parse (a malformed call is sent as content). While nothing arrives (a long prefill) an
 SSE comment keeps proxies from closing the connection. An error after the
 stream started is sent as a chunk holding an `error` object.
 """
@@ -40,13 +43,19 @@ from gateway.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatDelta,
+    ChatMessage,
     Completion,
     CompletionChoice,
     CompletionRequest,
     ErrorBody,
+    FunctionCall,
+    FunctionCallDelta,
     ModelCard,
     ModelList,
+    NamedToolChoice,
     SamplingFields,
+    ToolCallBody,
+    ToolCallDelta,
 )
 from gateway.settings import GatewaySettings
 from gateway.streaming import EventStream, SSEOperation
@@ -98,6 +107,47 @@ def _prompt_text(prompt: str | list[str | int]) -> str | None:
     )
 
 
+def _template_messages(messages: list[ChatMessage]) -> list[dict]:
+    """Messages as the chat template takes them: text content, and the tool calls and results."""
+    out = []
+    for i, m in enumerate(messages):
+        msg: dict = {"role": m.role, "content": message_text(m.content, where=f"messages[{i}].content")}
+        if m.tool_calls:
+            msg["tool_calls"] = [
+                {
+                    "id": c.id or f"call_{i}_{j}",
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
+                for j, c in enumerate(m.tool_calls)
+            ]
+        if m.tool_call_id is not None:
+            msg["tool_call_id"] = m.tool_call_id
+        out.append(msg)
+    return out
+
+
+def _tool_request(data: ChatCompletionRequest) -> tuple[list[dict] | None, bool | str]:
+    """The tools to show the model and whether (or which) it must call, from tools and tool_choice."""
+    if not data.tools or data.tool_choice == "none":
+        return None, False
+    tools = [msgspec.to_builtins(t) for t in data.tools]
+    choice = data.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        if choice.function.name not in {t.function.name for t in data.tools}:
+            raise InvalidRequestError(
+                f"tool_choice names the function {choice.function.name!r}, which is not in `tools`; "
+                "name one of the tools sent.",
+                param="tool_choice",
+            )
+        return tools, choice.function.name
+    return tools, choice == "required"
+
+
+def tool_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
 def _keepalive() -> ServerSentEventMessage:
     return ServerSentEventMessage(comment="keep-alive", data=None)
 
@@ -130,11 +180,14 @@ class OpenAIController(Controller):
         started = time.perf_counter()
         _check_n(data)
         llm, scheduler = host.resolve(data.model)
-        messages = [
-            {"role": m.role, "content": message_text(m.content, where=f"messages[{i}].content")}
-            for i, m in enumerate(data.messages)
-        ]
-        prompt = chat_prompt(llm, messages, force_think=data.force_think)
+        tools, force_tool = _tool_request(data)
+        prompt = chat_prompt(
+            llm,
+            _template_messages(data.messages),
+            force_think=data.force_think,
+            tools=tools,
+            force_tool=force_tool,
+        )
         params = _params(llm, settings, data, len(prompt.ids), data.max_completion_tokens or data.max_tokens)
         split = (data.reasoning_format or settings.reasoning_format) == "deepseek"
         run = GenerationRun.start(
@@ -151,9 +204,15 @@ class OpenAIController(Controller):
         model = host.name or ""
         if data.stream:
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            events = _chat_events(run, cid, created, model, include_usage, settings, request)
+            max_calls = 1 if data.parallel_tool_calls is False else None
+            events = _chat_events(run, cid, created, model, include_usage, settings, request, max_calls)
             return EventStream(events)  # type: ignore[return-value]
         reasoning, content = await run.collect(request.receive)
+        calls = run.tool_calls[:1] if data.parallel_tool_calls is False else run.tool_calls
+        tool_calls = [
+            ToolCallBody(id=tool_call_id(), function=FunctionCall(name=c.name, arguments=c.arguments))
+            for c in calls
+        ]
         return ChatCompletion(
             id=cid,
             created=created,
@@ -162,7 +221,10 @@ class OpenAIController(Controller):
                 ChatChoice(
                     index=0,
                     message=AssistantMessage(
-                        role="assistant", content=content, reasoning_content=reasoning or None
+                        role="assistant",
+                        content=None if tool_calls and not content.strip() else content,
+                        reasoning_content=reasoning or None,
+                        tool_calls=tool_calls or None,
                     ),
                     finish_reason=run.openai_finish_reason,
                 )
@@ -233,11 +295,13 @@ async def _chat_events(
     include_usage: bool,
     settings: GatewaySettings,
     request: Request,
+    max_calls: int | None = None,
 ) -> AsyncIterator[str | ServerSentEventMessage]:
     def chunk(delta: ChatDelta, finish_reason=None, **extra) -> str:
         choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
         return _data(ChatCompletionChunk(id=cid, created=created, model=model, choices=[choice], **extra))
 
+    n_calls = 0
     try:
         yield chunk(ChatDelta(role="assistant", content=""))
         async for d in run.deltas(settings.keepalive_seconds):
@@ -248,6 +312,15 @@ async def _chat_events(
                 yield chunk(ChatDelta(reasoning_content=d.reasoning))
             if d.content:
                 yield chunk(ChatDelta(content=d.content))
+            for call in d.tool_calls:
+                if max_calls is not None and n_calls >= max_calls:
+                    break
+                head = FunctionCallDelta(name=call.name, arguments="")
+                first = ToolCallDelta(index=n_calls, id=tool_call_id(), type="function", function=head)
+                yield chunk(ChatDelta(tool_calls=[first]))
+                args = FunctionCallDelta(arguments=call.arguments)
+                yield chunk(ChatDelta(tool_calls=[ToolCallDelta(index=n_calls, function=args)]))
+                n_calls += 1
         yield chunk(ChatDelta(), run.openai_finish_reason, timings=run.timings_body())
         if include_usage:
             yield _data(

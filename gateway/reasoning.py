@@ -12,7 +12,10 @@ tag), and the output may stop inside the think (max_tokens).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from engine.tool_calls import ToolCall
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -26,9 +29,10 @@ class SplitDelta:
 
     reasoning: str = ""
     content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # calls that became complete (engine/tool_calls.py)
 
     def __bool__(self) -> bool:
-        return bool(self.reasoning or self.content)
+        return bool(self.reasoning or self.content or self.tool_calls)
 
 
 def prompt_opens_think(prompt_text: str) -> bool:

@@ -38,14 +38,14 @@ class ContentPart(Struct, kw_only=True):
 ToolName = Annotated[str, Meta(min_length=1, max_length=256)]
 
 
-class FunctionDefinition(Struct, kw_only=True):
+class FunctionDefinition(Struct, kw_only=True, omit_defaults=True):
     name: ToolName
     description: str | None = None
     parameters: dict[str, Any] | None = None  # JSON Schema of the arguments object
     strict: bool | None = None
 
 
-class ToolDefinition(Struct, kw_only=True):
+class ToolDefinition(Struct, kw_only=True, omit_defaults=True):
     """A tool the model may call (OpenAI's `tools` items; Ollama's are the same)."""
 
     type: Literal["function"]
