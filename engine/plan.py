@@ -503,6 +503,12 @@ def _mib(n: int) -> str:
     return f"{n / MiB:,.1f}"
 
 
+def _layer_count(layers: list[int]) -> str:
+    """[58, 59, 60] -> 'MoE layers 58-60'; [60] -> 'MoE layer 60'."""
+    lo, hi = min(layers), max(layers)
+    return f"MoE layer {lo}" if lo == hi else f"{len(layers)} MoE layers {lo}-{hi}"
+
+
 def _round_context(n: int) -> int:
     """A context to suggest: a multiple of 256 where that is not 0."""
     return n // 256 * 256 or n
@@ -636,11 +642,15 @@ def _tensor_plan(name, info, placement, gpu_kernel_for, native, group=None) -> T
 def _fit_experts(plan: MemoryPlan, build, gguf, config, gpu_kernel_for, native) -> MemoryPlan:
     """Routed experts of the last MoE layers on the GPU while they fit the VRAM left over."""
     per_layer: dict[int, int] = defaultdict(int)
+    no_kernel: set[str] = set()  # expert types the GPU would hold as bf16
     for t in gguf:
         layer = _layer(t.name)
         if layer is not None and re.search(EXPS_REGEX, t.name):
             fmt = held_format("gguf", int(t.ggml_type), gpu_kernel_for=gpu_kernel_for, native=native)
             per_layer[layer] += held_bytes(fmt, int(t.ggml_type), t.n_elements, t.n_bytes)
+            if fmt == "bf16":
+                no_kernel.add(t.type_name)
+    why = f"; no GPU kernel for {', '.join(sorted(no_kernel))}: bf16 there" if no_kernel else ""
     left = plan.vram_budget - plan.vram_need
     chosen: list[int] = []
     for layer in sorted(per_layer, reverse=True):
@@ -651,7 +661,7 @@ def _fit_experts(plan: MemoryPlan, build, gguf, config, gpu_kernel_for, native) 
     if not chosen:
         plan.auto_fit = (
             f"auto-fit: routed experts stay in RAM ({_gib(left)} of VRAM left; "
-            f"one layer's experts take {_gib(min(per_layer.values()))})"
+            f"one layer's experts take {_gib(min(per_layer.values()))}{why})"
             if per_layer
             else ""
         )
@@ -664,8 +674,8 @@ def _fit_experts(plan: MemoryPlan, build, gguf, config, gpu_kernel_for, native) 
     fitted_plan = build(placement, plan.context)
     fitted_plan.context_note = plan.context_note
     fitted_plan.auto_fit = (
-        f"auto-fit: routed experts of {len(chosen)} MoE layers ({first}-{max(chosen)}, "
-        f"{_gib(sum(per_layer[i] for i in chosen))}) on the GPU, as --n-cpu-moe {first}; "
+        f"auto-fit: routed experts of {_layer_count(chosen)} "
+        f"({_gib(sum(per_layer[i] for i in chosen))}) on the GPU, as --n-cpu-moe {first}; "
         f"{_gib(left)} of VRAM left"
     )
     return fitted_plan

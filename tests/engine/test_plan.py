@@ -106,7 +106,7 @@ def test_auto_fit_puts_the_last_moe_layers_on_the_gpu(tiny_v3):
     assert all(t.device == "cpu" for t in p.tensors if t.layer == 1 and t.group == "routed experts")
     assert p.vram_need == base.vram_need + 2 * GPU_EXPERT_LAYER_BYTES
     assert p.fits_vram
-    assert "2 MoE layers (2-3" in p.auto_fit and "--n-cpu-moe 2" in p.auto_fit
+    assert "2 MoE layers 2-3 (" in p.auto_fit and "--n-cpu-moe 2" in p.auto_fit
     # one byte less than two layers: only the last
     p = plan(tiny_v3, vram=VRAM_RESERVE + base.vram_need + 2 * GPU_EXPERT_LAYER_BYTES - 1, context=2048)
     assert list(p.gpu_expert_bytes()) == [3]

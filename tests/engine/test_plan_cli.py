@@ -54,7 +54,7 @@ def test_inspect_plan_with_a_pretended_gpu(v3, capsys):
     assert main(["inspect", v3, "--plan", "--vram", "24", "--ctx", "2048"]) == 0
     out = capsys.readouterr().out
     assert "routed experts  cuda" in out and "1-3" in out  # auto-fit: all three MoE layers fit
-    assert "auto-fit: routed experts of 3 MoE layers (1-3" in out
+    assert "auto-fit: routed experts of 3 MoE layers 1-3 (" in out
     assert "KV cache        cuda    f16" in out
     assert "fits: yes" in out
     # rules go before the preset; 1 GiB + 15 MiB leaves 15 MiB after the reserve: too little
