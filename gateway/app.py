@@ -28,6 +28,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import __version__
+from gateway.anthropic import AnthropicController
 from gateway.errors import AuthenticationError, InvalidRequestError, exception_to_response
 from gateway.metrics import GatewayMetrics
 from gateway.model_host import ModelHost
@@ -120,7 +121,11 @@ def _api_key_guard(api_key: str | None):
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("missing API key: send the header `Authorization: Bearer YOUR_KEY`.")
+            token = connection.headers.get("x-api-key", "")  # Anthropic's clients
+        if not token:
+            raise AuthenticationError(
+                "missing API key: send the header `Authorization: Bearer YOUR_KEY` (or `x-api-key: YOUR_KEY`)."
+            )
         if not hmac.compare_digest(token.strip().encode(), expected):
             raise AuthenticationError("wrong API key: check the key given to `moebox serve --api-key`.")
 
@@ -164,7 +169,14 @@ def create_app(model: LLM | Callable[[], LLM], settings: GatewaySettings | None 
             host.close()
 
     app = Litestar(
-        route_handlers=[OpenAIController, OllamaController, ollama_root, health, metrics_endpoint],
+        route_handlers=[
+            OpenAIController,
+            AnthropicController,
+            OllamaController,
+            ollama_root,
+            health,
+            metrics_endpoint,
+        ],
         dependencies={
             "host": Provide(lambda: host, sync_to_thread=False, use_cache=True),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),

@@ -1,4 +1,5 @@
-"""Every error the gateway answers, mapped once to a status code and OpenAI's error shape.
+"""Every error the gateway answers, mapped once to a status code and OpenAI's error shape
+(Ollama's on /api, Anthropic's on /v1/messages).
 
 Our own HTTP-level errors are `APIError` subclasses; engine errors (engine.errors)
 and Litestar's own (validation, 404, 405, 413) are mapped here too. Anything
@@ -22,7 +23,7 @@ from engine.errors import (
     PromptError,
     QueueFullError,
 )
-from gateway.schemas import ErrorBody, ErrorDetail, OllamaError
+from gateway.schemas import AnthropicErrorBody, AnthropicErrorDetail, ErrorBody, ErrorDetail, OllamaError
 
 log = logging.getLogger("moebox.gateway")
 
@@ -114,7 +115,7 @@ def describe(exc: BaseException, request_id: str | None = None) -> tuple[int, Er
             message = "invalid request body: " + "; ".join(_validation_items(exc.extra))
         type_, code = _HTTP_TYPES.get(status, ("invalid_request_error", None))
         if status == 404 and message == "Not Found":
-            message = "no such route; the API lives under /v1 (OpenAI) and /api (Ollama)."
+            message = "no such route; the API lives under /v1 (OpenAI, Anthropic) and /api (Ollama)."
         if status == 413:
             message = "the request body is too large for this server; send a shorter one."
         return status, ErrorDetail(message=message, type=type_, param=None, code=code)
@@ -148,6 +149,28 @@ def is_ollama_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
 
+def is_anthropic_path(path: str) -> bool:
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    499: "invalid_request_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(status: int, detail: ErrorDetail) -> AnthropicErrorBody:
+    """Anthropic's error object for a status and our error detail."""
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return AnthropicErrorBody(error=AnthropicErrorDetail(type=kind, message=detail.message))
+
+
 def exception_to_response(request: Request, exc: Exception) -> Response:
     """Litestar exception handler: one mapping for every route (Ollama routes get Ollama's shape)."""
     request_id = request.scope.get("state", {}).get("request_id")
@@ -157,10 +180,13 @@ def exception_to_response(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     if status == 429:
         headers["Retry-After"] = "1"
-    content: ErrorBody | OllamaError
-    content = (
-        OllamaError(error=detail.message) if is_ollama_path(request.url.path) else ErrorBody(error=detail)
-    )
+    content: ErrorBody | OllamaError | AnthropicErrorBody
+    if is_ollama_path(request.url.path):
+        content = OllamaError(error=detail.message)
+    elif is_anthropic_path(request.url.path):
+        content = anthropic_error(status, detail)
+    else:
+        content = ErrorBody(error=detail)
     return Response(content=content, status_code=status, headers=headers)
 
 

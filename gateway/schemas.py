@@ -1,4 +1,4 @@
-"""Request and response bodies of the OpenAI- and Ollama-compatible APIs.
+"""Request and response bodies of the OpenAI-, Ollama- and Anthropic-compatible APIs.
 
 Unknown request fields are ignored (clients send many we do not use); the
 constraints here become the OpenAPI schema and are checked when a body is
@@ -425,3 +425,139 @@ class OllamaVersion(Struct, kw_only=True):
 
 class OllamaError(Struct, kw_only=True):
     error: str
+
+
+# --- Anthropic (Messages API) ------------------------------------------------------------
+
+
+class AnthropicTextBlock(Struct, kw_only=True, tag_field="type", tag="text"):
+    text: str
+
+
+class AnthropicImageBlock(Struct, kw_only=True, tag_field="type", tag="image"):
+    source: Any = None  # refused: this server's models read text only
+
+
+class AnthropicToolUseBlock(Struct, kw_only=True, tag_field="type", tag="tool_use"):
+    id: str
+    name: ToolName
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class AnthropicToolResultBlock(Struct, kw_only=True, tag_field="type", tag="tool_result"):
+    tool_use_id: str
+    content: str | list[AnthropicTextBlock | AnthropicImageBlock] | None = None
+    is_error: bool = False
+
+
+class AnthropicThinkingBlock(Struct, kw_only=True, tag_field="type", tag="thinking"):
+    thinking: str
+    signature: str | None = None
+
+
+class AnthropicRedactedThinkingBlock(Struct, kw_only=True, tag_field="type", tag="redacted_thinking"):
+    data: str = ""
+
+
+AnthropicRequestBlock = (
+    AnthropicTextBlock
+    | AnthropicImageBlock
+    | AnthropicToolUseBlock
+    | AnthropicToolResultBlock
+    | AnthropicThinkingBlock
+    | AnthropicRedactedThinkingBlock
+)
+
+
+class AnthropicMessage(Struct, kw_only=True):
+    role: Literal["user", "assistant"]
+    content: str | list[AnthropicRequestBlock]
+
+
+class AnthropicTool(Struct, kw_only=True):
+    name: ToolName
+    description: str | None = None
+    input_schema: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object"})
+
+
+class AnthropicToolChoice(Struct, kw_only=True):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None  # type "tool": the tool to call
+    disable_parallel_tool_use: bool = False
+
+
+class AnthropicThinking(Struct, kw_only=True):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+
+
+class AnthropicCountTokensRequest(Struct, kw_only=True):
+    model: str
+    messages: Annotated[list[AnthropicMessage], Meta(min_length=1)]
+    system: str | list[AnthropicTextBlock] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    thinking: AnthropicThinking | None = None
+
+
+class AnthropicMessagesRequest(AnthropicCountTokensRequest, kw_only=True):
+    max_tokens: MaxTokens
+    stream: bool = False
+    stop_sequences: list[str] | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_k: TopK | None = None
+
+
+class AnthropicTextOut(Struct, kw_only=True, tag_field="type", tag="text"):
+    text: str
+
+
+class AnthropicThinkingOut(Struct, kw_only=True, tag_field="type", tag="thinking"):
+    thinking: str
+    signature: str = ""  # no signature: the reasoning is the model's own text
+
+
+class AnthropicToolUseOut(Struct, kw_only=True, tag_field="type", tag="tool_use"):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+AnthropicContentOut = AnthropicThinkingOut | AnthropicTextOut | AnthropicToolUseOut
+
+AnthropicStopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+
+
+class AnthropicUsage(Struct, kw_only=True):
+    input_tokens: int  # prompt tokens computed for this request (not read from the prefix cache)
+    output_tokens: int
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+class AnthropicMessageResponse(Struct, kw_only=True):
+    id: str
+    content: list[AnthropicContentOut]
+    model: str
+    stop_reason: AnthropicStopReason | None
+    usage: AnthropicUsage
+    stop_sequence: str | None = None
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+
+
+class AnthropicTokenCount(Struct, kw_only=True):
+    input_tokens: int
+
+
+class AnthropicErrorDetail(Struct, kw_only=True):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(Struct, kw_only=True):
+    """Anthropic's error shape; also sent as an `error` event when a stream fails after it started."""
+
+    error: AnthropicErrorDetail
+    type: Literal["error"] = "error"

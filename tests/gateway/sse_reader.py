@@ -14,6 +14,7 @@ class SSEStream:
     comments: list[str] = field(default_factory=list)
     done: bool = False  # saw `data: [DONE]`
     order: list[str] = field(default_factory=list)  # "data" / "comment" / "done" as they came
+    names: list[str] = field(default_factory=list)  # `event:` names (Anthropic's streams), in order
 
 
 def read_sse(response: httpx.Response) -> SSEStream:
@@ -24,6 +25,8 @@ def read_sse(response: httpx.Response) -> SSEStream:
         if line.startswith(":"):
             out.comments.append(line[1:].strip())
             out.order.append("comment")
+        elif line.startswith("event: "):
+            out.names.append(line[len("event: ") :])
         elif line.startswith("data: "):
             payload = line[len("data: ") :]
             assert not out.done, "data after [DONE]"

@@ -140,6 +140,12 @@ DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB nested 1,000 levels: past the JSON deco
         ("/v1/completions", DEEP),
         ("/api/chat", b'{"model": "smollm2", "messages": ' + DEEP + b"}"),
         ("/api/generate", b'{"model": "smollm2", "options": ' + DEEP + b"}"),
+        ("/v1/messages", b'{"model": "smollm2", "max_tokens": 1, "messages": ' + DEEP + b"}"),
+        ("/v1/messages/count_tokens", b'{"model": "smollm2", "tools": ' + DEEP + b"}"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "hi"}], "tools": ' + DEEP + b"}",
+        ),
     ],
 )
 def test_deeply_nested_body_is_400(smol_server, path, body):
@@ -147,3 +153,20 @@ def test_deeply_nested_body_is_400(smol_server, path, body):
         r = http.post(path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert "nests too deeply" in r.text and "Traceback" not in r.text
+    if path.startswith("/v1/messages"):
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_deep_tool_schema_is_not_a_500(smol_server):
+    """A tool's JSON Schema nested just under the decoder's limit still renders or is refused with a 400."""
+    nested: dict = {"type": "object"}
+    for _ in range(400):
+        nested = {"type": "object", "properties": {"x": nested}}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 1,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": nested}}],
+    }
+    with smol_server.client() as http:
+        r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code in (200, 400), r.text
