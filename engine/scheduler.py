@@ -119,6 +119,9 @@ class Scheduler:
     def step(self) -> list[tuple[Sequence, GenerationChunk]]:
         """Run one step; returns the chunks it produced (a token each, or a sequence's end)."""
         batch, ended = self.schedule()
+        if self._thread is not None:  # admissions show in stats() while the forward runs
+            with self._cond:
+                self._snapshot = self._make_stats()
         if not batch:
             return ended
         t0 = time.perf_counter()

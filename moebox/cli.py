@@ -158,6 +158,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_serve(args: argparse.Namespace) -> int:
+    from engine.tools.bench_serve import run_bench_serve
+
+    run_bench_serve(
+        _model_path(args.model),
+        streams=args.streams,
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        prefill_chunk=args.prefill_chunk,
+        threads=args.threads,
+        repeat=args.repeat,
+        kv_cache_dtype=args.kv_cache_dtype,
+        placement=_placement_rules(args),
+    )
+    return 0
+
+
 def _cmd_bench_kernels(args: argparse.Namespace) -> int:
     from engine.tools.bench_kernels import run
 
@@ -432,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kv_cache_dtype(q)
     _add_placement(q)
     q.set_defaults(func=_cmd_bench)
+
+    from engine.tools.bench_serve import add_arguments as add_bench_serve_arguments
+
+    q = bench.add_parser(
+        "serve",
+        help="many requests at once through the scheduler: aggregate decode tok/s and time to first "
+        "token at each concurrency",
+    )
+    add_bench_serve_arguments(q)
+    _add_kv_cache_dtype(q)
+    _add_placement(q)
+    q.set_defaults(func=_cmd_bench_serve)
     return parser
 
 
