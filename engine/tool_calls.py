@@ -189,8 +189,10 @@ class ToolCallParser:
     """Feed the answer's text with `feed`, then call `finish` once; each returns the content that
     became certain and the tool calls that became complete."""
 
-    def __init__(self, fmt: ToolCallFormat):
+    def __init__(self, fmt: ToolCallFormat, names: frozenset[str] | None = None):
+        """names: the tools the model was given; a call to any other is malformed (None: any name)."""
         self.fmt = fmt
+        self._names = names
         self._state: Literal["content", "section", "raw"] = "content"
         self._buf = ""
         self._seen_text = False  # anchored formats: the answer's start was seen and decided
@@ -222,6 +224,9 @@ class ToolCallParser:
         out.content = "".join(content)
         out.tool_calls = tuple(calls)
         return out
+
+    def _known(self, call: ToolCall | None) -> ToolCall | None:
+        return call if call is None or self._names is None or call.name in self._names else None
 
     def _scan_content(self, content: list[str], final: bool) -> bool:
         """Move text to content up to a call's start; False when it must wait for more text."""
@@ -281,7 +286,7 @@ class ToolCallParser:
             end = rest.find(fmt.call_close, len(fmt.call_open))
             call = None
             while end >= 0:
-                call = fmt.parse_call(rest[len(fmt.call_open) : end])
+                call = self._known(fmt.parse_call(rest[len(fmt.call_open) : end]))
                 if call is not None:
                     break
                 end = rest.find(fmt.call_close, end + 1)
@@ -320,7 +325,7 @@ class ToolCallParser:
         text = self._buf.strip().removeprefix(PYTHON_TAG).strip()
         found = []
         for part in _split_top_level(text, ";"):
-            call = self.fmt.parse_call(part)
+            call = self._known(self.fmt.parse_call(part))
             if call is None:
                 self._state = "raw"
                 return True

@@ -34,6 +34,7 @@ class PreparedPrompt:
     think_prefix: str | None  # the prompt's tail from an unclosed "<think>" on, if it ended inside one
     tool_format: ToolCallFormat | None = None  # read tool calls out of the answer in this syntax
     tool_prefix: str = ""  # the opening of a tool call the prompt ends with (a forced call)
+    tool_names: frozenset[str] = frozenset()  # the tools given: a call to another is not a call
 
 
 def chat_prompt(
@@ -50,7 +51,8 @@ def chat_prompt(
     ids, text = llm.encode_chat(messages, force_think=force_think, tools=tools, force_tool=force_tool)
     fmt = llm.chat_template.tool_format if tools else None
     prefix = fmt.opening(force_tool if isinstance(force_tool, str) else None) if fmt and force_tool else ""
-    return PreparedPrompt(ids, _think_prefix(text), fmt, prefix)
+    names = frozenset(t["function"]["name"] for t in tools or ())
+    return PreparedPrompt(ids, _think_prefix(text), fmt, prefix, names)
 
 
 def _think_prefix(text: str) -> str | None:
@@ -145,6 +147,7 @@ class GenerationRun:
         started: float,
         tool_format: ToolCallFormat | None = None,
         tool_prefix: str = "",
+        tool_names: frozenset[str] = frozenset(),
     ):
         self._stream = stream
         self._api = api
@@ -154,7 +157,7 @@ class GenerationRun:
         # reads as the model's complete output.
         self._raw_prefix = think_prefix if not split_reasoning and think_prefix else ""
         self._started = started
-        self._tools = ToolCallParser(tool_format) if tool_format is not None else None
+        self._tools = ToolCallParser(tool_format, tool_names) if tool_format is not None else None
         if self._tools is not None:
             self._tools.feed(tool_prefix)  # the call's opening is in the prompt; its rest comes out
         self.tool_calls: list[ToolCall] = []
@@ -189,6 +192,7 @@ class GenerationRun:
             started=started,
             tool_format=prompt.tool_format,
             tool_prefix=prompt.tool_prefix,
+            tool_names=prompt.tool_names,
         )
 
     @property

@@ -301,3 +301,14 @@ def test_force_tool_ends_the_prompt_with_the_call_opening(template, name):
     _, calls = _parse_in_pieces(t.tool_format, opening + rest, seed=0)
     assert _same_calls(calls, CALLS[:1])
     assert t.render(messages, force_tool=True) == t.render(messages)  # no tools: nothing to force
+
+
+def test_a_call_to_a_tool_not_given_is_content():
+    text = HERMES.write([ToolCall("get_weather", "{}"), ToolCall("rm_rf", "{}")])
+    parser = ToolCallParser(HERMES, names=frozenset({"get_weather"}))
+    d, end = parser.feed(text), parser.finish()
+    assert list(d.tool_calls + end.tool_calls) == [ToolCall("get_weather", "{}")]
+    assert d.content + end.content == HERMES.write([ToolCall("rm_rf", "{}")])
+    llama = ToolCallParser(LLAMA3_JSON, names=frozenset({"get_weather"}))
+    text = '{"name": "Paris", "parameters": {}}'
+    assert llama.feed(text).content + llama.finish().content == text
