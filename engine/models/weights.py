@@ -54,12 +54,14 @@ class Weights:
     def has(self, name: str) -> bool:
         return name in self.gguf
 
-    def _format(self, name: str) -> tuple[str, str]:
+    def _format(self, name: str, tensor: str | None = None) -> tuple[str, str]:
+        """(device, format) of `name` as placed; `tensor`: the GGUF tensor whose type decides the
+        GPU fallback, where it is not `name` (a tied output head is token_embd placed as output)."""
         device, fmt = self.placement.resolve(name)
         if fmt == "native" and not self.native:
             fmt = "f32"
         if fmt == "gguf":
-            fmt = self._gpu_format(name)
+            fmt = self._gpu_format(tensor or name)
         return device, fmt
 
     def _gpu_format(self, name: str) -> str:
@@ -100,7 +102,7 @@ class Weights:
         info = self.gguf.tensor(name)
         if len(info.shape) != 2:
             raise GGUFError(f"{self.gguf.path}: {name} has shape {info.shape}; a matrix was expected")
-        device, fmt = self._format(placed_as or name)
+        device, fmt = self._format(placed_as or name, name)
         b = self.tensor(bias, torch.float32) if bias and self.has(bias) else None
         if fmt == "native" and info.ggml_type not in (Q.F32,):
             weight = NativeMatrix(self.gguf.view(name), info.ggml_type, *info.shape)

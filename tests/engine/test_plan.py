@@ -226,3 +226,22 @@ def test_mla_work_buffers_take_heads_in_groups_at_long_contexts():
     assert w.expanded(1024) == 128 * 1024 * per_head_token
     # beyond 256 MiB per head (149,797 tokens), one head at a time
     assert w.expanded(163840) == 163840 * per_head_token
+
+
+@pytest.mark.parametrize(
+    "shape,tied", [("tiny-deepseek-v3", False), ("tiny-llama", True), ("tiny-qwen2moe", False)]
+)
+def test_the_loader_holds_each_tensor_as_the_plan_counts_it(tmp_path, shape, tied):
+    """engine/models/weights.py decides each tensor's format (with its fallbacks) from the same
+    placement: for a pretended GPU and for the CPU, it must agree with the plan's."""
+    from engine.models.weights import Weights
+
+    path = write_synthetic_gguf(tmp_path / "m.gguf", shape, qtype="Q4_K", tied_embeddings=tied)
+    with open_gguf(path) as gguf:
+        config = model_config(gguf)
+        for vram in (64 * GiB, None):
+            p = plan_memory(gguf, config, memory=MachineMemory(vram, 64 * GiB))
+            weights = Weights(gguf, p.placement)
+            for t in p.tensors:
+                tensor = "token_embd.weight" if t.name not in gguf else t.name
+                assert weights._format(t.name, tensor) == (t.device, t.format), (vram, t.name)
