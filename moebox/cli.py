@@ -171,6 +171,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         kv_cache_dtype=args.kv_cache_dtype,
         placement=_placement_rules(args),
+        llama_cpp=not args.no_llama_cpp,
     )
     return 0
 

@@ -11,7 +11,8 @@ token plus prompt chunks). Printed per N:
   - total tok/s: every generated token over the wall time of the whole run;
   - tokens per step, and for MoE models the distinct routed experts per layer in a decode step
     (a synthetic file whose router sends every token to the same experts makes batching look
-    free: see /work/shared/ORACLES.md).
+    free: see /work/shared/ORACLES.md);
+  - beside it, llama.cpp on the same file and threads (LlamaCppStreams) and the decode ratio.
 """
 
 from __future__ import annotations
@@ -145,6 +146,69 @@ def run_streams(
     )
 
 
+class LlamaCppStreams:
+    """The same work through llama.cpp (llama-cpp-python's C API), as llama-batched-bench runs it:
+    the prompts one after the other (a request's first token comes when its prompt is done), then
+    one llama_decode per step for the next token of every stream (N sequences, one unified KV)."""
+
+    def __init__(self, path: str, n_ctx: int, n_seq: int, threads: int, kv_cache_dtype: str):
+        import llama_cpp as lc
+
+        from engine.tools.bench import _GGML_CACHE_TYPES
+
+        self.lc = lc
+        lc.llama_backend_init()
+        self.model = lc.llama_model_load_from_file(str(path).encode(), lc.llama_model_default_params())
+        cp = lc.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = n_ctx, 512, 512, n_seq
+        cp.n_threads = cp.n_threads_batch = threads
+        cp.kv_unified = True
+        cp.type_k = cp.type_v = _GGML_CACHE_TYPES[kv_cache_dtype]
+        self.ctx = lc.llama_init_from_model(self.model, cp)
+        self.n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model))
+        self.batch = lc.llama_batch_init(512, 0, n_seq)
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        """items: (token, position, sequence, wants logits)."""
+        b = self.batch
+        b.n_tokens = len(items)
+        for i, (tok, pos, seq, logits) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+            b.seq_id[i][0] = seq
+        if self.lc.llama_decode(self.ctx, b) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def _argmax(self, i: int) -> int:
+        import numpy as np
+
+        logits = self.lc.llama_get_logits_ith(self.ctx, i)
+        return int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+
+    def run(self, prompts: list[list[int]], gen_tokens: int) -> ServeRun:
+        self.lc.llama_memory_clear(self.lc.llama_get_memory(self.ctx), True)
+        n = len(prompts)
+        tokens, ttft = [], []
+        t0 = time.perf_counter()
+        for seq, p in enumerate(prompts):
+            for start in range(0, len(p), 512):
+                part = p[start : start + 512]
+                self._decode([(t, start + j, seq, start + j == len(p) - 1) for j, t in enumerate(part)])
+            tokens.append(self._argmax(len(p) - 1 - (len(p) - 1) // 512 * 512))
+            ttft.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        for step in range(gen_tokens - 1):
+            self._decode([(tokens[s], len(prompts[s]) + step, s, True) for s in range(n)])
+            tokens = [self._argmax(s) for s in range(n)]
+        wall = time.perf_counter() - t0
+        decode = time.perf_counter() - t1
+        return ServeRun(n, ttft, n * (gen_tokens - 1), decode, n * gen_tokens, wall, 0, 0, None)
+
+    def close(self) -> None:
+        self.lc.llama_batch_free(self.batch)
+        self.lc.llama_free(self.ctx)
+        self.lc.llama_model_free(self.model)
+
+
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
@@ -161,6 +225,7 @@ def run_bench_serve(
     repeat: int = 1,
     kv_cache_dtype: str = "auto",
     placement: list | tuple = (),
+    llama_cpp: bool = True,
 ) -> list[ServeRun]:
     """Print one line per concurrency (the best decode speed of `repeat` runs); returns the runs."""
     llm = LLM.from_gguf(
@@ -173,6 +238,18 @@ def run_bench_serve(
     )
     experts = _ExpertCount(llm.model)
     run_streams(llm, 1, 8, 4, prefill_chunk, 99, experts)  # warm-up: thread pool, page faults
+    ref = None
+    if llama_cpp:
+        try:
+            ref = LlamaCppStreams(
+                path,
+                max(streams) * (prompt_tokens + gen_tokens + 32),
+                max(streams),
+                llm.threads,
+                llm.kv_cache_dtype,
+            )
+        except ImportError:
+            print("llama-cpp-python is not installed: moebox figures only")
     moe = llm.config.moe is not None
     print(
         f"model {llm.model_name} ({llm.config.variant}), {llm.threads} threads, KV cache {llm.kv_cache_dtype}, "
@@ -182,15 +259,21 @@ def run_bench_serve(
         f"{'streams':>7}{'decode tok/s':>14}{'per stream':>12}{'total tok/s':>13}"
         f"{'TTFT p50 s':>12}{'TTFT p95 s':>12}{'tok/step':>10}" + (f"{'experts/layer':>15}" if moe else "")
     )
+    if ref is not None:
+        header += f"{'llama.cpp decode':>18}{'TTFT p50':>10}{'TTFT p95':>10}{'ratio':>7}"
     print(header)
     print("-" * len(header))
     runs = []
     for n in streams:
-        best = None
-        for r in range(repeat):
+        best = theirs = None
+        for r in range(repeat):  # the two take turns, so a drift in the machine's load hits both
             run = run_streams(llm, n, prompt_tokens, gen_tokens, prefill_chunk, r, experts)
             if best is None or run.decode_tps > best.decode_tps:
                 best = run
+            if ref is not None:
+                other = ref.run(_prompts(n, prompt_tokens, llm.config.vocab_size, r), gen_tokens)
+                if theirs is None or other.decode_tps > theirs.decode_tps:
+                    theirs = other
         runs.append(best)
         line = (
             f"{n:>7}{best.decode_tps:>14.1f}{best.decode_tps / n:>12.1f}{best.generated / best.wall:>13.1f}"
@@ -199,7 +282,14 @@ def run_bench_serve(
         )
         if moe:
             line += f"{best.experts_per_layer:>15.1f}" if best.experts_per_layer is not None else f"{'-':>15}"
+        if theirs is not None:
+            line += (
+                f"{theirs.decode_tps:>18.1f}{statistics.median(theirs.ttft):>10.2f}{_pct(theirs.ttft, 0.95):>10.2f}"
+                f"{best.decode_tps / theirs.decode_tps:>7.2f}"
+            )
         print(line, flush=True)
+    if ref is not None:
+        ref.close()
     return runs
 
 
@@ -225,3 +315,4 @@ def add_arguments(q) -> None:
         "-r", "--repeat", type=int, default=1, help="runs per concurrency (best decode is reported)"
     )
     q.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    q.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp")
