@@ -8,9 +8,9 @@ Three kernels share one loader and one dequantizer:
   dequant   writes the values out ([rows, cols], any float dtype): GpuQuantMatrix.dequantize.
 
 A tile is BLOCK_N rows x NU units of 4 int32 words; its plane p holds the values 4p + w of each
-unit, so each plane is one shift and mask of the words and meets 4 consecutive activations. The format enters
-as constexprs (format_constants), read off the BlockLayout: the kernels are compiled once per
-format and tile shape.
+unit, so each plane is one shift and mask of the words and meets 4 consecutive activations. The
+format enters as constexprs (format_constants), read off the BlockLayout: the kernels are compiled
+once per format and tile shape.
 """
 
 from __future__ import annotations

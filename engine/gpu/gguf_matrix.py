@@ -90,6 +90,8 @@ class GpuQuantMatrix:
             return torch.matmul(x.to(torch.bfloat16), w.t()).to(x.dtype)
         x = x.contiguous()
         T = x.shape[0]
+        if T == 0:
+            return x.new_empty((0, self.rows))
         if T == 1:
             tiles, split = kernels.gemv_plan(self.rows, self._sms)
             return kernels.gemv(x, self._args[e], self.layout, self.rows, self.cols, tiles, split)

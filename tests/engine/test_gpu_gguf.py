@@ -194,5 +194,6 @@ def test_rejects_bad_input():
         m.matmul(activations(1, 32, torch.float32, seed=0))
     with pytest.raises(ValueError, match="bf16 or f32"):
         m.matmul(activations(1, 64, torch.float32, seed=0).half())
+    assert m.matmul(activations(0, 64, torch.bfloat16, seed=0)).shape == (0, 8)
     with pytest.raises(UnsupportedModelError, match="whole blocks"):
         GpuQuantMatrix(np.zeros(18 * 3, np.uint8), Q.Q4_0, (2, 48), DEVICE)
