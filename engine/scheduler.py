@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.block_manager import BlockManager, BlockStats
-from engine.errors import EngineStoppedError, GenerationError, MoeboxError, QueueFullError
+from engine.errors import ContextLengthError, EngineStoppedError, GenerationError, MoeboxError, QueueFullError
 from engine.model_runner import ModelRunner
 from engine.outputs import GenerationChunk
 from engine.sampling_params import SamplingParams
@@ -114,7 +114,18 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         """Queue a sequence (from LLM.new_sequence) to run in the following steps."""
+        self._fit(seq)
         self.waiting.append(seq)
+
+    def _fit(self, seq: Sequence) -> None:
+        """A sequence may hold at most the whole pool; a prompt that cannot fit even then is refused."""
+        pool = self.block_manager.num_blocks * self.block_manager.block_size
+        seq.context_length = min(seq.context_length, pool)
+        if len(seq.prompt_ids) >= seq.context_length:
+            raise ContextLengthError(
+                f"the prompt has {len(seq.prompt_ids)} tokens but the KV cache holds {seq.context_length} "
+                "(one more is needed to generate); shorten the prompt or raise --ctx-size."
+            )
 
     def step(self) -> list[tuple[Sequence, GenerationChunk]]:
         """Run one step; returns the chunks it produced (a token each, or a sequence's end)."""
@@ -284,6 +295,7 @@ class Scheduler:
         EngineStoppedError after close().
         """
         seq = self.llm.new_sequence(prompt_ids, params)
+        self._fit(seq)
         loop = asyncio.get_running_loop()
         with self._cond:
             if self._stopping:

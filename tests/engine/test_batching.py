@@ -232,3 +232,18 @@ def test_decoding_streams_get_a_token_every_step_while_a_long_prompt_prefills(ll
         sched.step()
         assert [len(s.output_ids) for s in streams] == [n + 1 for n in before]
         assert sched._last_step_tokens <= 16 + len(streams)
+
+
+def test_a_prompt_larger_than_the_pool_is_refused(llm):
+    from engine.errors import ContextLengthError
+
+    sched = Scheduler(llm, max_running=2, kv_tokens=64)
+    with pytest.raises(ContextLengthError, match="KV cache holds 64"):
+        sched.add(llm.new_sequence(list(range(100, 180)), GREEDY))
+    seq = llm.new_sequence(
+        list(range(100, 150)), SamplingParams(temperature=0, max_tokens=100, ignore_eos=True)
+    )
+    sched.add(seq)
+    while not seq.finished:
+        sched.step()
+    assert seq.finish_reason == "length" and seq.num_tokens == 64
