@@ -1,0 +1,1 @@
+"""GPU matrices that keep GGUF quantization in VRAM: layouts, Triton kernels, GpuQuantMatrix."""

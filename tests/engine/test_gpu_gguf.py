@@ -162,6 +162,17 @@ def test_expert_stack(name):
         m.matmul(activations(1, cols, torch.float32, seed=0))
 
 
+@pytest.mark.parametrize("name", ["Q3_K", "Q5_1", "F16"])
+def test_repack_in_slices(name, monkeypatch):
+    """Big tensors travel to the device and are repacked a slice of rows at a time."""
+    from engine.gpu import gguf_layout
+
+    rows, cols = shape_for(name)
+    monkeypatch.setattr(gguf_layout, "_REPACK_VALUES", 7 * cols)  # slices of 7 rows, the last one shorter
+    m, ref = make_matrix(name, rows, cols, seed=8)
+    np.testing.assert_array_equal(m.dequantize(torch.float32).cpu().numpy(), ref[0])
+
+
 @pytest.mark.parametrize("name", FORMATS)
 def test_bytes_held_are_the_gguf_size(name):
     """VRAM held: the GGUF bytes, or up to 4 more per 256 values where 6-bit scales are unpacked."""
