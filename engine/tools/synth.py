@@ -9,6 +9,30 @@ scales (no quantizer runs), so writing tens of GB takes minutes.
 Note for oracles: llama.cpp's converter permutes llama q/k rows for its rope
 layout; a Hugging Face LlamaForCausalLM loaded from these random weights must
 undo that permutation (see `unpermute_llama_qk`).
+
+Routing. A trained MoE model spreads a batch over nearly all experts; benchmarks
+are only meaningful if these files do too (engine/tools/routing.py counts it).
+At real widths they used to send every token to the same experts (512 random
+tokens: DeepSeek-V3 8 of 256 experts per MoE layer, Qwen3-30B-A3B 8 of 128,
+DeepSeek-V2-Lite 6 of 64). Three causes, each fixed where it arises:
+  1. Random K-quant / Q4_0 blocks had a common offset (the matrix mean was up to
+     0.8 of its std), which made one direction (all-ones) grow in every layer until
+     it was every token's hidden state. Blocks are now centred like real quantized
+     weights (see `random_tensor_bytes`). This alone fixed V2-Lite.
+  2. V3's exp_probs_b (std 0.1) outweighed the spread of the sigmoid scores: with
+     well-spread hidden states the busiest expert still got ~10x the mean load. It is
+     written with std 0.01 (a trained bias balances the load, it does not skew it).
+  3. Qwen3-30B-A3B has no dense layer or shared expert: the only token-specific branch
+     is the routed mixture, ~10x weaker than attention at its widths, and attention
+     with unit q/k norms averages hundreds of earlier tokens, so all tokens converged
+     to the running mean layer by layer. Its shape writes q/k norms of gain 3 (sharp
+     attention) and routed experts of twice the std (`qk_norm_gain`,
+     `routed_expert_gain`). The tiny shapes keep gain 1: they route across all their
+     experts already, and stronger experts would make the reference comparisons hinge
+     on router near-ties (mean |Δlogit| vs transformers grew 10x in a try).
+Measured with the engine over 512 random tokens (`moebox bench model`, tests in
+tests/engine/test_routing.py): every MoE layer uses all experts, the busiest at
+about 2-2.6x the mean load.
 """
 
 from __future__ import annotations
@@ -75,6 +99,10 @@ class SynthSpec:
     llama3_low_freq_factor: float = 1.0
     llama3_high_freq_factor: float = 4.0
     llama3_original_context_length: int = 8192
+    # Not in any config: how random weights are drawn where the defaults route every token
+    # alike at real widths (see "Routing" in the module docstring).
+    qk_norm_gain: float = 1.0  # multiplies attn_q_norm / attn_k_norm: attention scores ~N(0, gain^4)
+    routed_expert_gain: float = 1.0  # multiplies the std of the routed experts' matrices
 
 
 SHAPES: dict[str, SynthSpec] = {
@@ -266,38 +294,79 @@ SHAPES: dict[str, SynthSpec] = {
         n_experts_used=8,
         moe_intermediate_size=768,
         norm_topk_prob=True,
+        qk_norm_gain=3.0,
+        routed_expert_gain=2.0,
     ),
 }
 
 
 # --- random blocks with sane scales -------------------------------------------------
-# Byte offsets of each format's f16 scale fields ("d") and min fields ("dmin"), and the
-# typical |q| the scale multiplies, so dequantized weights come out near the wanted std.
-_SCALE_FIELDS: dict[Q, tuple[tuple[int, ...], tuple[int, ...], float]] = {
-    Q.Q4_0: ((0,), (), 8.0),
-    Q.Q4_1: ((0,), (2,), 8.0),
-    Q.Q5_0: ((0,), (), 16.0),
-    Q.Q5_1: ((0,), (2,), 16.0),
-    Q.Q8_0: ((0,), (), 64.0),
-    Q.Q2_K: ((80,), (82,), 1.5 * 8),
-    Q.Q3_K: ((108,), (), 4.0 * 16),
-    Q.Q4_K: ((0,), (2,), 8.0 * 32),
-    Q.Q5_K: ((0,), (2,), 16.0 * 32),
-    Q.Q6_K: ((208,), (), 32.0 * 64),
-    Q.IQ2_XXS: ((0,), (), 8.0 * 8),
-    Q.IQ2_XS: ((0,), (), 8.0 * 8),
-    Q.IQ2_S: ((0,), (), 8.0 * 8),
-    Q.IQ3_XXS: ((0,), (), 16.0 * 8),
-    Q.IQ3_S: ((0,), (), 16.0 * 16),
-    Q.IQ1_S: ((0,), (), 8.0),
-    Q.IQ4_NL: ((0,), (), 64.0),
-    Q.IQ4_XS: ((0,), (), 64.0 * 32),
+# Formats whose quant values are unsigned carry an offset: Q4_0/Q5_0 subtract a fixed 8/16,
+# Q4_1/Q5_1 add an f16 min, Q2_K/Q4_K/Q5_K subtract dmin × a 4- or 6-bit min per sub-block,
+# and IQ4_NL's 16-value grid is not symmetric (mean -5.9).
+# Random bytes in those fields give a block an offset of about its own spread, of the same
+# sign in every block: the whole matrix then has a mean of up to 0.8 of its std (Q4_K: 0.46,
+# Q2_K: 0.80). Such a matrix adds mean × sum(input) to every output, so the all-ones
+# direction grows by ~sqrt(width) × mean/std (≈ 40 for Q4_K at width 7168) in every layer
+# until every token's hidden state is that one direction, and every token routes to the same
+# experts (measured: 8 of 256 experts used in each MoE layer of a full-width DeepSeek-V3 in
+# Q4_K, over 512 tokens). Quantized real weights have no such mean: ggml's quantizers pick the
+# mins that centre each (sub-)block, and the scale of Q4_0/Q5_0/IQ4_NL takes the sign of the
+# data. The blocks are written the same way: K-quant mins equal the sub-block scales with
+# dmin = d × the mean quant value, Q4_1/Q5_1 mins are -d × the mean quant value, and the
+# scales of Q4_0/Q5_0/Q8_0/IQ4_NL take a random sign.
+@dataclass(frozen=True)
+class _BlockScales:
+    d: int  # byte offset of the f16 scale "d"
+    q_rms: float  # rms of what d multiplies (quant value × sub-block scale): d = std / q_rms
+    min_at: int = -1  # byte offset of the f16 min ("m" of Q4_1/Q5_1, "dmin" of the K-quants)
+    q_mean: float = 0.0  # mean of the unsigned quant values, which the min cancels
+    sub_scales: slice | None = None  # K-quants: the packed sub-block scales and mins
+    signed: bool = False  # d takes either sign
+
+
+_BLOCK_SCALES: dict[Q, _BlockScales] = {
+    Q.Q4_0: _BlockScales(0, 8.0, signed=True),
+    Q.Q4_1: _BlockScales(0, 4.6, min_at=2, q_mean=7.5),
+    Q.Q5_0: _BlockScales(0, 16.0, signed=True),
+    Q.Q5_1: _BlockScales(0, 9.2, min_at=2, q_mean=15.5),
+    Q.Q8_0: _BlockScales(0, 64.0, signed=True),
+    Q.Q2_K: _BlockScales(80, 1.1 * 8.8, min_at=82, q_mean=1.5, sub_scales=slice(0, 16)),
+    Q.Q3_K: _BlockScales(108, 4.0 * 16),
+    Q.Q4_K: _BlockScales(0, 4.6 * 36.5, min_at=2, q_mean=7.5, sub_scales=slice(4, 16)),
+    Q.Q5_K: _BlockScales(0, 9.2 * 36.5, min_at=2, q_mean=15.5, sub_scales=slice(4, 16)),
+    Q.Q6_K: _BlockScales(208, 32.0 * 64),
+    Q.IQ2_XXS: _BlockScales(0, 8.0 * 8),
+    Q.IQ2_XS: _BlockScales(0, 8.0 * 8),
+    Q.IQ2_S: _BlockScales(0, 8.0 * 8),
+    Q.IQ3_XXS: _BlockScales(0, 16.0 * 8),
+    Q.IQ3_S: _BlockScales(0, 16.0 * 16),
+    Q.IQ1_S: _BlockScales(0, 8.0),
+    Q.IQ4_NL: _BlockScales(0, 64.0, signed=True),  # its grid of 16 values has a mean of -5.9
+    Q.IQ4_XS: _BlockScales(0, 64.0 * 32),
 }
 _FLOAT_TYPES = {Q.F32: np.float32, Q.F16: np.float16}
 
 
+def _f16_bytes(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float16).view(np.uint8).reshape(-1, 2)
+
+
+def _mins_equal_scales(qtype: Q, packed: np.ndarray) -> None:
+    """Set every sub-block min to its sub-block scale, in place (so dmin = d × q_mean centres it)."""
+    if qtype == Q.Q2_K:  # one byte per sub-block: scale in the low nibble, min in the high one
+        packed[:] = (packed & 0x0F) * 17
+        return
+    # Q4_K/Q5_K, 12 bytes for 8 six-bit scales and mins: bytes 0-3 hold scales 0-3 (and the top
+    # bits of scales 4-7), bytes 4-7 the same for the mins, bytes 8-11 the low nibbles of
+    # scales 4-7 (low half) and mins 4-7 (high half).
+    packed[:, 4:8] = packed[:, 0:4]
+    packed[:, 8:12] = (packed[:, 8:12] & 0x0F) * 17
+
+
 def random_tensor_bytes(qtype: Q, shape: tuple[int, ...], rng: np.random.Generator, std: float) -> np.ndarray:
-    """Random data for a tensor of `shape` (numpy order) in `qtype`, as GGUF stores it."""
+    """Random data for a tensor of `shape` (numpy order) in `qtype`, as GGUF stores it: weights
+    of about `std`, with no common offset (see above)."""
     if qtype in _FLOAT_TYPES:
         return (rng.standard_normal(shape, dtype=np.float32) * std).astype(_FLOAT_TYPES[qtype])
     if qtype == Q.BF16:
@@ -320,17 +389,18 @@ def random_tensor_bytes(qtype: Q, shape: tuple[int, ...], rng: np.random.Generat
             scales[:, i] = (scales[:, i] & 0x0FFF) | (((d >> (4 * i)) & 0xF) << 12)
     else:
         try:
-            d_fields, min_fields, q_mag = _SCALE_FIELDS[qtype]
+            f = _BLOCK_SCALES[qtype]
         except KeyError:
             raise MoeboxError(f"random blocks for {qtype.name} are not supported") from None
-        jitter = rng.uniform(0.5, 1.5, size=n_blocks).astype(np.float32)
-        d = (std / q_mag * jitter).astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
-        for off in d_fields:
-            blocks[:, off : off + 2] = d
-        for off in min_fields:
-            blocks[:, off : off + 2] = (
-                (std / q_mag * 4.0 * jitter).astype(np.float16).view(np.uint8).reshape(-1, 2)
-            )
+        d = std / f.q_rms * rng.uniform(0.5, 1.5, size=n_blocks).astype(np.float32)
+        if f.signed:
+            d *= rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=n_blocks)
+        blocks[:, f.d : f.d + 2] = _f16_bytes(d)
+        if f.sub_scales is not None:
+            _mins_equal_scales(qtype, blocks[:, f.sub_scales])
+            blocks[:, f.min_at : f.min_at + 2] = _f16_bytes(d * f.q_mean)
+        elif f.min_at >= 0:
+            blocks[:, f.min_at : f.min_at + 2] = _f16_bytes(-d * f.q_mean)
     row_bytes = shape[-1] // block_elems * block_bytes
     return blocks.reshape(*shape[:-1], row_bytes)
 
@@ -342,7 +412,10 @@ def random_tensor_bytes(qtype: Q, shape: tuple[int, ...], rng: np.random.Generat
 class PlannedTensor:
     name: str
     shape: tuple[int, ...]  # numpy order: [..., out, in]
-    kind: str  # "norm" (ones-ish f32), "bias" (small f32), "router" (f32), "matrix" (qtype), "rope_freqs"
+    # "norm" (ones-ish f32), "bias" (small f32), "router" (f32), "router_bias" (f32), "matrix" (qtype),
+    # "rope_freqs"
+    kind: str
+    gain: float = 1.0  # multiplies a matrix's std or a norm's weights
 
 
 def llama3_rope_factors(spec: SynthSpec) -> np.ndarray:
@@ -387,10 +460,10 @@ def tensor_plan(spec: SynthSpec, vocab_size: int) -> Iterator[PlannedTensor]:
         e, f = spec.n_experts, spec.moe_intermediate_size
         yield PlannedTensor(p + "ffn_gate_inp.weight", (e, h), "router")
         if spec.scoring_func == "sigmoid":
-            yield PlannedTensor(p + "exp_probs_b.bias", (e,), "bias")
-        yield PlannedTensor(p + "ffn_gate_exps.weight", (e, f, h), "matrix")
-        yield PlannedTensor(p + "ffn_up_exps.weight", (e, f, h), "matrix")
-        yield PlannedTensor(p + "ffn_down_exps.weight", (e, h, f), "matrix")
+            yield PlannedTensor(p + "exp_probs_b.bias", (e,), "router_bias")
+        yield PlannedTensor(p + "ffn_gate_exps.weight", (e, f, h), "matrix", spec.routed_expert_gain)
+        yield PlannedTensor(p + "ffn_up_exps.weight", (e, f, h), "matrix", spec.routed_expert_gain)
+        yield PlannedTensor(p + "ffn_down_exps.weight", (e, h, f), "matrix", spec.routed_expert_gain)
         shared = spec.n_shared_experts * f or spec.shared_expert_intermediate_size
         if shared:
             if spec.architecture == "qwen2moe":
@@ -434,8 +507,8 @@ def _attention_plan(spec: SynthSpec, p: str) -> Iterator[PlannedTensor]:
         yield PlannedTensor(p + "attn_k.bias", (nkv * hd,), "bias")
         yield PlannedTensor(p + "attn_v.bias", (nkv * hd,), "bias")
     if spec.qk_norm:
-        yield PlannedTensor(p + "attn_q_norm.weight", (hd,), "norm")
-        yield PlannedTensor(p + "attn_k_norm.weight", (hd,), "norm")
+        yield PlannedTensor(p + "attn_q_norm.weight", (hd,), "norm", spec.qk_norm_gain)
+        yield PlannedTensor(p + "attn_k_norm.weight", (hd,), "norm", spec.qk_norm_gain)
     yield PlannedTensor(p + "attn_output.weight", (h, nh * hd), "matrix")
 
 
@@ -590,14 +663,20 @@ def write_synthetic_gguf(
         if t.kind == "rope_freqs":
             data = llama3_rope_factors(spec)
         elif t.kind == "norm":
-            data = (1.0 + 0.1 * rng.standard_normal(t.shape)).astype(np.float32)
+            data = (t.gain * (1.0 + 0.1 * rng.standard_normal(t.shape))).astype(np.float32)
         elif t.kind == "bias":
             data = (0.1 * rng.standard_normal(t.shape)).astype(np.float32)
         elif t.kind == "router":
             data = (rng.standard_normal(t.shape) / np.sqrt(t.shape[-1])).astype(np.float32)
+        elif t.kind == "router_bias":
+            # V3's exp_probs_b is added to sigmoid scores whose spread over tokens is ~0.2 (the
+            # router's logits have a std of ~1): a bias of std 0.1 moved the busiest of 256
+            # experts to 10x the mean load even with well-spread hidden states. A trained bias
+            # balances the load, so here it stays small enough not to unbalance it (~2.4x at 0.01).
+            data = (0.01 * rng.standard_normal(t.shape)).astype(np.float32)
         else:
             data = random_tensor_bytes(
-                ttype, t.shape, rng, std if ttype != Q.F32 else 1.0 / np.sqrt(t.shape[-1])
+                ttype, t.shape, rng, t.gain * (std if ttype != Q.F32 else 1.0 / np.sqrt(t.shape[-1]))
             )
         w.write_tensor_data(data)
     w.close()

@@ -26,6 +26,16 @@ def test_random_blocks_have_sane_scales(name):
     assert 0.006 < float(w.std()) < 0.06, float(w.std())
 
 
+@pytest.mark.parametrize("name", BLOCK_TYPES)
+def test_random_blocks_have_no_common_offset(name):
+    # A matrix whose weights share an offset adds offset x sum(input) to every output: the
+    # all-ones direction then grows layer after layer until every token looks alike (synth's
+    # docstring). Quantized real weights are centred, so must these be. Counting noise of the
+    # mean over 64 x 4096 weights is ~0.002 std; the old blocks were off by 0.1-0.8 std.
+    w = dequantize(random_tensor_bytes(Q[name], (64, 4096), np.random.default_rng(2), std=0.02), Q[name])
+    assert abs(float(w.mean())) < 0.02 * float(w.std()), float(w.mean() / w.std())
+
+
 def test_unknown_shape_and_type(tmp_path):
     with pytest.raises(MoeboxError, match="known shapes"):
         write_synthetic_gguf(tmp_path / "x.gguf", "gpt-5")

@@ -1,0 +1,79 @@
+"""How a model spreads tokens over its routed experts.
+
+A trained MoE model sends a batch of tokens to nearly all of its experts, each getting
+a share near the mean. A random-weight file can instead send every token to the same
+few experts, which makes batched and prefill figures look far better than they will be
+on the real model. `routing_stats` counts it, so a benchmark can print it beside tok/s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.layers.moe import MoE, Router
+
+
+def random_prompt(n_tokens: int, vocab_size: int, seed: int = 0) -> list[int]:
+    """`n_tokens` random token ids (the benchmarks' prompt), avoiding the first 100 ids,
+    where vocabularies keep their special tokens."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(100, min(vocab_size, 30000), (n_tokens,), generator=g).tolist()
+
+
+@dataclass(frozen=True)
+class LayerRouting:
+    layer: int
+    used_experts: int  # experts chosen by at least one token
+    n_experts: int
+    max_over_mean: float  # the busiest expert's assignments / the mean per expert
+
+    def __iter__(self):  # unpacks as (layer, used_experts, n_experts, max_over_mean)
+        return iter((self.layer, self.used_experts, self.n_experts, self.max_over_mean))
+
+
+class _CountingRouter:
+    """Wraps a layer's router for one forward and counts the experts it chooses."""
+
+    def __init__(self, router: Router, counts: torch.Tensor):
+        self.router, self.counts = router, counts
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, weights = self.router(x)
+        self.counts += torch.bincount(ids.reshape(-1).cpu(), minlength=self.counts.numel())
+        return ids, weights
+
+
+def routing_stats(llm, n_tokens: int = 512, seed: int = 0) -> list[LayerRouting]:
+    """Prefill `n_tokens` random token ids in one batch and count, for every MoE layer, how
+    many experts the router used and how loaded the busiest one was (max / mean
+    assignments). Returns [] for a dense model."""
+    model = llm.model
+    moe_layers = [(i, layer.ffn) for i, layer in enumerate(model.layers) if isinstance(layer.ffn, MoE)]
+    counts = {i: torch.zeros(moe.router.weight.shape[0], dtype=torch.int64) for i, moe in moe_layers}
+    for i, moe in moe_layers:
+        moe.router = _CountingRouter(moe.router, counts[i])
+    try:
+        ids = random_prompt(n_tokens, llm.config.vocab_size, seed)
+        model.forward(torch.tensor(ids), model.new_cache(n_tokens + 1))
+    finally:
+        for _, moe in moe_layers:
+            moe.router = moe.router.router
+    stats = []
+    for i, c in counts.items():
+        mean = float(c.sum()) / c.numel()
+        stats.append(LayerRouting(i, int((c > 0).sum()), c.numel(), float(c.max()) / mean if mean else 0.0))
+    return stats
+
+
+def format_routing(stats: list[LayerRouting]) -> str:
+    """One line: the worst layer's figures and the range over layers."""
+    if not stats:
+        return "routing: dense model"
+    used = min(s.used_experts for s in stats)
+    worst = max(s.max_over_mean for s in stats)
+    return (
+        f"routing over {len(stats)} MoE layers: at least {used} of {stats[0].n_experts} experts used "
+        f"per layer, busiest expert at most {worst:.2f}x the mean load"
+    )
