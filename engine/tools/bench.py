@@ -3,6 +3,10 @@
 Both run the same work: a prompt of random token ids in one batch (prefill), then
 single-token greedy steps (decode), one sequence, the same number of threads. The
 two alternate run by run, so a machine whose load drifts treats both alike.
+
+For an MoE model each prompt row also says how the prompt was routed (the fewest
+experts any MoE layer used, and the busiest expert's load over the mean): a file whose
+router sends every token to the same few experts flatters prefill and batching figures.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 
 from engine.llm import LLM
+from engine.tools.routing import random_prompt, routing_stats, routing_summary
 
 
 @dataclass
@@ -23,11 +28,6 @@ class Speed:
 
     def best(self, other: Speed) -> Speed:
         return Speed(max(self.prefill, other.prefill), max(self.decode, other.decode))
-
-
-def _prompt(n: int, vocab: int, seed: int = 0) -> list[int]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(100, min(vocab, 30000), (n,), generator=g).tolist()
 
 
 class MoeboxRunner:
@@ -117,23 +117,27 @@ def run_bench(
             ref = LlamaCppRunner(path, n_ctx, llm.threads, llm.kv_cache_dtype)
         except ImportError:
             print("llama-cpp-python is not installed: moebox figures only")
-    ours.run(_prompt(8, llm.config.vocab_size), 2)  # warm-up
+    ours.run(random_prompt(8, llm.config.vocab_size), 2)  # warm-up
     print(
         f"model {llm.model_name} ({llm.config.variant}), {llm.threads} threads, "
         f"KV cache {llm.kv_cache_dtype}, best of {repeat}"
     )
-    header = f"{'test':<12}{'moebox tok/s':>14}{'llama.cpp tok/s':>17}{'ratio':>8}"
+    header = f"{'test':<12}{'moebox tok/s':>14}{'llama.cpp tok/s':>17}{'ratio':>8}  routing of the prompt"
     print(header)
     print("-" * len(header))
     for n in prompt_tokens:
-        ids = _prompt(n, llm.config.vocab_size)
+        ids = random_prompt(n, llm.config.vocab_size)
         a, b = Speed(0, 0), Speed(0, 0)
         for _ in range(repeat):
             a = a.best(ours.run(ids, gen_tokens))
             if ref is not None:
                 b = b.best(ref.run(ids, gen_tokens))
-        for name, x, y in ((f"pp{n}", a.prefill, b.prefill), (f"tg{gen_tokens}@{n}", a.decode, b.decode)):
+        routing = routing_summary(routing_stats(llm, n_tokens=n))  # the same ids as the runs
+        for name, x, y, note in (
+            (f"pp{n}", a.prefill, b.prefill, routing),
+            (f"tg{gen_tokens}@{n}", a.decode, b.decode, ""),
+        ):
             cmp = f"{y:>17.1f}{x / y:>8.2f}" if y else f"{'-':>17}{'-':>8}"
-            print(f"{name:<12}{x:>14.1f}{cmp}", flush=True)
+            print(f"{name:<12}{x:>14.1f}{cmp}  {note}".rstrip(), flush=True)
     if ref is not None:
         ref.close()

@@ -67,13 +67,22 @@ def routing_stats(llm, n_tokens: int = 512, seed: int = 0) -> list[LayerRouting]
     return stats
 
 
-def format_routing(stats: list[LayerRouting]) -> str:
-    """One line: the worst layer's figures and the range over layers."""
+def routing_summary(stats: list[LayerRouting]) -> str:
+    """Short figures for a table cell: the fewest experts any MoE layer used and the highest
+    busiest-expert load over the mean, e.g. "experts >= 251/256, busiest <= 2.4x mean"."""
     if not stats:
-        return "routing: dense model"
+        return "dense"
     used = min(s.used_experts for s in stats)
     worst = max(s.max_over_mean for s in stats)
-    return (
-        f"routing over {len(stats)} MoE layers: at least {used} of {stats[0].n_experts} experts used "
-        f"per layer, busiest expert at most {worst:.2f}x the mean load"
+    return f"experts >= {used}/{stats[0].n_experts}, busiest <= {worst:.1f}x mean"
+
+
+def format_routing(stats: list[LayerRouting]) -> str:
+    """One line per MoE layer: used experts and the busiest expert's load over the mean."""
+    if not stats:
+        return "routing: dense model"
+    return "\n".join(
+        f"layer {s.layer:>3}: {s.used_experts:>4}/{s.n_experts} experts used, "
+        f"busiest {s.max_over_mean:.2f}x the mean load"
+        for s in stats
     )

@@ -21,7 +21,7 @@ import torch
 
 from engine.layers.moe import MoE, Router
 from engine.llm import LLM
-from engine.tools.routing import format_routing, random_prompt, routing_stats
+from engine.tools.routing import format_routing, random_prompt, routing_stats, routing_summary
 from engine.tools.synth import write_synthetic_gguf
 
 REAL_WIDTHS = {
@@ -100,10 +100,11 @@ def test_routing_stats_counts_what_the_routers_choose(tmp_path):
         )
     # the routers are put back: the model's own objects, nothing left wrapped
     assert all(type(moe.router) is Router and moe.router is routers[i] for i, moe in moes.items())
-    assert "at least" in format_routing(stats)
+    assert len(format_routing(stats).splitlines()) == len(stats)
+    assert routing_summary(stats).startswith("experts >= ")
 
 
 def test_dense_models_have_no_routing(tmp_path):
     llm = load(write_synthetic_gguf(tmp_path / "llama.gguf", "tiny-llama"))
     assert routing_stats(llm, n_tokens=16) == []
-    assert format_routing([]) == "routing: dense model"
+    assert format_routing([]) == "routing: dense model" and routing_summary([]) == "dense"
