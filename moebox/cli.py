@@ -105,6 +105,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         vocab=vocab,
         seed=args.seed,
         split_max_size=int(args.split_gb * 2**30),
+        sparse=args.sparse,
         progress=True,
         **overrides,
     )
@@ -391,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_placement(p)
     p.set_defaults(func=_cmd_serve)
 
-    from engine.tools.synth import SHAPES
+    from engine.tools.synth import MIXES, SHAPES
 
     p = sub.add_parser(
         "synth", help="write a random-weight model GGUF of a named shape (for tests and benchmarks)"
@@ -399,7 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shape", choices=sorted(SHAPES), help="model shape")
     p.add_argument("output", help="output .gguf path")
     p.add_argument(
-        "--qtype", default="Q4_K", help="quant type of the matrices (F32, F16, Q8_0, Q4_K, IQ1_S, ...)"
+        "--qtype",
+        default="Q4_K",
+        help="quant type of the matrices (F32, F16, Q8_0, Q4_K, IQ1_S, ...) or the per-tensor types "
+        f"of a published file ({', '.join(MIXES)}; e.g. deepseek-r1 --qtype UD-Q2_K_XL)",
+    )
+    p.add_argument(
+        "--sparse",
+        action="store_true",
+        help="write headers and metadata only, the tensor data a hole of its full size (no disk "
+        "used): a file to plan with (inspect --plan), not to run",
     )
     p.add_argument("--layers", type=int, default=0, help="number of layers (default: the shape's own)")
     p.add_argument("--seed", type=int, default=0)

@@ -37,6 +37,7 @@ about 2-2.6x the mean load.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -248,6 +249,40 @@ SHAPES: dict[str, SynthSpec] = {
         qk_nope_head_dim=128,
         qk_rope_head_dim=64,
         v_head_dim=128,
+        rope_scaling_factor=40.0,
+        original_context_length=4096,
+        mscale_all_dim=1.0,
+    ),
+    # DeepSeek-R1 as the published GGUFs (unsloth/DeepSeek-R1-GGUF, January 2025) lay it out:
+    # V3's dimensions with the unsplit attn_kv_b, 1025 tensors. Pair it with a mix of those
+    # files (Q4_K_M, UD-Q2_K_XL, UD-IQ1_S) and --sparse to plan R1 without the real file.
+    "deepseek-r1": SynthSpec(
+        architecture="deepseek2",
+        name="deepseek-r1-synthetic",
+        n_layers=61,
+        hidden_size=7168,
+        n_heads=128,
+        n_kv_heads=128,
+        head_dim=0,
+        intermediate_size=18432,
+        vocab_size=129280,
+        context_length=163840,
+        n_experts=256,
+        n_experts_used=8,
+        moe_intermediate_size=2048,
+        n_shared_experts=1,
+        first_k_dense_replace=3,
+        scoring_func="sigmoid",
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        n_group=8,
+        topk_group=4,
+        q_lora_rank=1536,
+        kv_lora_rank=512,
+        qk_nope_head_dim=128,
+        qk_rope_head_dim=64,
+        v_head_dim=128,
+        split_kv_b=False,
         rope_scaling_factor=40.0,
         original_context_length=4096,
         mscale_all_dim=1.0,
@@ -512,10 +547,139 @@ def _attention_plan(spec: SynthSpec, p: str) -> Iterator[PlannedTensor]:
     yield PlannedTensor(p + "attn_output.weight", (h, nh * hd), "matrix")
 
 
+# --- tensor-type mixes of published files ---------------------------------------------------
+# A mix gives each matrix the type a published quantization gave it: ordered (regex on the
+# tensor name, type) rules, the first match wins, `default` for the rest. Norms, routers and
+# biases stay F32 (no quantizer touches them), as do matrices whose rows do not fit the
+# type's blocks (as for a plain qtype; the published DeepSeek-R1 files have no such rows).
+TypeRules = list[tuple[str, Q]]
+
+
+@dataclass(frozen=True)
+class QuantMix:
+    name: str
+    file_type: gguf.LlamaFileType  # general.file_type of the published file
+    default: Q
+    rules: Callable[[SynthSpec], TypeRules]
+
+    def type_rules(self, spec: SynthSpec) -> list[tuple[re.Pattern, Q]]:
+        return [(re.compile(pattern), qtype) for pattern, qtype in self.rules(spec)]
+
+
+def _layers(layers) -> str:
+    return "(" + "|".join(str(i) for i in layers) + ")"
+
+
+def _q4_k_m(spec: SynthSpec) -> TypeRules:
+    """llama.cpp's Q4_K_M (llama_tensor_get_type in src/llama-quant.cpp of ggml-org/llama.cpp,
+    as of the January 2025 releases that made unsloth/DeepSeek-R1-GGUF's Q4_K_M): Q4_K
+    everywhere, but Q6_K for output.weight and, in the layers where `use_more_bits(i, n)`
+    (i < n/8, i >= 7n/8, or (i - n/8) % 3 == 2), for every ffn_down tensor (dense, shared and
+    routed: MoE models take the layer from the name, n = block count) and attn_v. attn_kv_b
+    was not yet counted as attn_v then (later releases make it Q6_K in those layers too).
+    Published R1 file: 361 F32, 606 Q4_K, 58 Q6_K tensors, 376.650 GiB of tensor data
+    (a llama.cpp load log of DeepSeek-R1-Q4_K_M-00001-of-00009.gguf)."""
+    n = spec.n_layers
+    more = [i for i in range(n) if i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2]
+    return [
+        (r"^output\.weight$", Q.Q6_K),
+        (rf"^blk\.{_layers(more)}\.(ffn_down|attn_v\.weight)", Q.Q6_K),
+    ]
+
+
+def _unsloth_dynamic(spec: SynthSpec, exps: Q, down_exps: Q, first_downs: int, shexp_gate_up: Q) -> TypeRules:
+    """Unsloth's dynamic DeepSeek-R1 quants (unsloth/DeepSeek-R1-GGUF, UD-*; blog "Run DeepSeek
+    R1 Dynamic 1.58-bit", unsloth.ai/blog/deepseekr1-dynamic, January 2025): routed experts at
+    1.5-2.5 bits, the down_proj of the first MoE layers higher ("2.06/1.56bit" for IQ1_S,
+    "3.5/2.5bit" for Q2_K_XL), everything else at 4 or 6 bits.
+    Which non-expert tensor gets 4 and which 6 bits is not listed there; this table is the one
+    assignment by role that matches both published type counts and sizes to the byte count
+    shown: Q6_K for attn_kv_a_mqa, attn_kv_b, ffn_down_shexp, the dense layers' ffn_down and
+    output.weight (3 x 61 + 58 + 3 + 1 = 184, as in both files); Q4_K for attn_q_a, attn_q_b,
+    attn_output, the dense ffn_gate/ffn_up and token_embd; the shared experts' gate/up at Q4_K
+    (Q2_K_XL) or Q5_K (IQ1_S: its 116 Q5_K tensors). Attention output at 6 bits instead would
+    add 1.8 GB to both files."""
+    moe = spec.first_k_dense_replace
+    return [
+        (r"^output\.weight$", Q.Q6_K),
+        (r"\.(attn_kv_a_mqa|attn_kv_b|attn_k_b|attn_v_b)\.", Q.Q6_K),
+        (r"\.ffn_down(_shexp)?\.", Q.Q6_K),
+        (r"\.ffn_(gate|up)_shexp\.", shexp_gate_up),
+        (rf"^blk\.{_layers(range(moe, moe + first_downs))}\.ffn_down_exps\.", down_exps),
+        (r"\.ffn_(gate|up|down)_exps\.", exps),
+    ]
+
+
+MIXES: dict[str, QuantMix] = {
+    "Q4_K_M": QuantMix("Q4_K_M", gguf.LlamaFileType.MOSTLY_Q4_K_M, Q.Q4_K, _q4_k_m),
+    # Published: 361 F32, 171 Q2_K, 3 Q3_K, 306 Q4_K, 184 Q6_K (a llama.cpp load log of
+    # DeepSeek-R1-UD-Q2_K_XL-00001-of-00005.gguf in ikawrakow/ik_llama.cpp pull request 259),
+    # parts of 49.8 + 50 + 50 + 50 + 26.8 GB on Hugging Face.
+    "UD-Q2_K_XL": QuantMix(
+        "UD-Q2_K_XL",
+        gguf.LlamaFileType.MOSTLY_Q2_K,
+        Q.Q4_K,
+        lambda spec: _unsloth_dynamic(spec, Q.Q2_K, Q.Q3_K, 3, Q.Q4_K),
+    ),
+    # Published: 361 F32, 190 Q4_K, 116 Q5_K, 184 Q6_K, 6 IQ2_XXS, 168 IQ1_S, 130.60 GiB (a
+    # llama.cpp load log of DeepSeek-R1-UD-IQ1_S in gpustack/gpustack issue 1107).
+    "UD-IQ1_S": QuantMix(
+        "UD-IQ1_S",
+        gguf.LlamaFileType.MOSTLY_IQ1_S,
+        Q.Q4_K,
+        lambda spec: _unsloth_dynamic(spec, Q.IQ1_S, Q.IQ2_XXS, 6, Q.Q5_K),
+    ),
+}
+
+
+def _tensor_types(spec: SynthSpec, plan: list[PlannedTensor], qtype: Q | QuantMix) -> list[Q]:
+    """The type of every planned tensor: `qtype` (or the mix's choice) for matrices whose rows
+    fit its blocks, F32 for everything else."""
+    rules = qtype.type_rules(spec) if isinstance(qtype, QuantMix) else []
+    types = []
+    for t in plan:
+        if t.kind != "matrix":
+            types.append(Q.F32)
+            continue
+        want = qtype.default if isinstance(qtype, QuantMix) else qtype
+        want = next((q for pattern, q in rules if pattern.search(t.name)), want)
+        types.append(want if t.shape[-1] % GGML_QUANT_SIZES[want][0] == 0 else Q.F32)
+    return types
+
+
+def _file_type(qtype: Q | QuantMix) -> gguf.LlamaFileType:
+    if isinstance(qtype, QuantMix):
+        return qtype.file_type
+    if qtype == Q.F32:
+        return gguf.LlamaFileType.ALL_F32
+    # a file of one K-quant is what llama.cpp's --pure gives for the _M mix
+    for name in (f"MOSTLY_{qtype.name}", f"MOSTLY_{qtype.name}_M"):
+        if name in gguf.LlamaFileType.__members__:
+            return gguf.LlamaFileType[name]
+    return gguf.LlamaFileType.GUESSED
+
+
+def resolve_qtype(qtype: Q | str) -> Q | QuantMix:
+    """A ggml type (by name or value) or the name of a published mix (MIXES)."""
+    if not isinstance(qtype, str):
+        return qtype
+    if qtype.upper() in {m.upper() for m in MIXES}:
+        return next(m for name, m in MIXES.items() if name.upper() == qtype.upper())
+    try:
+        return Q[qtype.upper()]
+    except KeyError:
+        raise MoeboxError(
+            f"unknown quant type {qtype!r}; give a ggml type (F32, Q8_0, Q4_K, IQ1_S, ...) or a mix "
+            f"of published files ({', '.join(MIXES)})"
+        ) from None
+
+
 # --- metadata ------------------------------------------------------------------------------
 
 
-def _write_hparams(w: gguf.GGUFWriter, spec: SynthSpec, vocab_size: int, file_type: Q) -> None:
+def _write_hparams(
+    w: gguf.GGUFWriter, spec: SynthSpec, vocab_size: int, file_type: gguf.LlamaFileType
+) -> None:
     w.add_name(spec.name)
     w.add_block_count(spec.n_layers)
     w.add_context_length(spec.context_length)
@@ -612,15 +776,20 @@ def write_synthetic_gguf(
     seed: int = 0,
     std: float = 0.02,
     split_max_size: int = 0,
+    sparse: bool = False,
     progress: bool = False,
     **overrides: object,
 ) -> Path:
     """Write a random-weight model GGUF; returns the path of the (first) file.
 
-    `qtype` is used for 2-D+ matrices whose rows fit its blocks (others fall back
-    to F32, as llama.cpp's quantizer falls back for small rows); norms, biases and
-    routers stay F32. `vocab` writes the tokenizer keys and returns the vocab size
-    (default: a byte-level vocabulary padded to the shape's vocab_size). `split_max_size` > 0 writes a split set.
+    `qtype` is a ggml type for every 2-D+ matrix, or the name of a published mix (MIXES:
+    Q4_K_M, UD-Q2_K_XL, UD-IQ1_S) that types each matrix as that file does. Matrices whose
+    rows do not fit the type's blocks fall back to F32 (as llama.cpp's quantizer falls back
+    for small rows); norms, biases and routers stay F32. `vocab` writes the tokenizer keys
+    and returns the vocab size (default: a byte-level vocabulary padded to the shape's
+    vocab_size). `split_max_size` > 0 writes a split set. `sparse` writes the headers and
+    metadata only and leaves the tensor data a hole of its full size (a sparse file: no disk
+    used, reads as zeros), for planning a model's memory from its headers.
     """
     if isinstance(spec, str):
         try:
@@ -629,11 +798,7 @@ def write_synthetic_gguf(
             raise MoeboxError(f"unknown shape {spec!r}; known shapes: {', '.join(SHAPES)}") from None
     if overrides:
         spec = replace(spec, **overrides)
-    if isinstance(qtype, str):
-        try:
-            qtype = Q[qtype.upper()]
-        except KeyError:
-            raise MoeboxError(f"unknown quant type {qtype!r}") from None
+    qtype = resolve_qtype(qtype)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -641,12 +806,11 @@ def write_synthetic_gguf(
     # The embedding has exactly as many rows as the vocabulary has tokens (llama.cpp refuses
     # a file where they differ); the shape's vocab_size only sizes the default vocabulary.
     vocab_size = vocab(w) if vocab else write_byte_vocab(w, spec.vocab_size)
-    _write_hparams(w, spec, vocab_size, qtype)
+    _write_hparams(w, spec, vocab_size, _file_type(qtype))
 
     plan = list(tensor_plan(spec, vocab_size))
-    block_elems = GGML_QUANT_SIZES[qtype][0]
-    for t in plan:
-        ttype = qtype if t.kind == "matrix" and t.shape[-1] % block_elems == 0 else Q.F32
+    types = _tensor_types(spec, plan, qtype)
+    for t, ttype in zip(plan, types, strict=True):
         block_e, block_b = GGML_QUANT_SIZES[ttype]
         n_bytes = int(np.prod(t.shape, dtype=np.int64)) // block_e * block_b
         byte_shape = (*t.shape[:-1], t.shape[-1] // block_e * block_b) if block_e > 1 else t.shape
@@ -657,32 +821,54 @@ def write_synthetic_gguf(
     w.write_header_to_file(path=path)
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    bar = tqdm(plan, desc=f"writing {path.name}", unit="tensor", disable=not progress)
-    for t in bar:
-        ttype = qtype if t.kind == "matrix" and t.shape[-1] % block_elems == 0 else Q.F32
-        if t.kind == "rope_freqs":
-            data = llama3_rope_factors(spec)
-        elif t.kind == "norm":
-            data = (t.gain * (1.0 + 0.1 * rng.standard_normal(t.shape))).astype(np.float32)
-        elif t.kind == "bias":
-            data = (0.1 * rng.standard_normal(t.shape)).astype(np.float32)
-        elif t.kind == "router":
-            data = (rng.standard_normal(t.shape) / np.sqrt(t.shape[-1])).astype(np.float32)
-        elif t.kind == "router_bias":
-            # V3's exp_probs_b is added to sigmoid scores whose spread over tokens is ~0.2 (the
-            # router's logits have a std of ~1): a bias of std 0.1 moved the busiest of 256
-            # experts to 10x the mean load even with well-spread hidden states. A trained bias
-            # balances the load, so here it stays small enough not to unbalance it (~2.4x at 0.01).
-            data = (0.01 * rng.standard_normal(t.shape)).astype(np.float32)
-        else:
-            data = random_tensor_bytes(
-                ttype, t.shape, rng, t.gain * (std if ttype != Q.F32 else 1.0 / np.sqrt(t.shape[-1]))
-            )
-        w.write_tensor_data(data)
+    if sparse:
+        _leave_data_as_holes(w)
+    else:
+        bar = tqdm(
+            list(zip(plan, types, strict=True)),
+            desc=f"writing {path.name}",
+            unit="tensor",
+            disable=not progress,
+        )
+        for t, ttype in bar:
+            w.write_tensor_data(_tensor_data(spec, t, ttype, rng, std))
     w.close()
     if split_max_size:
         return path.with_name(f"{path.stem}-00001-of-{len(w.tensors):05d}.gguf")
     return path
+
+
+def _tensor_data(
+    spec: SynthSpec, t: PlannedTensor, ttype: Q, rng: np.random.Generator, std: float
+) -> np.ndarray:
+    if t.kind == "rope_freqs":
+        return llama3_rope_factors(spec)
+    if t.kind == "norm":
+        return (t.gain * (1.0 + 0.1 * rng.standard_normal(t.shape))).astype(np.float32)
+    if t.kind == "bias":
+        return (0.1 * rng.standard_normal(t.shape)).astype(np.float32)
+    if t.kind == "router":
+        return (rng.standard_normal(t.shape) / np.sqrt(t.shape[-1])).astype(np.float32)
+    if t.kind == "router_bias":
+        # V3's exp_probs_b is added to sigmoid scores whose spread over tokens is ~0.2 (the
+        # router's logits have a std of ~1): a bias of std 0.1 moved the busiest of 256
+        # experts to 10x the mean load even with well-spread hidden states. A trained bias
+        # balances the load, so here it stays small enough not to unbalance it (~2.4x at 0.01).
+        return (0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+    return random_tensor_bytes(
+        ttype, t.shape, rng, t.gain * (std if ttype != Q.F32 else 1.0 / np.sqrt(t.shape[-1]))
+    )
+
+
+def _leave_data_as_holes(w: gguf.GGUFWriter) -> None:
+    """Extend each file to its full size without writing its tensor data: the data section
+    starts at the next alignment boundary after the tensor infos, and each tensor takes its
+    size padded to the alignment (as GGUFWriter.write_tensor_data lays them out)."""
+    for fout, tensors in zip(w.fout, w.tensors, strict=True):
+        start = gguf.GGUFWriter.ggml_pad(fout.tell(), w.data_alignment)
+        size = sum(gguf.GGUFWriter.ggml_pad(ti.nbytes, w.data_alignment) for ti in tensors.values())
+        fout.flush()
+        fout.truncate(start + size)
 
 
 def _dtype_of(ttype: Q) -> np.dtype:
