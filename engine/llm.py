@@ -214,16 +214,23 @@ class LLM:
         )
 
     def generate(
-        self, prompt: Prompt, params: SamplingParams | None = None, *, force_think: bool = False
+        self,
+        prompt: Prompt,
+        params: SamplingParams | None = None,
+        *,
+        force_think: bool = False,
+        scheduler=None,
     ) -> Iterator[GenerationChunk]:
         """Generate for one prompt, yielding chunks as tokens are produced; the last one
-        has finish_reason and timings set. Closing the iterator early frees the KV cache."""
+        has finish_reason and timings set. Closing the iterator early frees the KV cache.
+        scheduler: an engine.scheduler.Scheduler to run on, whose prefix cache then serves the
+        next call too (a chat's earlier turns); default: one of its own for this call, with the
+        prompt in one forward."""
         from engine.scheduler import Scheduler, StepError
 
         params = params or sampling_with_defaults(self.sampling_defaults)
         seq = self.new_sequence(self.encode_prompt(prompt, force_think=force_think), params)
-        # a scheduler of its own: one request, its prompt in one forward, no prefix kept between calls
-        scheduler = Scheduler(self, max_running=1, prefill_chunk=0)
+        scheduler = scheduler or Scheduler(self, max_running=1, prefill_chunk=0)
         scheduler.add(seq)
         try:
             while not seq.finished:
