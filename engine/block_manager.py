@@ -31,6 +31,7 @@ class _Donor:
 
     cache: KVCache
     block_ids: list[int]
+    hashes: list[int]  # chain hashes of its blocks, in order
     refs: int = 0  # prefix-cache entries that point here
 
 
@@ -102,8 +103,10 @@ class BlockManager:
 
     def _evict(self, key: int) -> None:
         donor = self._donors.pop(key)
-        for h in [h for h, e in self._index.items() if e.holder is donor]:
-            del self._index[h]
+        for h in donor.hashes:
+            entry = self._index.get(h)
+            if entry is not None and entry.holder is donor:
+                del self._index[h]
         self._free.extend(donor.block_ids)
         self._counters.evicted_blocks += len(donor.block_ids)
 
@@ -174,7 +177,7 @@ class BlockManager:
         n = min(len(hashes), seq.hashed_blocks, len(blocks))
         donor = None
         if n and cache is not None:
-            donor = _Donor(cache.clone_prefix(n * self.block_size), blocks[:n])
+            donor = _Donor(cache.clone_prefix(n * self.block_size), blocks[:n], hashes[:n])
             blocks = blocks[n:]
             bs = self.block_size
             for i, h in enumerate(hashes[:n]):  # the newest copy of a block serves from now on
