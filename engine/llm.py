@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +85,7 @@ class LLM:
         from engine.plan import machine_memory, plan_memory
         from engine.tokenizer import Tokenizer
 
+        started = time.perf_counter()
         resolve_cache_dtype(kv_cache_dtype, "cpu")  # an unknown name fails before anything loads
         threads = threads or _physical_cores()
         set_threads(threads)
@@ -125,12 +127,14 @@ class LLM:
             ctx,
         )
         log.info(
-            "loaded %s (%s, %d layers), context %d, %d threads",
+            "loaded %s (%s, %d layers) in %.1f s, context %d, %d threads; %s",
             config.name,
             config.variant,
             config.n_layers,
+            time.perf_counter() - started,
             ctx,
             threads,
+            _resident_memory(),
         )
         llm = cls(gguf, config, model, tokenizer, chat_template, ctx, threads)
         llm.memory_plan = plan  # engine.plan.MemoryPlan: where each tensor went and why
@@ -255,6 +259,21 @@ class LLM:
         """Release the model and unmap the file."""
         self.model = None
         self.gguf.close()
+
+
+def _resident_memory() -> str:
+    """What the process holds in RAM now: its own allocations, and the pages of the mapped
+    GGUF file read so far (the rest of the mapping is read on demand and stays in the page
+    cache); with a GPU, what torch allocated there."""
+    import psutil
+    import torch
+
+    mem = psutil.Process().memory_info()
+    shared = getattr(mem, "shared", 0)  # file-backed resident pages (Linux)
+    text = f"RAM {(mem.rss - shared) / 2**20:,.0f} MiB allocated + {shared / 2**20:,.0f} MiB of mapped file pages"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        text += f"; GPU {torch.cuda.memory_allocated() / 2**20:,.0f} MiB allocated"
+    return text
 
 
 def _physical_cores() -> int:
