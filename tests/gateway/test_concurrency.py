@@ -168,7 +168,8 @@ def test_queue_bound_answers_429_with_retry_after(smollm2, serve):
         "stream": True,
     }
     with live.client() as http, http.stream("POST", "/v1/chat/completions", json=long) as running:
-        for line in running.iter_lines():  # until its first token: it is running now
+        lines = running.iter_lines()  # kept: a dropped generator may close the response (a cancel)
+        for line in lines:  # until its first token: it is running now
             if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                 break
         with live.client() as http2, http2.stream("POST", "/v1/chat/completions", json=long):
