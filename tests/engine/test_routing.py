@@ -46,8 +46,11 @@ def load(path) -> LLM:
 
 @pytest.mark.parametrize("shape", list(REAL_WIDTHS))
 def test_real_width_shapes_spread_a_random_prompt_over_the_experts(tmp_path, shape):
-    llm = load(write_synthetic_gguf(tmp_path / f"{shape}.gguf", shape, qtype="Q4_K", **REAL_WIDTHS[shape]))
+    path = write_synthetic_gguf(tmp_path / f"{shape}.gguf", shape, qtype="Q4_K", **REAL_WIDTHS[shape])
+    llm = load(path)
     stats = routing_stats(llm, n_tokens=512)
+    llm.close()
+    path.unlink()  # up to 1.7 GB, not to be kept among pytest's last temporary folders
     assert len(stats) == sum(llm.config.is_moe_layer(i) for i in range(llm.config.n_layers))
     for layer, used, n_experts, max_over_mean in stats:
         assert used >= n_experts * 15 // 16, (layer, used, n_experts)
