@@ -8,7 +8,7 @@ on the real model. `routing_stats` counts it, so a benchmark can print it beside
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -22,15 +22,11 @@ def random_prompt(n_tokens: int, vocab_size: int, seed: int = 0) -> list[int]:
     return torch.randint(100, min(vocab_size, 30000), (n_tokens,), generator=g).tolist()
 
 
-@dataclass(frozen=True)
-class LayerRouting:
+class LayerRouting(NamedTuple):
     layer: int
     used_experts: int  # experts chosen by at least one token
     n_experts: int
     max_over_mean: float  # the busiest expert's assignments / the mean per expert
-
-    def __iter__(self):  # unpacks as (layer, used_experts, n_experts, max_over_mean)
-        return iter((self.layer, self.used_experts, self.n_experts, self.max_over_mean))
 
 
 class _CountingRouter:
