@@ -259,37 +259,6 @@ SHAPES: dict[str, SynthSpec] = {
     # DeepSeek-R1 as the published GGUFs (unsloth/DeepSeek-R1-GGUF, January 2025) lay it out:
     # V3's dimensions with the unsplit attn_kv_b, 1025 tensors. Pair it with a mix of those
     # files (Q4_K_M, UD-Q2_K_XL, UD-IQ1_S) and --sparse to plan R1 without the real file.
-    "deepseek-r1": SynthSpec(
-        architecture="deepseek2",
-        name="deepseek-r1-synthetic",
-        n_layers=61,
-        hidden_size=7168,
-        n_heads=128,
-        n_kv_heads=128,
-        head_dim=0,
-        intermediate_size=18432,
-        vocab_size=129280,
-        context_length=163840,
-        n_experts=256,
-        n_experts_used=8,
-        moe_intermediate_size=2048,
-        n_shared_experts=1,
-        first_k_dense_replace=3,
-        scoring_func="sigmoid",
-        routed_scaling_factor=2.5,
-        norm_topk_prob=True,
-        n_group=8,
-        topk_group=4,
-        q_lora_rank=1536,
-        kv_lora_rank=512,
-        qk_nope_head_dim=128,
-        qk_rope_head_dim=64,
-        v_head_dim=128,
-        split_kv_b=False,
-        rope_scaling_factor=40.0,
-        original_context_length=4096,
-        mscale_all_dim=1.0,
-    ),
     "deepseek-v2-lite": SynthSpec(
         architecture="deepseek2",
         name="deepseek-v2-lite-synthetic",
@@ -336,6 +305,10 @@ SHAPES: dict[str, SynthSpec] = {
         routed_expert_gain=2.5,
     ),
 }
+# DeepSeek-R1 as the published GGUFs (unsloth/DeepSeek-R1-GGUF, January 2025) lay it out:
+# V3's dimensions with the unsplit attn_kv_b, 1025 tensors. Pair it with a mix of those
+# files (Q4_K_M, UD-Q2_K_XL, UD-IQ1_S) and --sparse to plan R1 without the real file.
+SHAPES["deepseek-r1"] = replace(SHAPES["deepseek-v3"], name="deepseek-r1-synthetic", split_kv_b=False)
 
 
 # --- random blocks with sane scales -------------------------------------------------
