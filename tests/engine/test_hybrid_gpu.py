@@ -4,10 +4,11 @@ placement on the same file. Runs where CUDA is.
 
 Tolerance: the GPU kernels round activations to bf16 for T >= 2 (8 mantissa bits) and
 dequantize the same GGUF values exactly; the CPU side rounds activations to 8 bits. On this
-random model that moves logits by a few 1e-3 on average; bounds: mean |Δ| < 0.02, top-1
-agreement >= 95 % over a 64-token prefill. Greedy decoding for 32 tokens must give the same
-tokens, except where the CPU's own top-2 margin is a near tie (< 0.05), which such rounding
-may flip.
+random model that moves logits by a few 1e-3 on average (measured on an H100: mean |Δ|
+0.0025 for Q6_K); bounds: mean |Δ| < 0.02, and the same top-1 token at every position of a
+64-token prefill where the CPU's own top-2 margin is clear (> 0.05): a random tiny model has
+near ties that such rounding flips (8 % of positions for Q6_K). Greedy decoding for 32 tokens
+must give the same tokens, except where the CPU's top-2 margin is such a near tie.
 """
 
 from __future__ import annotations
@@ -50,9 +51,14 @@ def test_hybrid_with_quantized_gpu_weights_matches_cpu(tmp_path, monkeypatch, sh
     lc = cpu.model.forward(ids, cpu.model.new_cache(128), all_logits=True).cpu()
     lg = gpu.model.forward(ids, gpu.model.new_cache(128), all_logits=True).float().cpu()
     mean = (lc - lg).abs().mean().item()
-    top1 = (lc.argmax(-1) == lg.argmax(-1)).float().mean().item()
-    print(f"{shape} {qtype}: mean |Δ| {mean:.4f}, max |Δ| {(lc - lg).abs().max():.4f}, top-1 {top1:.3f}")
-    assert mean < 0.02 and top1 >= 0.95
+    same = lc.argmax(-1) == lg.argmax(-1)
+    top2 = lc.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.05
+    print(
+        f"{shape} {qtype}: mean |Δ| {mean:.4f}, max |Δ| {(lc - lg).abs().max():.4f}, "
+        f"top-1 {same.float().mean():.3f}, at clear margins {same[clear].float().mean():.3f} of {int(clear.sum())}"
+    )
+    assert mean < 0.02 and bool(same[clear].all()) and clear.sum() >= 32
     want, margins = _greedy(cpu, ids[:16], 32)
     got, _ = _greedy(gpu, ids[:16], 32)
     first = next((i for i, (a, b) in enumerate(zip(want, got, strict=True)) if a != b), None)
