@@ -22,7 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from engine.tools.bench_ggml import GGML_FORMATS, GgmlCase, GgmlPerfRun, ggml_type_name, require_binary, run_perf
+from engine.tools.bench_ggml import (
+    GGML_FORMATS,
+    GgmlCase,
+    GgmlPerfRun,
+    ggml_type_name,
+    require_binary,
+    run_perf,
+)
 from engine.tools.synth import random_tensor_bytes
 
 DEFAULT_FORMATS = [
