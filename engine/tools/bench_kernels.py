@@ -195,8 +195,9 @@ def bench_gemm(
 
 
 def run(args: argparse.Namespace) -> int:
-    import moebox_native as native
+    from engine.native import native_kernels
 
+    native = native_kernels()  # a clear error where the kernels are not built or cannot run here
     if args.threads:
         native.set_num_threads(args.threads)
     if args.isa:
