@@ -28,6 +28,19 @@ HEADS, Q_LORA, KV_LORA, NOPE, ROPE, V_DIM = 128, 1536, 512, 128, 64, 128
 DENSE_FFN, EXPERTS, EXPERT_FFN = 18432, 256, 2048
 MOE = LAYERS - DENSE
 
+
+def r1_work_bytes(ctx: int) -> int:
+    """R1's work buffers by hand: a step of 256 + 32 rows (residual, q, the dense FFN's rows; f32),
+    32 rows of logits, per context token the f16 latent widened to f32 and a mask byte per chunk
+    token, and MLA's keys/values of 4 heads at a time (256 MiB // (32768 x 448 x 4 bytes) = 4)."""
+    return (
+        (256 + 32) * (4 * HIDDEN + 2 * HEADS * (NOPE + ROPE) + 4 * DENSE_FFN) * 4
+        + 32 * VOCAB * 4
+        + ctx * ((KV_LORA + ROPE) * 4 + 256)
+        + 4 * ctx * (2 * NOPE + V_DIM + ROPE) * 4
+    )
+
+
 R1 = ModelConfig(
     architecture="deepseek2",
     name="DeepSeek-R1",
@@ -123,15 +136,7 @@ def test_r1_q4_k_m_at_32k_with_every_expert_in_ram(r1):
     # MLA cache: 61 x (512 + 64) values x 2 bytes (f16 on the GPU) = 70,272 bytes per token
     assert p.kv_dtype == "f16" and p.kv_per_token == LAYERS * (KV_LORA + ROPE) * 2 == 70_272
     assert p.kv_bytes == 70_272 * ctx
-    # work buffers: a step of 256 + 32 rows (residual, q, the dense FFN's rows; f32), 32 rows of
-    # logits, the f16 latent widened to f32 and a mask byte per chunk token for each context
-    # token, and MLA's keys/values of 4 heads at a time (4 x 32768 x 448 values x 4 bytes)
-    work = (
-        (256 + 32) * (4 * HIDDEN + 2 * HEADS * (NOPE + ROPE) + 4 * DENSE_FFN) * 4
-        + 32 * VOCAB * 4
-        + ctx * ((KV_LORA + ROPE) * 4 + 256)
-        + 4 * ctx * (2 * NOPE + V_DIM + ROPE) * 4
-    )
+    work = r1_work_bytes(ctx)
     assert p.work_bytes == work
     assert p.vram_need == weights + 70_272 * ctx + work
     print(

@@ -9,6 +9,23 @@ Targets: with every routed expert in RAM and 32K tokens of context, R1 Q4_K_M ne
 from __future__ import annotations
 
 import pytest
+from test_plan_r1 import (  # R1's dimensions and work buffers, by hand
+    DENSE,
+    DENSE_FFN,
+    EXPERT_FFN,
+    EXPERTS,
+    HEADS,
+    HIDDEN,
+    KV_LORA,
+    LAYERS,
+    MOE,
+    NOPE,
+    Q_LORA,
+    ROPE,
+    V_DIM,
+    VOCAB,
+    r1_work_bytes,
+)
 
 from engine.config import model_config
 from engine.gguf_file import open_gguf
@@ -18,9 +35,6 @@ from engine.tools.synth import write_synthetic_gguf
 
 GiB = 2**30
 CTX = 32768
-LAYERS, DENSE, MOE, HIDDEN, VOCAB = 61, 3, 58, 7168, 129280
-HEADS, Q_LORA, KV_LORA, NOPE, ROPE, V_DIM = 128, 1536, 512, 128, 64, 128
-DENSE_FFN, EXPERTS, EXPERT_FFN = 18432, 256, 2048
 
 # values of each matrix (R1 files carry the unsplit attn_kv_b)
 Q_A, Q_B = Q_LORA * HIDDEN, HEADS * (NOPE + ROPE) * Q_LORA
@@ -107,15 +121,7 @@ def test_r1_plan_at_32k_with_every_expert_in_ram(files, mix, target_gib):
     assert p.weight_bytes("cpu") == p.ram_need == ram
     # MLA cache: 61 x (512 + 64) values x 2 bytes (f16) per token
     assert p.kv_per_token == 61 * (512 + 64) * 2 == 70_272
-    # work buffers: a step of 256 + 32 rows (residual, q, the dense FFN's rows; f32) and 32 rows
-    # of logits; per context token the f16 latent widened to f32 and a mask byte per chunk token;
-    # MLA's keys/values for 4 heads at a time (256 MiB // (32768 x 448 x 4 bytes) = 4)
-    work = (
-        (256 + 32) * (4 * HIDDEN + 2 * HEADS * (NOPE + ROPE) + 4 * DENSE_FFN) * 4
-        + 32 * VOCAB * 4
-        + CTX * ((KV_LORA + ROPE) * 4 + 256)
-        + 4 * CTX * (2 * NOPE + V_DIM + ROPE) * 4
-    )
+    work = r1_work_bytes(CTX)
     assert p.work_bytes == work
     assert p.vram_need == weights + 70_272 * CTX + work
     print(
