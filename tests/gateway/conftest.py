@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from live_server import LiveServer, start_server, stop_server
+from scripted import ScriptedScheduler
 
 from engine.llm import LLM
 from gateway.settings import GatewaySettings
@@ -92,4 +93,15 @@ def smol_server(smollm2) -> Iterator[LiveServer]:
 def r1_server(r1) -> Iterator[LiveServer]:
     live = start_server(r1, GatewaySettings(model_name="tiny-r1"))
     yield live
+    stop_server(live)
+
+
+@pytest.fixture(scope="module")
+def scripted(r1):
+    """The R1 server with a scripted engine (tests/gateway/scripted.py): (live server, scheduler)."""
+    live = start_server(r1, GatewaySettings(model_name="tiny-r1"))
+    scheduler = ScriptedScheduler(live.host.scheduler)
+    live.host.scheduler = scheduler
+    yield live, scheduler
+    live.host.scheduler = scheduler._real
     stop_server(live)

@@ -8,8 +8,6 @@ import json
 
 import anthropic
 import pytest
-from live_server import start_server, stop_server
-from scripted import ScriptedScheduler
 from sse_reader import read_sse
 
 from engine.tool_calls import DEEPSEEK_V3, ToolCall
@@ -149,16 +147,6 @@ OPENAI_TOOLS = [
 ]
 CALLS = [ToolCall("get_weather", '{"city": "Paris"}'), ToolCall("get_time", "{}")]
 R1_ANSWER = "Two tools.\n</think>\n\n" + DEEPSEEK_V3.write(CALLS)
-
-
-@pytest.fixture(scope="module")
-def scripted(r1):
-    live = start_server(r1, GatewaySettings(model_name="tiny-r1"))
-    scheduler = ScriptedScheduler(live.host.scheduler)
-    live.host.scheduler = scheduler
-    yield live, scheduler
-    live.host.scheduler = scheduler._real
-    stop_server(live)
 
 
 def test_tool_use(scripted, r1):

@@ -16,12 +16,9 @@ import json
 
 import openai
 import pytest
-from live_server import start_server, stop_server
-from scripted import ScriptedScheduler
 from sse_reader import read_ndjson
 
 from engine.tool_calls import DEEPSEEK_V3, ToolCall
-from gateway.settings import GatewaySettings
 
 TOOLS = [
     {
@@ -155,16 +152,6 @@ def test_ollama_tools_reach_the_prompt(r1_server, r1):
 
 
 # --- a scripted engine -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def scripted(r1):
-    live = start_server(r1, GatewaySettings(model_name="tiny-r1"))
-    scheduler = ScriptedScheduler(live.host.scheduler)
-    live.host.scheduler = scheduler
-    yield live, scheduler
-    live.host.scheduler = scheduler._real
-    stop_server(live)
 
 
 R1_ANSWER = "I need the weather and the time.\n</think>\n\n" + DEEPSEEK_V3.write(CALLS)
